@@ -1,0 +1,39 @@
+"""The `normtweak` command line: thin click commands that parse, call the API, print.
+
+Commands live beside the code they drive (`normtweak/<area>/commands.py`) and are
+imported lazily, so `normtweak --help` stays fast. Register a command with one line
+in COMMANDS: name -> "module:function".
+"""
+
+from __future__ import annotations
+
+import importlib
+
+import click
+
+COMMANDS: dict[str, str] = {
+    "eval": "normtweak.evaluate.commands:eval_cmd",
+}
+
+
+class LazyGroup(click.Group):
+    """A click group that imports a command's module only when the command runs."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(COMMANDS)
+
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        if name not in COMMANDS:
+            return None
+        module, attr = COMMANDS[name].split(":")
+        return getattr(importlib.import_module(module), attr)
+
+
+@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="normtweak")
+def main() -> None:
+    """normtweak: low-bit post-training quantization with norm tweaking."""
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,122 @@
+"""Frozen configuration dataclasses, validated once at construction.
+
+`QuantSpec` says how weights are quantized, `TweakSpec` how norm weights are
+tweaked, `GridSpec` which (lr, scale) points a grid search visits.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+
+QUANT_METHODS = ("rtn", "gptq")
+TWEAK_LOSSES = ("dist", "dist_mse", "mse", "none")
+
+
+@dataclass(frozen=True)
+class QuantSpec:
+    """Weight quantization settings.
+
+    group_size: -1 = one scale per output channel, 0 = one scale per tensor,
+    g > 0 = one scale per g consecutive input features of each output channel
+    (g must divide the layer's in_features).
+    """
+
+    bits: int = 4
+    group_size: int = -1
+    symmetric: bool = False
+    method: str = "rtn"
+    damp: float = 0.01
+    act_order: bool = False
+    block_size: int = 128
+    static_groups: bool = False
+    quantize_head: bool = False
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.bits, int) or not 2 <= self.bits <= 8:
+            raise ValueError(f"bits must be an integer in 2..8, got {self.bits!r}")
+        if not isinstance(self.group_size, int) or self.group_size < -1:
+            raise ValueError(
+                f"group_size must be -1 (per channel), 0 (per tensor) or a positive "
+                f"divisor of in_features, got {self.group_size!r}"
+            )
+        if self.method not in QUANT_METHODS:
+            raise ValueError(f"method must be one of {QUANT_METHODS}, got {self.method!r}")
+        if not 0.0 <= self.damp < 1.0:
+            raise ValueError(f"damp must be in [0, 1), got {self.damp}")
+        if self.block_size < 1:
+            raise ValueError(f"block_size must be positive, got {self.block_size}")
+
+    def check_layer(self, name: str, in_features: int) -> None:
+        """Raise ValueError if this spec cannot quantize a layer of `in_features` inputs."""
+        if self.group_size > 0 and in_features % self.group_size != 0:
+            raise ValueError(
+                f"layer {name!r}: group_size {self.group_size} does not divide "
+                f"in_features {in_features}"
+            )
+
+    def groups(self, in_features: int) -> int:
+        """Number of scale groups along the input dimension."""
+        return in_features // self.group_size if self.group_size > 0 else 1
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class TweakSpec:
+    """Norm-tweaking settings (paper, Algorithm 1).
+
+    Block l of L trains its norm weights with Adam at lr_l = lr * (1 + scale * l / L)
+    for `iters` passes over the calibration samples.
+    """
+
+    lr: float = 1e-5
+    scale: float = 5.0
+    iters: int = 1
+    batch_size: int = 1
+    loss: str = "dist"
+    num_samples: int | None = None
+
+    def __post_init__(self) -> None:
+        if not (self.lr >= 0 and math.isfinite(self.lr)):
+            raise ValueError(f"lr must be a finite non-negative number, got {self.lr}")
+        if not math.isfinite(self.scale):
+            raise ValueError(f"scale must be finite, got {self.scale}")
+        if self.iters < 0:
+            raise ValueError(f"iters must be >= 0, got {self.iters}")
+        if self.batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
+        if self.loss not in TWEAK_LOSSES:
+            raise ValueError(f"loss must be one of {TWEAK_LOSSES}, got {self.loss!r}")
+        if self.num_samples is not None and self.num_samples < 1:
+            raise ValueError(f"num_samples must be >= 1, got {self.num_samples}")
+
+    def block_lr(self, index: int, num_blocks: int) -> float:
+        """Learning rate of block `index` (0-based) out of `num_blocks`."""
+        return self.lr * (1.0 + self.scale * index / num_blocks)
+
+    @property
+    def enabled(self) -> bool:
+        return self.loss != "none" and self.iters > 0 and self.lr > 0
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class GridSpec:
+    """Grid of (lr, scale) points; selection on the validation split only."""
+
+    lrs: tuple[float, ...] = (1e-5,)
+    scales: tuple[float, ...] = (5.0,)
+    save_all: bool = False
+    points: tuple[tuple[float, float], ...] = field(init=False)
+
+    def __post_init__(self) -> None:
+        if not self.lrs or not self.scales:
+            raise ValueError("grid search needs at least one lr and one scale")
+        object.__setattr__(self, "lrs", tuple(float(x) for x in self.lrs))
+        object.__setattr__(self, "scales", tuple(float(x) for x in self.scales))
+        pts = tuple((lr, s) for lr in self.lrs for s in self.scales)
+        object.__setattr__(self, "points", pts)
