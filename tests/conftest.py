@@ -1,0 +1,40 @@
+"""Test-session setup shared by every test module.
+
+TRITON_INTERPRET must be set before any Triton kernel is decorated (i.e. before
+normtweak.norms is imported), so it is set here, first: on a machine without a GPU
+the Triton kernels then run interpreted on CPU tensors, which is how CI tests them.
+"""
+
+import os
+
+os.environ.setdefault("TRITON_INTERPRET", "1")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
+from normtweak.testing import FAMILIES, tiny_model, tiny_tokenizer  # noqa: E402
+
+torch.set_num_threads(1)
+
+
+@pytest.fixture(scope="session")
+def tokenizer():
+    return tiny_tokenizer()
+
+
+@pytest.fixture(params=FAMILIES)
+def family(request):
+    return request.param
+
+
+@pytest.fixture
+def make_tiny():
+    """Factory: make_tiny(family, seed=0) -> a fresh prepared tiny model."""
+    from normtweak.arch import prepare_model
+
+    def make(family: str, seed: int = 0):
+        return prepare_model(tiny_model(family, seed=seed))
+
+    return make
