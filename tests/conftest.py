@@ -12,11 +12,9 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 import pytest  # noqa: E402
-import torch  # noqa: E402
 
 from normtweak.testing import FAMILIES, tiny_model, tiny_tokenizer  # noqa: E402
 
-torch.set_num_threads(1)
 
 
 @pytest.fixture(scope="session")
