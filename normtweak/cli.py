@@ -12,6 +12,7 @@ import importlib
 import click
 
 COMMANDS: dict[str, str] = {
+    "generate-data": "normtweak.calib.commands:generate_data",
     "eval": "normtweak.evaluate.commands:eval_cmd",
 }
 
