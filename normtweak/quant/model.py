@@ -1,0 +1,162 @@
+"""Quantize a transformer block, or a whole model, by replacing its Linears by QuantLinears.
+
+`quantize_block` is what the norm-tweak pipeline calls for each block; `quantize_model`
+is plain RTN / GPTQ over a whole model (no tweaking), block by block, one block on the
+device at a time.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from normtweak import arch
+from normtweak.config import QuantSpec
+from normtweak.quant.gptq import GPTQ
+from normtweak.quant.linear import QuantLinear
+from normtweak.quant.rtn import rtn_quantize
+
+
+def set_submodule(root: nn.Module, name: str, module: nn.Module) -> None:
+    """Replace the submodule at dotted path `name` under `root` by `module`."""
+    parent_name, _, child = name.rpartition(".")
+    parent = root.get_submodule(parent_name) if parent_name else root
+    setattr(parent, child, module)
+
+
+def rtn_linear(linear: nn.Linear, spec: QuantSpec, name: str = "linear") -> QuantLinear:
+    """A QuantLinear holding the RTN quantization of `linear` (its weight is not changed)."""
+    spec.check_layer(name, linear.in_features)
+    codes, scale, zero = rtn_quantize(linear.weight, spec)
+    return QuantLinear.from_linear(linear, codes, scale, zero, spec)
+
+
+def gptq_linear(gptq: GPTQ, spec: QuantSpec) -> QuantLinear:
+    """A QuantLinear holding the GPTQ quantization of the layer `gptq` collected inputs for."""
+    r = gptq.quantize(spec)
+    return QuantLinear.from_linear(gptq.layer, r.codes, r.scale, r.zero, spec, g_idx=r.g_idx)
+
+
+def quantize_block(
+    block: nn.Module,
+    spec: QuantSpec,
+    forward_calibration: Callable[[], None] | None = None,
+) -> dict[str, QuantLinear]:
+    """Replace every nn.Linear in `block` by a QuantLinear, in place; return them by name.
+
+    RTN ignores `forward_calibration`. GPTQ hooks the block's linears, calls
+    `forward_calibration()` (which must run the float block over all calibration
+    inputs), and quantizes every linear from the float block's inputs.
+    """
+    linears = arch.block_linears(block)
+    for name, lin in linears:
+        spec.check_layer(name, lin.in_features)
+    if spec.method == "rtn":
+        quantized = {name: rtn_linear(lin, spec, name) for name, lin in linears}
+    else:
+        if forward_calibration is None:
+            raise ValueError("GPTQ needs forward_calibration: a callable running the block "
+                             "over the calibration inputs")
+        gptqs = {name: GPTQ(lin) for name, lin in linears}
+        handles = [
+            lin.register_forward_hook(lambda m, inp, out, g=gptqs[name]: g.add_batch(inp[0]))
+            for name, lin in linears
+        ]
+        try:
+            with torch.no_grad():
+                forward_calibration()
+        finally:
+            for h in handles:
+                h.remove()
+        for name, g in gptqs.items():
+            if g.nsamples == 0:
+                raise ValueError(f"GPTQ: linear {name!r} saw no input during forward_calibration")
+        quantized = {name: gptq_linear(gptqs[name], spec) for name, _ in linears}
+    for name, q in quantized.items():
+        set_submodule(block, name, q)
+    return quantized
+
+
+def quantize_head(model: nn.Module, spec: QuantSpec) -> QuantLinear | None:
+    """RTN-quantize the output head (an nn.Linear) in place; None if there is none.
+
+    The head is quantized with RTN whatever spec.method (its inputs are not collected).
+    A head tied to the input embeddings is untied: the embeddings stay float.
+    """
+    head = arch.get_adapter(model).get_head(model)
+    if not isinstance(head, nn.Linear):
+        return None
+    name = next(n for n, m in model.named_modules() if m is head)
+    q = rtn_linear(head, spec, name)
+    set_submodule(model, name, q)
+    return q
+
+
+def _calibration_batches(calibration: torch.Tensor | None, batch_size: int) -> list:
+    if calibration is None:
+        raise ValueError("GPTQ needs calibration token ids [N, T] (e.g. CalibrationSet.input_ids)")
+    if calibration.dim() != 2 or calibration.dtype not in (torch.int64, torch.int32):
+        raise ValueError(f"calibration must be integer token ids [N, T], got "
+                         f"{calibration.dtype} {tuple(calibration.shape)}")
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    return list(calibration.long().split(batch_size))
+
+
+@torch.no_grad()
+def quantize_model(
+    model: nn.Module,
+    spec: QuantSpec,
+    calibration: torch.Tensor | None = None,
+    device: torch.device | str = "cpu",
+    batch_size: int = 1,
+    progress: bool = True,
+) -> nn.Module:
+    """Replace every block Linear (and the head if spec.quantize_head) by a QuantLinear.
+
+    GPTQ walks the blocks in order: each block's calibration inputs are the previous
+    quantized block's outputs. Each block is moved to `device`, processed, moved back.
+    """
+    adapter = arch.get_adapter(model)
+    blocks = adapter.get_blocks(model)
+    for i, block in enumerate(blocks):
+        for name, lin in arch.block_linears(block):
+            spec.check_layer(f"block {i}: {name}", lin.in_features)
+    bar = tqdm(blocks, desc=f"{spec.method} W{spec.bits}", disable=not progress)
+    if spec.method == "rtn":
+        for block in bar:
+            home = _device_of(block)
+            block.to(device)
+            quantize_block(block, spec)
+            block.to(home)
+    else:
+        batches = _calibration_batches(calibration, batch_size)
+        home_outside = _device_of(adapter.get_embeddings(model))
+        inputs = arch.capture_block_inputs(model, batches, device=device, store_device=device)
+        arch._non_block_to(model, adapter, home_outside)
+        hidden = inputs.hidden
+        for index, block in enumerate(bar):
+            home = _device_of(block)
+            block.to(device)
+
+            def forward_calibration(block=block, index=index) -> None:
+                for h in hidden:
+                    arch.run_block(block, h, inputs.extra(index, h.shape))
+
+            quantize_block(block, spec, forward_calibration)
+            hidden = [arch.run_block(block, h, inputs.extra(index, h.shape)) for h in hidden]
+            block.to(home)
+    if spec.quantize_head:
+        quantize_head(model, spec)
+    return model
+
+
+def _device_of(module: nn.Module) -> torch.device:
+    for t in module.parameters():
+        return t.device
+    for t in module.buffers():
+        return t.device
+    return torch.device("cpu")
