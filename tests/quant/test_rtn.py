@@ -1,0 +1,83 @@
+"""RTN against an independent float64 NumPy formula, for every (bits, group, symmetric)."""
+
+import numpy as np
+import pytest
+import torch
+
+from normtweak.config import QuantSpec
+from normtweak.quant.rtn import dequantize, rtn_fake_quantize, rtn_quantize
+
+OUT, IN = 12, 96
+
+
+def reference_rtn(w: np.ndarray, bits: int, group_size: int, symmetric: bool):
+    """Textbook RTN in float64: returns codes, dequantized weight (both [out, in])."""
+    out, inf = w.shape
+    if group_size == 0:
+        groups = [(slice(None), slice(None))]
+    elif group_size == -1:
+        groups = [(slice(r, r + 1), slice(None)) for r in range(out)]
+    else:
+        groups = [(slice(r, r + 1), slice(c, c + group_size))
+                  for r in range(out) for c in range(0, inf, group_size)]
+    codes = np.zeros_like(w)
+    deq = np.zeros_like(w)
+    for rows, cols in groups:
+        g = w[rows, cols]
+        if symmetric:
+            half = 2 ** (bits - 1)
+            scale = np.abs(g).max() / (half - 1) or 1.0
+            zero = half
+        else:
+            lo, hi = min(g.min(), 0.0), max(g.max(), 0.0)
+            scale = (hi - lo) / (2 ** bits - 1) or 1.0
+            zero = min(max(np.round(-lo / scale), 0), 2 ** bits - 1)
+        q = np.clip(np.round(g / scale) + zero, 0, 2 ** bits - 1)
+        codes[rows, cols] = q
+        deq[rows, cols] = scale * (q - zero)
+    return codes, deq
+
+
+@pytest.mark.parametrize("bits", range(2, 9))
+@pytest.mark.parametrize("group_size", [-1, 0, 32])
+@pytest.mark.parametrize("symmetric", [False, True])
+def test_rtn_matches_float64_reference(bits, group_size, symmetric):
+    gen = torch.Generator().manual_seed(bits * 100 + group_size)
+    w = torch.randn(OUT, IN, generator=gen) * 0.02
+    w[0, :5] = torch.rand(5, generator=gen)  # one-signed stretch: range must still hold 0
+    w[1] = w[1].abs()  # an all-positive row
+    spec = QuantSpec(bits=bits, group_size=group_size, symmetric=symmetric)
+    codes, scale, zero = rtn_quantize(w, spec)
+    ref_codes, ref_deq = reference_rtn(w.double().numpy(), bits, group_size, symmetric)
+    assert codes.dtype == torch.int32
+    assert int(codes.min()) >= 0 and int(codes.max()) <= 2 ** bits - 1
+    np.testing.assert_array_equal(codes.numpy(), ref_codes)
+    deq = dequantize(codes, scale, zero, group_size, dtype=torch.float64)
+    np.testing.assert_allclose(deq.numpy(), ref_deq, rtol=1e-6, atol=1e-9)
+    assert scale.shape == zero.shape == (OUT, spec.groups(IN))
+
+
+def test_zero_is_exact_and_error_bounded():
+    w = torch.randn(8, 64, generator=torch.Generator().manual_seed(0))
+    w[:, ::7] = 0.0
+    spec = QuantSpec(bits=3, group_size=16)
+    codes, scale, zero = rtn_quantize(w, spec)
+    deq = dequantize(codes, scale, zero, 16, dtype=torch.float64)
+    assert torch.all(deq[:, ::7] == 0)
+    # Round-to-nearest error is at most half a step.
+    step = scale.repeat_interleave(16, dim=1).double()
+    assert torch.all((deq - w.double()).abs() <= step / 2 + 1e-6)
+
+
+def test_all_zero_group_and_fake_quant_dtype():
+    w = torch.zeros(4, 32, dtype=torch.bfloat16)
+    out = rtn_fake_quantize(w, QuantSpec(bits=4, group_size=16))
+    assert out.dtype == torch.bfloat16 and torch.all(out == 0)
+
+
+def test_spec_validation_names_layer_and_numbers():
+    with pytest.raises(ValueError, match="bits"):
+        QuantSpec(bits=9)
+    spec = QuantSpec(group_size=128)
+    with pytest.raises(ValueError, match=r"'mlp.down_proj'.*128.*1000"):
+        spec.check_layer("mlp.down_proj", 1000)
