@@ -4,9 +4,9 @@ Nothing here is stored in git: `prepare_local_tasks(cache_dir)` writes each task
 and a copy of its yaml (from normtweak/evaluate/tasks/, with `__DATA__` replaced by the
 cache folder) into `cache_dir`, which is then lm-eval's `include_path`.
 
-Documents of a corpus: its text split at blank lines, pieces merged in order (joined by
-a blank line) until each holds at least `min_chars` characters, then stripped. The same
-function gives `perplexity` the same documents, so our numbers and lm-eval's compare.
+Documents of a corpus are `normtweak.assets.load_documents(name, split)` (Wikipedia:
+articles; Austen: novels), stripped. `normtweak eval --text` scores the same documents,
+each from its own BOS, so our perplexity and lm-eval's rolling task compare.
 """
 
 from __future__ import annotations
@@ -27,34 +27,15 @@ TEMPLATE_DIR = Path(__file__).parent / "tasks"
 CORPUS_TASKS = {"nt_wikipedia": "wikipedia", "nt_austen": "austen"}
 SENTIMENT_TASK = "nt_rotten_tomatoes"
 LOCAL_TASKS = (*CORPUS_TASKS, SENTIMENT_TASK)
-DEFAULT_MIN_CHARS = 4000
 SENTIMENT_PER_CLASS = 250
 _LABELS = {"rotten": 0, "fresh": 1}
 
 
-def split_documents(text: str, min_chars: int = DEFAULT_MIN_CHARS) -> list[str]:
-    """Cut a corpus into documents: blank-line pieces merged until >= min_chars each."""
-    docs, current = [], []
-    size = 0
-    for piece in re.split(r"\n\s*\n", text):
-        piece = piece.strip()
-        if not piece:
-            continue
-        current.append(piece)
-        size += len(piece)
-        if size >= min_chars:
-            docs.append("\n\n".join(current))
-            current, size = [], 0
-    if current:
-        docs.append("\n\n".join(current))
-    return docs
+def corpus_documents(name: str, split: str = "test") -> list[str]:
+    """Stripped, non-empty documents of a corpus split (normtweak.assets.load_documents)."""
+    from normtweak.assets import load_documents
 
-
-def corpus_documents(name: str, split: str = "test", min_chars: int = DEFAULT_MIN_CHARS) -> list[str]:
-    """Documents of an offline corpus (normtweak.assets.load_text name or path)."""
-    from normtweak.assets import load_text
-
-    return split_documents(load_text(name, split=split), min_chars)
+    return [d.strip() for d in load_documents(name, split=split) if d.strip()]
 
 
 def rotten_tomatoes_path() -> Path:
@@ -106,7 +87,7 @@ def write_jsonl(path: Path, rows: Iterable[dict]) -> None:
     write_atomic(path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
 
 
-def _task_rows(task: str, min_chars: int, documents: Callable[[str], list[str]]) -> list[dict]:
+def _task_rows(task: str, documents: Callable[[str], list[str]]) -> list[dict]:
     if task == SENTIMENT_TASK:
         return rotten_tomatoes_examples()
     return [{"text": d} for d in documents(CORPUS_TASKS[task])]
@@ -115,7 +96,6 @@ def _task_rows(task: str, min_chars: int, documents: Callable[[str], list[str]])
 def prepare_local_tasks(
     cache_dir: str | Path,
     tasks: Iterable[str] = LOCAL_TASKS,
-    min_chars: int = DEFAULT_MIN_CHARS,
     documents: Callable[[str], list[str]] | None = None,
 ) -> Path:
     """Write the data and yaml of the local `tasks` into cache_dir; return it (include_path).
@@ -125,12 +105,12 @@ def prepare_local_tasks(
     corpora may change).
     """
     cache = Path(cache_dir).expanduser().resolve()
-    documents = documents or (lambda name: corpus_documents(name, "test", min_chars))
+    documents = documents or (lambda name: corpus_documents(name, "test"))
     for task in tasks:
         if task not in LOCAL_TASKS:
             raise ValueError(f"unknown local task {task!r}; local tasks: {LOCAL_TASKS}")
         template = (TEMPLATE_DIR / f"{task}.yaml").read_text(encoding="utf-8")
         data_name = re.search(r"__DATA__/(\S+)", template).group(1)
-        write_jsonl(cache / data_name, _task_rows(task, min_chars, documents))
+        write_jsonl(cache / data_name, _task_rows(task, documents))
         write_atomic(cache / f"{task}.yaml", template.replace("__DATA__", str(cache)))
     return cache

@@ -1,0 +1,141 @@
+"""`normtweak eval`: perplexity, lm-eval tasks, or a float/quant/tweaked comparison.
+
+    normtweak eval --model smollm2-135m --text wikipedia --split test --max-windows 4
+    normtweak eval --model PATH --tasks nt_wikipedia,nt_rotten_tomatoes --limit 20
+    normtweak eval --compare float=smollm2-135m quant=models/q tweaked=models/t --text austen
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import re
+import time
+from pathlib import Path
+
+import click
+
+DEFAULT_CACHE = Path("~/.cache/normtweak/lm_eval")
+PPL_COLUMNS = [("model", "model"), ("ppl", "ppl"), ("word_ppl", "word ppl"),
+               ("bits_per_byte", "bits/byte"), ("tokens", "tokens"), ("windows", "windows")]
+
+
+def load_for_eval(name_or_path: str):
+    """(model, tokenizer): a normtweak-quantized folder via normtweak.io, else assets."""
+    config = Path(name_or_path) / "config.json"
+    if config.is_file():
+        qc = json.loads(config.read_text(encoding="utf-8")).get("quantization_config") or {}
+        if qc.get("quant_method") == "normtweak":
+            from normtweak.io import load_quantized
+
+            return load_quantized(name_or_path)
+    from normtweak.assets import load_model
+
+    return load_model(name_or_path)
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", text).strip("_")[-60:] or "model"
+
+
+def _ppl(model_ref: str, text: str, split: str, opts: dict) -> dict:
+    from normtweak.evaluate.perplexity import perplexity
+    from normtweak.evaluate.taskdata import corpus_documents
+
+    model, tok = load_for_eval(model_ref)
+    start = time.perf_counter()
+    result = perplexity(model, tok, corpus_documents(text, split), **opts)
+    row = dataclasses.asdict(result)
+    row.update(seconds=round(time.perf_counter() - start, 2), source=model_ref)
+    return row
+
+
+def _caption(row: dict, text: str, split: str) -> str:
+    mode = f"window={row['window']}" + (f" stride={row['stride']}" if row["mode"] == "sliding" else "")
+    return (f"Perplexity on {text}/{split} ({row['mode']} {mode}, BOS per document, "
+            f"{row['windows']} windows, {row['tokens']} tokens scored)")
+
+
+def _emit(payload: dict, table: str, output: Path) -> None:
+    from normtweak.evaluate.report import write_json, write_text
+
+    click.echo(table)
+    write_json(output, payload)
+    write_text(output.with_suffix(".md"), table)
+    click.echo(f"\nwrote {output} and {output.with_suffix('.md')}")
+
+
+@click.command("eval")
+@click.option("--model", "model_ref", help="Model name (smollm2-135m), folder, or hub id.")
+@click.option("--tasks", default=None, help="Comma-separated lm-eval tasks: nt_wikipedia, "
+              "nt_austen, nt_rotten_tomatoes (offline) or any built-in name (online).")
+@click.option("--text", default=None, help="Corpus for our perplexity: wikipedia, austen, "
+              "a .txt/.jsonl path, wikitext2 (online). Default wikipedia without --tasks.")
+@click.option("--split", default="test", type=click.Choice(["train", "validation", "test"]))
+@click.option("--window", type=int, default=None, help="Tokens per window (default min(context, 1024)).")
+@click.option("--stride", type=int, default=None, help="Sliding-window stride (< window).")
+@click.option("--max-windows", type=int, default=None, help="Score only the first N windows.")
+@click.option("--batch-size", type=int, default=1, show_default=True)
+@click.option("--limit", type=int, default=None, help="lm-eval: first N documents per task.")
+@click.option("--num-fewshot", type=int, default=None)
+@click.option("--compare", multiple=True, metavar="LABEL=PATH",
+              help="Compare models' perplexity; labels float and quant give the gap column.")
+@click.option("--device", default=None, help="cpu, cuda, cuda:1 (default: where the model loads).")
+@click.option("--cache-dir", type=click.Path(path_type=Path), default=DEFAULT_CACHE,
+              show_default=True, help="Where local task data is generated.")
+@click.option("--output", type=click.Path(path_type=Path), default=None,
+              help="JSON path (a .md beside it); default results/eval-<model>.json.")
+def eval_cmd(model_ref, tasks, text, split, window, stride, max_windows, batch_size, limit,
+             num_fewshot, compare, device, cache_dir, output) -> None:
+    """Evaluate a model: our pinned perplexity, lm-eval tasks, or a comparison table."""
+    from normtweak.evaluate.report import compare_rows, markdown_table
+
+    opts = dict(window=window, stride=stride, batch_size=batch_size, max_windows=max_windows,
+                device=device)
+    try:
+        if compare:
+            pairs = [c.split("=", 1) for c in compare]
+            if any(len(p) != 2 or not p[0] or not p[1] for p in pairs):
+                raise ValueError("--compare takes LABEL=PATH, e.g. float=smollm2-135m quant=models/q")
+            text = text or "wikipedia"
+            ppl = {label: _ppl(ref, text, split, opts) for label, ref in pairs}
+            rows = compare_rows(ppl)
+            cols = PPL_COLUMNS + ([("gap_recovered_%", "gap recovered %")]
+                                  if any("gap_recovered_%" in r for r in rows) else [])
+            table = _caption(rows[0], text, split) + "\n\n" + markdown_table(rows, cols)
+            _emit({"text": text, "split": split, "rows": rows}, table,
+                  output or Path("results") / "eval-compare.json")
+            return
+        if not model_ref:
+            raise ValueError("give --model (or --compare LABEL=PATH ...)")
+        payload, parts = {"model": model_ref}, []
+        if text or not tasks:
+            text = text or "wikipedia"
+            row = _ppl(model_ref, text, split, opts)
+            payload["perplexity"] = {"text": text, "split": split, **row}
+            parts.append(_caption(row, text, split) + "\n\n"
+                         + markdown_table([{"model": model_ref, **row}], PPL_COLUMNS))
+        if tasks:
+            parts.append(_run_tasks(model_ref, tasks, payload, cache_dir, limit, batch_size,
+                                    window, num_fewshot, device))
+        _emit(payload, "\n\n".join(parts), output or Path("results") / f"eval-{_slug(model_ref)}.json")
+    except (ValueError, FileNotFoundError) as err:
+        raise click.ClickException(str(err)) from err
+
+
+def _run_tasks(model_ref, tasks, payload, cache_dir, limit, batch_size, window, num_fewshot,
+               device) -> str:
+    from normtweak.evaluate.harness import results_rows, run_tasks
+    from normtweak.evaluate.report import markdown_table
+
+    names = [t.strip() for t in tasks.split(",") if t.strip()]
+    model, tok = load_for_eval(model_ref)
+    results = run_tasks(model, tok, names, cache_dir=cache_dir, limit=limit,
+                        batch_size=batch_size, max_length=window, num_fewshot=num_fewshot,
+                        device=device)
+    rows = results_rows(results)
+    payload["lm_eval"] = {"tasks": names, "limit": limit, "rows": rows,
+                          "configs": results.get("configs", {})}
+    caption = (f"lm-eval {', '.join(names)} (max_length={window or 'min(context, 1024)'}, "
+               f"limit={limit})")
+    return caption + "\n\n" + markdown_table(rows, ["task", "metric", "value", "stderr"])

@@ -1,0 +1,117 @@
+"""Fast evaluation: per-block output mean and variance, and their drift after quantization.
+
+`layer_stats(model, input_ids, device)` runs the blocks one at a time on a few
+calibration samples (block l gets block l-1's output of the *same* model) and returns,
+per block, the mean and variance of all elements of its output (float64). Comparing a
+quantized (or tweaked) model's stats with the float model's (`layer_deltas`) shows where
+the distribution drifts, which is what norm tweaking corrects; `plot_deltas` draws it.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from normtweak import arch
+
+
+def _device_of(module: nn.Module) -> torch.device:
+    param = next(module.parameters(), None)
+    return param.device if param is not None else torch.device("cpu")
+
+
+@torch.no_grad()
+def layer_stats(
+    model: nn.Module,
+    input_ids: torch.Tensor,
+    device: torch.device | str = "cpu",
+    batch_size: int = 8,
+) -> list[tuple[float, float]]:
+    """(mean, variance) of each block's output over all its elements, block order.
+
+    input_ids: LongTensor [N, T] (no padding). Each block is moved to `device`, run, and
+    moved back. Variance is the population variance (divide by the element count),
+    accumulated in float64 across batches of `batch_size` rows.
+    """
+    if input_ids.ndim != 2 or input_ids.shape[0] == 0:
+        raise ValueError(f"input_ids must be [N, T] with N >= 1, got {tuple(input_ids.shape)}")
+    adapter = arch.get_adapter(model)
+    blocks = adapter.get_blocks(model)
+    home_outside = _device_of(adapter.get_embeddings(model))
+    inputs = arch.capture_block_inputs(
+        model, input_ids.long().split(batch_size), device=device, store_device=device
+    )
+    arch._non_block_to(model, adapter, home_outside)  # capture leaves them on `device`
+    hidden = inputs.hidden
+    stats = []
+    for index, block in enumerate(blocks):
+        home = _device_of(block)
+        block.to(device)
+        hidden = [arch.run_block(block, h, inputs.extra(index, h.shape)) for h in hidden]
+        block.to(home)
+        total = sum(h.numel() for h in hidden)
+        s1 = sum(h.double().sum() for h in hidden)
+        s2 = sum(h.double().square().sum() for h in hidden)
+        mean = float(s1 / total)
+        stats.append((mean, float(s2 / total) - mean * mean))
+    return stats
+
+
+def layer_deltas(
+    reference_stats: list[tuple[float, float]], other_stats: list[tuple[float, float]]
+) -> list[dict[str, float]]:
+    """Per block: the reference and other mean/var and other - reference (d_mean, d_var)."""
+    if len(reference_stats) != len(other_stats):
+        raise ValueError(
+            f"stats of {len(reference_stats)} and {len(other_stats)} blocks: compare models "
+            "of the same architecture"
+        )
+    rows = []
+    for layer, ((m0, v0), (m1, v1)) in enumerate(zip(reference_stats, other_stats)):
+        rows.append({"layer": layer, "mean_ref": m0, "mean": m1, "d_mean": m1 - m0,
+                     "var_ref": v0, "var": v1, "d_var": v1 - v0})
+    return rows
+
+
+def plot_deltas(
+    deltas: dict[str, list[dict[str, float]]],
+    path: str | Path,
+    title: str = "Per-block output drift vs float",
+) -> Path:
+    """PNG of d_mean and d_var per block, one line per label (e.g. 'rtn', 'tweaked').
+
+    deltas: label -> `layer_deltas(...)` rows. Written atomically; returns the path.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    for label, rows in deltas.items():
+        layers = [r["layer"] for r in rows]
+        axes[0].plot(layers, [r["d_mean"] for r in rows], marker="o", ms=3, label=label)
+        axes[1].plot(layers, [r["d_var"] for r in rows], marker="o", ms=3, label=label)
+    for ax, name in zip(axes, ("Δ mean", "Δ variance")):
+        ax.axhline(0.0, color="grey", lw=0.8)
+        ax.set_xlabel("block")
+        ax.set_ylabel(f"{name} of block output")
+        ax.grid(alpha=0.3)
+        ax.legend()
+    fig.suptitle(title)
+    fig.tight_layout()
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".png")
+    os.close(fd)
+    try:
+        fig.savefig(tmp, dpi=120)
+        os.replace(tmp, path)
+    finally:
+        plt.close(fig)
+        Path(tmp).unlink(missing_ok=True)
+    return path
