@@ -14,6 +14,7 @@ import click
 COMMANDS: dict[str, str] = {
     "generate-data": "normtweak.calib.commands:generate_data",
     "eval": "normtweak.evaluate.commands:eval_cmd",
+    "quantize": "normtweak.quant.commands:quantize_cmd",
 }
 
 
