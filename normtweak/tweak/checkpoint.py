@@ -1,0 +1,98 @@
+"""Per-block checkpoints of a tweak run, written atomically, so a run can resume.
+
+A checkpoint folder holds `run.json` (what the run is: specs, calibration hash,
+number of blocks) and `block_XXXX.safetensors` (the state of each finished block:
+packed weights, scales, zeros, tweaked norms). The inputs of the next block are
+not stored: resuming recomputes them by running the finished blocks, which is
+cheap next to tweaking and deterministic.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+
+
+def calibration_hash(input_ids: torch.Tensor) -> str:
+    """sha256 of the calibration token ids (int64, C order)."""
+    data = input_ids.to(torch.int64).contiguous().numpy().tobytes()
+    return hashlib.sha256(data).hexdigest()
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def atomic_save_file(tensors: dict[str, torch.Tensor], path: Path, metadata: dict | None = None) -> None:
+    """safetensors save_file through a temporary file in the same folder + rename."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        tensors = {k: v.detach().contiguous().cpu() for k, v in tensors.items()}
+        save_file(tensors, tmp, metadata=metadata)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+class CheckpointDir:
+    """The checkpoints of one tweak run."""
+
+    def __init__(self, folder: str | os.PathLike, run_info: dict) -> None:
+        self.folder = Path(folder)
+        self.run_info = run_info
+
+    @property
+    def run_file(self) -> Path:
+        return self.folder / "run.json"
+
+    def block_file(self, index: int) -> Path:
+        return self.folder / f"block_{index:04d}.safetensors"
+
+    def start(self, resume: bool) -> int:
+        """Prepare the folder; return how many leading blocks are already done.
+
+        Without `resume`, existing block checkpoints are removed. With it, the stored
+        run description must match this run's, else ValueError says what differs.
+        """
+        self.folder.mkdir(parents=True, exist_ok=True)
+        if resume and self.run_file.is_file():
+            stored = json.loads(self.run_file.read_text())
+            diff = sorted(k for k in set(stored) | set(self.run_info)
+                          if stored.get(k) != self.run_info.get(k))
+            if diff:
+                raise ValueError(
+                    f"cannot resume from {self.folder}: the checkpoints were made by a different "
+                    f"run (differs in {diff}); use another --checkpoint-dir or drop --resume"
+                )
+            done = 0
+            while self.block_file(done).is_file():
+                done += 1
+            return done
+        for old in self.folder.glob("block_*.safetensors"):
+            old.unlink()
+        atomic_write_bytes(self.run_file, json.dumps(self.run_info, indent=2, sort_keys=True).encode())
+        return 0
+
+    def save_block(self, index: int, block: torch.nn.Module) -> None:
+        atomic_save_file(block.state_dict(), self.block_file(index), {"block": str(index)})
+
+    def load_block(self, index: int, block: torch.nn.Module) -> None:
+        state = load_file(self.block_file(index))
+        block.load_state_dict(state, strict=True)

@@ -1,0 +1,268 @@
+"""The block-wise norm-tweaking loop (paper, Algorithm 1): the one place that orchestrates.
+
+For each block l = 0..L-1, in order:
+  1. its inputs X_l are the outputs of the already quantized-and-tweaked blocks
+     before it (for l = 0, the embeddings of the calibration set);
+  2. the float block maps X_l to the targets Y_f;
+  3. the block's linears are quantized (RTN, or GPTQ with its Hessian from X_l);
+  4. only the block's norm parameters are trained with Adam at
+     lr_l = lr * (1 + scale * l / L) to minimise loss(Y_f, block_q(X_l));
+  5. the tweaked quantized block maps X_l to X_{l+1}.
+Each block is moved to the device, processed and moved back; activations stay on
+the CPU.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Callable
+
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from normtweak import __version__, arch
+from normtweak.config import QuantSpec, TweakSpec
+from normtweak.quant import quantize_block
+from normtweak.tweak.checkpoint import CheckpointDir, calibration_hash
+from normtweak.tweak.loss import get_loss
+
+
+class NonFiniteActivationError(ValueError):
+    """NaN or Inf appeared in a block's output during the pipeline."""
+
+
+@dataclass
+class BlockResult:
+    index: int
+    lr: float
+    loss_before: float  # tweak loss of the quantized block before training its norms
+    loss_after: float  # ... and after
+    seconds: float
+    resumed: bool = False
+
+
+@dataclass
+class TweakResult:
+    blocks: list[BlockResult] = field(default_factory=list)
+    seconds: float = 0.0
+
+    def as_dict(self) -> dict:
+        return {"seconds": self.seconds, "blocks": [asdict(b) for b in self.blocks]}
+
+
+@dataclass
+class Start:
+    """Work every run on the same model and calibration shares (a grid search reuses it).
+
+    inputs: block 0's inputs per batch and each block's captured call arguments.
+    targets0: block 0's float outputs per batch.
+    """
+
+    inputs: arch.BlockInputs
+    targets0: list[torch.Tensor]
+    calibration_hash: str
+    batch_size: int
+
+
+def as_input_ids(calibration) -> torch.Tensor:
+    """Token ids [N, T] from a tensor or anything with `.input_ids` (a CalibrationSet)."""
+    ids = getattr(calibration, "input_ids", calibration)
+    if not isinstance(ids, torch.Tensor) or ids.dim() != 2 or ids.dtype.is_floating_point:
+        raise ValueError("calibration must be integer token ids [num_samples, seq_len] "
+                         "or a CalibrationSet")
+    return ids.long()
+
+
+@torch.no_grad()
+def prepare_start(model: nn.Module, calibration, batch_size: int = 1,
+                  device: torch.device | str = "cpu") -> Start:
+    """Capture block 0's inputs and compute its float outputs, once."""
+    ids = as_input_ids(calibration)
+    inputs = arch.capture_block_inputs(model, list(ids.split(batch_size)), device=device)
+    _check_finite(inputs.hidden, "embeddings")
+    block = arch.get_adapter(model).get_blocks(model)[0]
+    home = _device_of(block)
+    block.to(device)
+    targets = _run_all(block, inputs.hidden, inputs, 0, device)
+    block.to(home)
+    return Start(inputs, targets, calibration_hash(ids), batch_size)
+
+
+def tweak_model(
+    model: nn.Module,
+    calibration,
+    quant: QuantSpec,
+    tweak: TweakSpec,
+    *,
+    device: torch.device | str = "cpu",
+    checkpoint_dir: str | None = None,
+    resume: bool = False,
+    progress: bool = True,
+    seed: int = 0,
+    start: Start | None = None,
+    on_block_done: Callable[[int], None] | None = None,
+) -> TweakResult:
+    """Quantize `model` block by block and tweak each block's norms, in place.
+
+    calibration: token ids [N, T] or a CalibrationSet (tweak.num_samples caps N).
+    checkpoint_dir/resume: write each finished block there; with resume, skip the
+    blocks already there (the result is identical to an uninterrupted run).
+    on_block_done(index): called after each block's checkpoint is written.
+    """
+    ids = as_input_ids(calibration)
+    if tweak.num_samples is not None:
+        ids = ids[: tweak.num_samples]
+    adapter = arch.get_adapter(model)
+    blocks = adapter.get_blocks(model)
+    for i, block in enumerate(blocks):
+        for name, lin in arch.block_linears(block):
+            quant.check_layer(f"block {i}: {name}", lin.in_features)
+    if start is None:
+        start = prepare_start(model, ids, tweak.batch_size, device)
+    elif start.batch_size != tweak.batch_size or start.calibration_hash != calibration_hash(ids):
+        raise ValueError("the shared start was made for other calibration data or batch size")
+    ckpt = None
+    done = 0
+    if checkpoint_dir is not None:
+        ckpt = CheckpointDir(checkpoint_dir, _run_info(model, quant, tweak, start, seed))
+        done = ckpt.start(resume)
+    result = TweakResult()
+    t0 = time.perf_counter()
+    hidden = start.inputs.hidden
+    bar = tqdm(range(len(blocks)), desc=f"normtweak {quant.method} W{quant.bits}", disable=not progress)
+    for index in bar:
+        block = blocks[index]
+        home = _device_of(block)
+        block.to(device)
+        tb = time.perf_counter()
+        if index < done:
+            _quant_shells(block, quant)
+            ckpt.load_block(index, block)
+            hidden = _run_all(block, hidden, start.inputs, index, device)
+            res = BlockResult(index, tweak.block_lr(index, len(blocks)), float("nan"),
+                              float("nan"), 0.0, resumed=True)
+        else:
+            targets = start.targets0 if index == 0 else _run_all(block, hidden, start.inputs, index, device)
+            hidden, res = _process_block(block, index, len(blocks), hidden, targets, start.inputs,
+                                         quant, tweak, device, seed)
+            res.seconds = time.perf_counter() - tb
+        _check_finite(hidden, f"block {index}")
+        block.to(home)
+        if ckpt is not None and index >= done:
+            ckpt.save_block(index, block)
+        result.blocks.append(res)
+        bar.set_postfix(loss=f"{res.loss_before:.3g}->{res.loss_after:.3g}")
+        if on_block_done is not None and index >= done:
+            on_block_done(index)
+    result.seconds = time.perf_counter() - t0
+    return result
+
+
+def _process_block(block, index, num_blocks, hidden, targets, inputs, quant, tweak, device, seed):
+    """Quantize one block, tweak its norms, and return (next inputs, BlockResult)."""
+    quantize_block(block, quant, lambda: _run_all(block, hidden, inputs, index, device))
+    lr = tweak.block_lr(index, num_blocks)
+    loss_fn = get_loss(tweak.loss if tweak.loss != "none" else "dist")
+    before = _mean_loss(block, hidden, targets, inputs, index, device, loss_fn)
+    if tweak.enabled:
+        gen = torch.Generator().manual_seed(seed * 100_003 + index)
+        train_norms(block, hidden, targets, lambda h: inputs.extra(index, h.shape), lr, tweak,
+                    loss_fn, device, gen)
+    nxt, after = _run_all(block, hidden, inputs, index, device, targets=targets, loss_fn=loss_fn)
+    return nxt, BlockResult(index, lr, before, after, 0.0)
+
+
+def norm_parameters(block: nn.Module) -> list[nn.Parameter]:
+    """The parameters tweaking trains: every weight and bias of the block's norm modules."""
+    params = []
+    for _, norm in arch.block_norms(block):
+        params += [p for p in norm.parameters(recurse=False)]
+    return params
+
+
+def train_norms(block, hidden, targets, extra_of, lr, tweak, loss_fn, device, generator) -> None:
+    """Adam on the block's norm parameters only, `tweak.iters` passes over the batches."""
+    trainable = norm_parameters(block)
+    if not trainable:
+        raise ValueError(f"block {type(block).__name__} has no norm parameters to tweak")
+    flags = {id(p): p.requires_grad for p in block.parameters()}
+    for p in block.parameters():
+        p.requires_grad_(False)
+    for p in trainable:
+        p.requires_grad_(True)
+    opt = torch.optim.Adam(trainable, lr=lr)
+    try:
+        with torch.enable_grad():
+            for _ in range(tweak.iters):
+                for b in torch.randperm(len(hidden), generator=generator).tolist():
+                    x = hidden[b].to(device)
+                    y = arch.run_block(block, x, extra_of(x))
+                    loss = loss_fn(targets[b].to(device), y)
+                    opt.zero_grad(set_to_none=True)
+                    loss.backward()
+                    opt.step()
+    finally:
+        for p in block.parameters():
+            p.requires_grad_(flags.get(id(p), False))
+
+
+@torch.no_grad()
+def _run_all(block, hidden, inputs, index, device, targets=None, loss_fn=None):
+    """Run a block over every batch; outputs stay on the batch's device (the CPU).
+
+    With targets and loss_fn also return the mean loss of the outputs against them.
+    """
+    outs, total = [], 0.0
+    for b, h in enumerate(hidden):
+        y = arch.run_block(block, h.to(device), inputs.extra(index, h.shape))
+        if targets is not None:
+            total += float(loss_fn(targets[b].to(device), y))
+        outs.append(y.to(h.device))
+    return (outs, total / max(len(hidden), 1)) if targets is not None else outs
+
+
+@torch.no_grad()
+def _mean_loss(block, hidden, targets, inputs, index, device, loss_fn) -> float:
+    return _run_all(block, hidden, inputs, index, device, targets, loss_fn)[1]
+
+
+def _check_finite(tensors: list[torch.Tensor], where: str) -> None:
+    for b, t in enumerate(tensors):
+        if not torch.isfinite(t).all():
+            raise NonFiniteActivationError(
+                f"NaN/Inf in the output of {where} (calibration batch {b}); stopping. "
+                f"Checkpoints of earlier blocks are kept: lower the learning rate or check the "
+                f"model/calibration data, then resume."
+            )
+
+
+def _quant_shells(block: nn.Module, quant: QuantSpec) -> None:
+    """Replace a block's nn.Linears by empty QuantLinears to be filled from a state dict."""
+    from normtweak.quant.linear import QuantLinear
+    from normtweak.quant.model import set_submodule
+
+    for name, lin in arch.block_linears(block):
+        shell = QuantLinear(lin.in_features, lin.out_features, quant, bias=lin.bias is not None,
+                            device=lin.weight.device)
+        set_submodule(block, name, shell)
+
+
+def _device_of(module: nn.Module) -> torch.device:
+    for t in list(module.parameters()) + list(module.buffers()):
+        return t.device
+    return torch.device("cpu")
+
+
+def _run_info(model, quant, tweak, start, seed) -> dict:
+    return {
+        "model": str(getattr(model.config, "name_or_path", "")),
+        "model_type": model.config.model_type,
+        "num_blocks": len(arch.get_adapter(model).get_blocks(model)),
+        "quant": quant.as_dict(),
+        "tweak": tweak.as_dict(),
+        "calibration_sha256": start.calibration_hash,
+        "seed": seed,
+        "normtweak_version": __version__,
+    }

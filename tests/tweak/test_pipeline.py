@@ -1,0 +1,124 @@
+"""The block-wise pipeline on tiny models of every family."""
+
+import pytest
+import torch
+
+from normtweak import arch
+from normtweak.config import QuantSpec, TweakSpec
+from normtweak.quant import QuantLinear
+from normtweak.testing import tiny_batch
+from normtweak.tweak.pipeline import NonFiniteActivationError, norm_parameters, tweak_model
+
+QUANT = QuantSpec(bits=3, group_size=16)
+
+
+def _calibration(n=4, seq=32):
+    return torch.cat([tiny_batch(1, seq, seed=s) for s in range(n)])
+
+
+def _norm_names(model):
+    blocks = arch.get_adapter(model).get_blocks(model)
+    ids = {id(p) for b in blocks for p in norm_parameters(b)}
+    return {n for n, p in model.named_parameters() if id(p) in ids}
+
+
+def test_only_norm_parameters_change(make_tiny, family):
+    ids = _calibration()
+    original = make_tiny(family)
+    tweaked = make_tiny(family)
+    plain = make_tiny(family)
+    tweak_model(tweaked, ids, QUANT, TweakSpec(lr=1e-2, iters=2), progress=False)
+    tweak_model(plain, ids, QUANT, TweakSpec(loss="none"), progress=False)
+    norms = _norm_names(tweaked)
+    assert norms
+    before = dict(original.named_parameters())
+    changed = {n for n, p in tweaked.named_parameters() if not torch.equal(p, before[n])}
+    assert changed and changed <= norms
+    # quantized weights do not depend on the tweak: identical buffers with and without it
+    sd_t, sd_p = tweaked.state_dict(), plain.state_dict()
+    for n in sd_p:
+        if n.endswith(("qweight", "scales", "zeros")):
+            assert torch.equal(sd_t[n], sd_p[n]), n
+    # every block linear is quantized, nothing else
+    for block in arch.get_adapter(tweaked).get_blocks(tweaked):
+        assert not arch.block_linears(block)
+        assert any(isinstance(m, QuantLinear) for m in block.modules())
+
+
+@pytest.mark.parametrize("fam", ["llama", "opt", "gpt2", "bert", "gemma"])
+def test_loss_decreases_on_calibration(make_tiny, fam):
+    result = tweak_model(make_tiny(fam), _calibration(8), QUANT,
+                         TweakSpec(lr=1e-3, scale=0.0, iters=4), progress=False)
+    for block in result.blocks:
+        assert block.loss_after < block.loss_before, (fam, block)
+
+
+def test_plain_quantization_leaves_loss_unchanged(make_tiny):
+    result = tweak_model(make_tiny("llama"), _calibration(), QUANT, TweakSpec(loss="none"),
+                         progress=False)
+    for block in result.blocks:
+        assert block.loss_after == pytest.approx(block.loss_before, rel=1e-6)
+
+
+def test_learning_rate_schedule(make_tiny):
+    spec = TweakSpec(lr=2e-4, scale=3.0)
+    result = tweak_model(make_tiny("llama"), _calibration(2), QUANT, spec, progress=False)
+    num = len(result.blocks)
+    assert [b.lr for b in result.blocks] == [2e-4 * (1 + 3.0 * i / num) for i in range(num)]
+    assert spec.block_lr(0, 10) == 2e-4 and spec.block_lr(5, 10) == pytest.approx(2e-4 * 2.5)
+
+
+def _logits(model, ids):
+    with torch.no_grad():
+        return model(input_ids=ids).logits
+
+
+def test_resume_after_interruption_gives_identical_model(make_tiny, tmp_path):
+    ids = _calibration()
+    spec = TweakSpec(lr=1e-2, iters=2)
+    full = make_tiny("llama")
+    tweak_model(full, ids, QUANT, spec, progress=False)
+
+    def crash(index):
+        if index == 0:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        tweak_model(make_tiny("llama"), ids, QUANT, spec, checkpoint_dir=tmp_path,
+                    on_block_done=crash, progress=False)
+    assert (tmp_path / "block_0000.safetensors").is_file()
+    assert not (tmp_path / "block_0001.safetensors").exists()
+    resumed = make_tiny("llama")
+    result = tweak_model(resumed, ids, QUANT, spec, checkpoint_dir=tmp_path, resume=True,
+                         progress=False)
+    assert [b.resumed for b in result.blocks] == [True, False]
+    test_ids = tiny_batch(2, 16, seed=99)
+    torch.testing.assert_close(_logits(resumed, test_ids), _logits(full, test_ids), atol=0, rtol=0)
+
+
+def test_resume_refuses_other_run(make_tiny, tmp_path):
+    ids = _calibration(2)
+    tweak_model(make_tiny("llama"), ids, QUANT, TweakSpec(), checkpoint_dir=tmp_path, progress=False)
+    with pytest.raises(ValueError, match="different run.*quant"):
+        tweak_model(make_tiny("llama"), ids, QuantSpec(bits=4), TweakSpec(),
+                    checkpoint_dir=tmp_path, resume=True, progress=False)
+
+
+def test_nan_stops_with_block_index_and_keeps_earlier_checkpoints(make_tiny, tmp_path):
+    model = make_tiny("llama")
+    block1 = arch.get_adapter(model).get_blocks(model)[1]
+    with torch.no_grad():
+        block1.post_attention_layernorm.weight.fill_(float("nan"))
+    with pytest.raises(NonFiniteActivationError, match="block 1"):
+        tweak_model(model, _calibration(2), QUANT, TweakSpec(), checkpoint_dir=tmp_path,
+                    progress=False)
+    assert (tmp_path / "block_0000.safetensors").is_file()
+    assert not (tmp_path / "block_0001.safetensors").exists()
+
+
+def test_bad_calibration_and_group_size(make_tiny):
+    with pytest.raises(ValueError, match="token ids"):
+        tweak_model(make_tiny("llama"), torch.randn(2, 8), QUANT, TweakSpec(), progress=False)
+    with pytest.raises(ValueError, match="group_size 48 does not divide in_features 64"):
+        tweak_model(make_tiny("llama"), _calibration(2), QuantSpec(group_size=48), TweakSpec(),
+                    progress=False)
