@@ -24,6 +24,7 @@ from tqdm.auto import tqdm
 
 from normtweak import __version__, arch
 from normtweak.config import QuantSpec, TweakSpec
+from normtweak.io.format import replace_with_shells
 from normtweak.quant import quantize_block
 from normtweak.tweak.checkpoint import CheckpointDir, calibration_hash
 from normtweak.tweak.loss import get_loss
@@ -138,7 +139,7 @@ def tweak_model(
         block.to(device)
         tb = time.perf_counter()
         if index < done:
-            _quant_shells(block, quant)
+            replace_with_shells(block, quant)
             ckpt.load_block(index, block)
             hidden = _run_all(block, hidden, start.inputs, index, device)
             res = BlockResult(index, tweak.block_lr(index, len(blocks)), float("nan"),
@@ -236,17 +237,6 @@ def _check_finite(tensors: list[torch.Tensor], where: str) -> None:
                 f"Checkpoints of earlier blocks are kept: lower the learning rate or check the "
                 f"model/calibration data, then resume."
             )
-
-
-def _quant_shells(block: nn.Module, quant: QuantSpec) -> None:
-    """Replace a block's nn.Linears by empty QuantLinears to be filled from a state dict."""
-    from normtweak.quant.linear import QuantLinear
-    from normtweak.quant.model import set_submodule
-
-    for name, lin in arch.block_linears(block):
-        shell = QuantLinear(lin.in_features, lin.out_features, quant, bias=lin.bias is not None,
-                            device=lin.weight.device)
-        set_submodule(block, name, shell)
 
 
 def _device_of(module: nn.Module) -> torch.device:

@@ -1,0 +1,109 @@
+"""Save -> load gives identical logits; exported folders load with plain transformers; bad files refused."""
+
+import errno
+import json
+
+import pytest
+import torch
+from transformers import AutoModelForCausalLM, AutoModelForMaskedLM
+
+from normtweak.config import QuantSpec, TweakSpec
+from normtweak.io import export_dequantized, load_quantized, save_quantized
+from normtweak.io import save as save_module
+from normtweak.quant import QuantLinear
+from normtweak.testing import tiny_batch
+from normtweak.tweak.pipeline import tweak_model
+
+QUANT = QuantSpec(bits=3, group_size=16)
+
+
+def _quantized(make_tiny, family, quant=QUANT):
+    model = make_tiny(family)
+    ids = torch.cat([tiny_batch(1, 16, seed=s) for s in range(2)])
+    tweak_model(model, ids, quant, TweakSpec(lr=1e-2), progress=False)
+    return model
+
+
+def _logits(model, ids):
+    with torch.no_grad():
+        return model(input_ids=ids).logits
+
+
+def test_save_load_identical_and_export_loads_in_plain_transformers(make_tiny, family, tokenizer, tmp_path):
+    model = _quantized(make_tiny, family)
+    save_quantized(model, tokenizer, tmp_path / "q", quant=QUANT, tweak=TweakSpec(lr=1e-2))
+    loaded, tok = load_quantized(tmp_path / "q")
+    assert tok is not None and len(tok) == len(tokenizer)
+    assert sum(isinstance(m, QuantLinear) for m in loaded.modules()) == sum(
+        isinstance(m, QuantLinear) for m in model.modules())
+    ids = tiny_batch(2, 16, seed=5)
+    torch.testing.assert_close(_logits(loaded, ids), _logits(model, ids), atol=0, rtol=0)
+    export_dequantized(model, tokenizer, tmp_path / "plain")
+    auto = AutoModelForMaskedLM if family in ("bert", "distilbert") else AutoModelForCausalLM
+    plain = auto.from_pretrained(tmp_path / "plain").eval()
+    assert not any(isinstance(m, QuantLinear) for m in plain.modules())
+    torch.testing.assert_close(_logits(plain, ids), _logits(model, ids), atol=1e-4, rtol=0)
+
+
+def test_config_records_the_run(make_tiny, tokenizer, tmp_path):
+    save_quantized(_quantized(make_tiny, "llama"), tokenizer, tmp_path / "q", quant=QUANT,
+                   tweak=TweakSpec(lr=1e-2), calibration_sha256="abc")
+    qc = json.loads((tmp_path / "q" / "config.json").read_text())["quantization_config"]
+    assert qc["quant_method"] == "normtweak" and qc["bits"] == 3 and qc["group_size"] == 16
+    assert qc["tweak"]["lr"] == 1e-2 and qc["calibration_sha256"] == "abc"
+    assert len(qc["weights_sha256"]) == 64 and qc["quantized_modules"]
+
+
+@pytest.fixture
+def saved(make_tiny, tokenizer, tmp_path):
+    path = tmp_path / "q"
+    save_quantized(_quantized(make_tiny, "llama"), tokenizer, path, quant=QUANT)
+    return path
+
+
+def test_tampered_and_truncated_weights_refused(saved):
+    weights = saved / "model.safetensors"
+    data = bytearray(weights.read_bytes())
+    data[-1] ^= 0xFF
+    weights.write_bytes(bytes(data))
+    with pytest.raises(ValueError, match="truncated or was altered"):
+        load_quantized(saved)
+    weights.write_bytes(bytes(data[: len(data) // 2]))
+    with pytest.raises(ValueError, match="truncated or was altered"):
+        load_quantized(saved)
+    with pytest.raises(ValueError, match="truncated or corrupt"):
+        load_quantized(saved, verify=False)
+
+
+def test_newer_format_version_refused(saved):
+    cfg = json.loads((saved / "config.json").read_text())
+    cfg["quantization_config"]["format_version"] = 99
+    (saved / "config.json").write_text(json.dumps(cfg))
+    with pytest.raises(ValueError, match="format version 99, newer.*upgrade normtweak"):
+        load_quantized(saved)
+
+
+def test_not_a_normtweak_folder(tmp_path, make_tiny):
+    with pytest.raises(FileNotFoundError, match="no config.json"):
+        load_quantized(tmp_path)
+    make_tiny("llama").save_pretrained(tmp_path / "plain")
+    with pytest.raises(ValueError, match="not saved by normtweak"):
+        load_quantized(tmp_path / "plain")
+    with pytest.raises(ValueError, match="no QuantLinear"):
+        save_quantized(make_tiny("llama"), None, tmp_path / "x", quant=QUANT)
+
+
+def test_disk_full_leaves_no_partial_output_and_keeps_old_model(saved, make_tiny, tokenizer, monkeypatch):
+    before = {p.name: p.read_bytes() for p in saved.iterdir()}
+
+    def full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(save_module, "save_model", full)
+    with pytest.raises(OSError, match="disk full while saving"):
+        save_quantized(_quantized(make_tiny, "llama"), tokenizer, saved, quant=QUANT)
+    assert {p.name: p.read_bytes() for p in saved.iterdir()} == before
+    assert [p.name for p in saved.parent.iterdir() if p.name.startswith(".")] == []
+    with pytest.raises(OSError, match="disk full"):
+        save_quantized(_quantized(make_tiny, "llama"), tokenizer, saved.parent / "new", quant=QUANT)
+    assert not (saved.parent / "new").exists()
