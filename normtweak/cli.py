@@ -15,6 +15,8 @@ COMMANDS: dict[str, str] = {
     "generate-data": "normtweak.calib.commands:generate_data",
     "eval": "normtweak.evaluate.commands:eval_cmd",
     "quantize": "normtweak.quant.commands:quantize_cmd",
+    "tweak": "normtweak.tweak.commands:tweak_cmd",
+    "run": "normtweak.tweak.commands:run_cmd",
 }
 
 

@@ -1,0 +1,161 @@
+"""Grid search over (lr, scale): select on the validation split, report every point on test.
+
+Work that is the same for every point is done once: block 0's captured inputs and
+float targets (`pipeline.prepare_start`), and the float and plain-quantized
+baselines. Each point tweaks a fresh copy of the float model.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+
+from torch import nn
+
+from normtweak.config import GridSpec, QuantSpec, TweakSpec
+from normtweak.tweak.checkpoint import atomic_write_bytes
+from normtweak.tweak.pipeline import as_input_ids, prepare_start, tweak_model
+
+
+@dataclass
+class GridPoint:
+    lr: float
+    scale: float
+    validation_ppl: float
+    test_ppl: float
+    seconds: float
+    saved_to: str | None = None
+
+
+@dataclass
+class GridResult:
+    float_ppl: dict
+    quant_ppl: dict  # plain quantization, no tweak
+    points: list[GridPoint] = field(default_factory=list)
+    best: GridPoint | None = None
+
+    def as_dict(self) -> dict:
+        return {
+            "float": self.float_ppl,
+            "quantized": self.quant_ppl,
+            "points": [asdict(p) for p in self.points],
+            "best": asdict(self.best) if self.best else None,
+            "selected_on": "validation",
+        }
+
+
+def select_best(points: list[GridPoint]) -> GridPoint:
+    """The point with the lowest validation perplexity (NaN points never win)."""
+    finite = [p for p in points if math.isfinite(p.validation_ppl)]
+    if not finite:
+        raise ValueError("every grid point diverged (validation perplexity is not finite)")
+    return min(finite, key=lambda p: p.validation_ppl)
+
+
+def grid_search(
+    model: nn.Module,
+    tokenizer,
+    calibration,
+    quant: QuantSpec,
+    tweak: TweakSpec,
+    grid: GridSpec,
+    *,
+    validation_text: str,
+    test_text: str,
+    max_windows: int | None = None,
+    device: str = "cpu",
+    save_dir: str | None = None,
+    progress: bool = True,
+    seed: int = 0,
+):
+    """Run the pipeline for every (lr, scale) of `grid`; return (GridResult, best model).
+
+    The float `model` is left unchanged. The best model (and every model when
+    grid.save_all) is saved under save_dir.
+    """
+    from normtweak.evaluate import perplexity
+    from normtweak.io import save_quantized
+    from normtweak.tweak.checkpoint import calibration_hash
+
+    ids = as_input_ids(calibration)
+    if tweak.num_samples is not None:
+        ids = ids[: tweak.num_samples]
+
+    def evaluate(m) -> tuple[float, float]:
+        v = perplexity(m, tokenizer, validation_text, max_windows=max_windows, device=device).ppl
+        t = perplexity(m, tokenizer, test_text, max_windows=max_windows, device=device).ppl
+        return v, t
+
+    start = prepare_start(model, ids, tweak.batch_size, device)
+    fv, ft = evaluate(model)
+    plain = copy.deepcopy(model)
+    tweak_model(plain, ids, quant, replace(tweak, loss="none"), device=device, start=start,
+                progress=progress, seed=seed)
+    qv, qt = evaluate(plain)
+    del plain
+    result = GridResult({"validation": fv, "test": ft}, {"validation": qv, "test": qt})
+    best_model = None
+    for lr, scale in grid.points:
+        spec = replace(tweak, lr=lr, scale=scale)
+        candidate = copy.deepcopy(model)
+        run = tweak_model(candidate, ids, quant, spec, device=device, start=start,
+                          progress=progress, seed=seed)
+        v, t = evaluate(candidate)
+        point = GridPoint(lr, scale, v, t, run.seconds)
+        if save_dir is not None and grid.save_all:
+            path = Path(save_dir) / f"lr{lr:g}_scale{scale:g}"
+            save_quantized(candidate, tokenizer, path, quant=quant, tweak=spec,
+                           calibration_sha256=calibration_hash(ids))
+            point.saved_to = str(path)
+        result.points.append(point)
+        if math.isfinite(v) and (result.best is None or v < result.best.validation_ppl):
+            result.best, best_model = point, candidate
+        del candidate
+    result.best = select_best(result.points)
+    if save_dir is not None:
+        best_spec = replace(tweak, lr=result.best.lr, scale=result.best.scale)
+        path = Path(save_dir) / "best"
+        save_quantized(best_model, tokenizer, path, quant=quant, tweak=best_spec,
+                       calibration_sha256=calibration_hash(ids),
+                       extra={"grid": result.as_dict()})
+        result.best.saved_to = str(path)
+    return result, best_model
+
+
+def write_grid(result: GridResult, out_dir: str | Path) -> tuple[Path, Path]:
+    """Write grid.json and a heatmap grid.png (validation and test perplexity)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    json_path = out / "grid.json"
+    atomic_write_bytes(json_path, json.dumps(result.as_dict(), indent=2).encode())
+    lrs = sorted({p.lr for p in result.points})
+    scales = sorted({p.scale for p in result.points})
+    fig, axes = plt.subplots(1, 2, figsize=(4 + 1.2 * len(lrs) * 2, 1.5 + 0.8 * len(scales)))
+    for ax, key, title in zip(axes, ("validation_ppl", "test_ppl"), ("validation", "test")):
+        grid = [[next((getattr(p, key) for p in result.points if p.lr == lr and p.scale == s),
+                      float("nan")) for lr in lrs] for s in scales]
+        im = ax.imshow(grid, cmap="viridis_r", aspect="auto")
+        ax.set_xticks(range(len(lrs)), [f"{x:g}" for x in lrs])
+        ax.set_yticks(range(len(scales)), [f"{x:g}" for x in scales])
+        ax.set_xlabel("lr")
+        ax.set_ylabel("scale")
+        ax.set_title(f"{title} perplexity (quantized: {result.quant_ppl[title]:.2f})")
+        for i, row in enumerate(grid):
+            for j, v in enumerate(row):
+                ax.text(j, i, f"{v:.2f}", ha="center", va="center", color="w", fontsize=8)
+        fig.colorbar(im, ax=ax)
+    fig.tight_layout()
+    png_path = out / "grid.png"
+    tmp = out / ".grid.tmp.png"
+    fig.savefig(tmp, dpi=100)
+    plt.close(fig)
+    tmp.replace(png_path)
+    return json_path, png_path

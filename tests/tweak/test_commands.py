@@ -1,0 +1,51 @@
+"""`normtweak tweak` on a tiny model folder, offline; bad input gives a clear error and exit 1."""
+
+import json
+
+from click.testing import CliRunner
+
+from normtweak.cli import main
+
+
+def _folder(tmp_path, make_tiny, tokenizer):
+    path = tmp_path / "tiny"
+    make_tiny("llama").save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text("\n\n".join(f"Paragraph {i}: the quick brown fox jumps over the lazy dog. "
+                                  * 6 for i in range(30)), encoding="utf-8")
+    return path, corpus
+
+
+def test_tweak_command_saves_a_loadable_model(tmp_path, make_tiny, tokenizer):
+    from normtweak.io import load_quantized
+
+    model_dir, corpus = _folder(tmp_path, make_tiny, tokenizer)
+    out = tmp_path / "out"
+    res = CliRunner().invoke(main, ["tweak", "--model", str(model_dir), "--from-text", str(corpus),
+                                    "--num-samples", "2", "--seq-len", "32", "--save_dir", str(out),
+                                    "--nbits", "3", "--group-size", "16", "--lr", "1e-3",
+                                    "--export-dequantized", str(tmp_path / "plain")])
+    assert res.exit_code == 0, res.output
+    qc = json.loads((out / "config.json").read_text())["quantization_config"]
+    assert qc["bits"] == 3 and qc["tweak"]["lr"] == 1e-3
+    load_quantized(out)
+    assert (tmp_path / "plain" / "config.json").is_file()
+
+
+def test_tweak_command_errors_are_clear(tmp_path, make_tiny, tokenizer):
+    model_dir, corpus = _folder(tmp_path, make_tiny, tokenizer)
+    runner = CliRunner()
+    res = runner.invoke(main, ["tweak", "--model", str(tmp_path / "missing"), "--from-text",
+                               str(corpus), "--save_dir", str(tmp_path / "o")])
+    assert res.exit_code == 1 and "does not exist" in res.output
+    res = runner.invoke(main, ["tweak", "--model", str(model_dir), "--from-text", str(corpus),
+                               "--save_dir", str(tmp_path / "o"), "--nbits", "9"])
+    assert res.exit_code == 1 and "bits must be an integer in 2..8" in res.output
+    res = runner.invoke(main, ["tweak", "--model", str(model_dir), "--from-text", str(corpus),
+                               "--seq-len", "32", "--num-samples", "2",
+                               "--save_dir", str(tmp_path / "o"), "--group-size", "48"])
+    assert res.exit_code == 1 and "group_size 48 does not divide in_features 64" in res.output
+    assert not (tmp_path / "o").exists()
+    res = runner.invoke(main, ["tweak", "--model", str(model_dir), "--save_dir", str(tmp_path / "o")])
+    assert res.exit_code != 0 and "--data" in res.output
