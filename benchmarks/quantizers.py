@@ -48,18 +48,21 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--text", default="wikipedia")
     p.add_argument("--configs", default="4:-1,4:64,3:64", help="bits:group_size,...")
     p.add_argument("--methods", default="rtn,gptq")
-    p.add_argument("--calib-samples", type=int, default=32)
+    p.add_argument("--calib-samples", type=int, default=16)
     p.add_argument("--calib-len", type=int, default=512)
-    p.add_argument("--max-windows", type=int, default=12, help="0 = the whole test split")
+    p.add_argument("--max-windows", type=int, default=8, help="0 = the whole test split")
     p.add_argument("--window", type=int, default=1024)
     p.add_argument("--act-order", action="store_true")
     p.add_argument("--symmetric", action="store_true")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=int, default=1,
+                   help="torch intra-op threads (1 is fastest on a shared 2-core machine)")
     p.add_argument("--output", default="results/quantizers.json")
     args = p.parse_args(argv)
     command = "python benchmarks/quantizers.py " + " ".join(map(shlex.quote, sys.argv[1:]
                                                                   if argv is None else argv))
     torch.manual_seed(args.seed)
+    torch.set_num_threads(args.threads)
     model, tokenizer = load_model(args.model)
     test_text = load_text(args.text, split="test")
     max_windows = args.max_windows or None

@@ -14,6 +14,7 @@ column order, scale/zero [out, G] and g_idx [in] (column -> group).
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
@@ -91,9 +92,29 @@ def _inverse_cholesky(hessian: torch.Tensor, damp: float) -> torch.Tensor:
     return torch.linalg.cholesky(hinv, upper=True)
 
 
+@contextmanager
+def _single_thread_on_cpu(device: torch.device):
+    """The column loop is thousands of tiny ops: on CPU, intra-op threads only add
+    synchronisation (tens of times slower on a busy machine), so run it on one."""
+    if device.type != "cpu":
+        yield
+        return
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+
+
 @torch.no_grad()
 def gptq_quantize(weight: torch.Tensor, hessian: torch.Tensor, spec: QuantSpec) -> GPTQResult:
     """Quantize weight [out, in] given the Hessian [in, in] of its layer's inputs."""
+    with _single_thread_on_cpu(weight.device):
+        return _gptq(weight, hessian, spec)
+
+
+def _gptq(weight: torch.Tensor, hessian: torch.Tensor, spec: QuantSpec) -> GPTQResult:
     w = weight.detach().clone().float()
     h = hessian.detach().clone().float().to(w.device)
     out_f, n = w.shape

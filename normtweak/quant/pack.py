@@ -36,6 +36,11 @@ def pack(codes: torch.Tensor, bits: int) -> torch.Tensor:
         )
     out, inf = c.shape
     n_words = packed_words(inf, bits)
+    if 32 % bits == 0:  # fast path: whole codes per word, no straddling
+        per = 32 // bits
+        c = torch.nn.functional.pad(c, (0, n_words * per - inf)).reshape(out, n_words, per)
+        shifts = torch.arange(per, device=c.device, dtype=torch.int64) * bits
+        return _to_int32((c << shifts).sum(-1))
     word, offset = _positions(inf, bits, c.device)
     low = (c << offset) & _MASK32
     # Bits that spill past the word end go into the next word (at most one more).
@@ -44,9 +49,12 @@ def pack(codes: torch.Tensor, bits: int) -> torch.Tensor:
     # Codes never overlap, so adding their shifted bits is a bitwise OR.
     words.scatter_add_(1, word.expand(out, inf), low)
     words.scatter_add_(1, (word + 1).expand(out, inf), high)
-    words = words[:, :n_words]
-    words = torch.where(words >= (1 << 31), words - (1 << 32), words)
-    return words.to(torch.int32)
+    return _to_int32(words[:, :n_words])
+
+
+def _to_int32(words: torch.Tensor) -> torch.Tensor:
+    """Unsigned 32-bit patterns held in int64 -> the int32 with the same bits."""
+    return torch.where(words >= (1 << 31), words - (1 << 32), words).to(torch.int32)
 
 
 def unpack(packed: torch.Tensor, bits: int, in_features: int) -> torch.Tensor:
@@ -58,6 +66,11 @@ def unpack(packed: torch.Tensor, bits: int, in_features: int) -> torch.Tensor:
             f"need {packed_words(in_features, bits)}"
         )
     w = packed.to(torch.int64) & _MASK32
+    if 32 % bits == 0:
+        per = 32 // bits
+        shifts = torch.arange(per, device=w.device, dtype=torch.int64) * bits
+        codes = (w.unsqueeze(-1) >> shifts) & ((1 << bits) - 1)
+        return codes.reshape(out, n_words * per)[:, :in_features].to(torch.int32)
     w = torch.cat([w, torch.zeros(out, 1, dtype=torch.int64, device=w.device)], dim=1)
     word, offset = _positions(in_features, bits, packed.device)
     lo = w[:, word] >> offset
