@@ -7,9 +7,10 @@ Buffers (all in the state dict, so a model round-trips through safetensors):
   g_idx   int32 [in]  group of each input column (j // group_size unless GPTQ
           act-order permuted the groups; all zeros for per-channel / per-tensor)
   bias    [out] or absent
-Forward dequantizes to the input's dtype and calls F.linear (PyTorch path). The
-dequantized weight is cached and rebuilt whenever a buffer changes (device, dtype,
-in-place edit or load_state_dict), so repeated forwards cost one matmul.
+Forward dequantizes to the input's dtype and calls F.linear (PyTorch path; on CUDA
+a fused Triton dequant-matmul when no gradient must flow). The dequantized weight is
+cached and rebuilt whenever a buffer changes (device, dtype, in-place edit or
+load_state_dict), so repeated forwards cost one matmul.
 """
 
 from __future__ import annotations
@@ -36,7 +37,11 @@ class QuantLinear(nn.Module):
 
     QuantLinear(in_features, out_features, spec, bias=True) builds an empty layer
     (zero buffers of the right shapes) to be filled by `load_state_dict`.
+    use_kernel: on CUDA, without autograd through x, 2/4/8-bit layers run the fused
+    Triton dequant-matmul (normtweak.quant.kernels) instead of dequantize + F.linear.
     """
+
+    use_kernel: bool = True
 
     def __init__(
         self,
@@ -130,6 +135,12 @@ class QuantLinear(nn.Module):
         return super()._apply(fn, *args, **kwargs)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.use_kernel and x.is_cuda and not (torch.is_grad_enabled() and x.requires_grad):
+            from normtweak.quant import kernels
+
+            if kernels.supported(self.bits):
+                return kernels.dequant_matmul(x, self.qweight, self.scales, self.zeros,
+                                              self.g_idx, self.bias, self.bits)
         w = self.weight_for(x.dtype)
         bias = self.bias.to(x.dtype) if self.bias is not None else None
         return F.linear(x, w, bias)
