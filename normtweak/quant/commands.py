@@ -65,7 +65,14 @@ def quantize_cmd(model_ref, bits, group_size, method, symmetric, data, num_sampl
     except ImportError as err:
         raise click.ClickException(f"saving needs normtweak.io.save_quantized: {err}") from err
     try:
-        path = save_quantized(model, tokenizer, save_dir, spec=spec)
+        calib_sha = None
+        if calibration is not None:
+            from normtweak.tweak.checkpoint import calibration_hash
+
+            calib_sha = calibration_hash(calibration)
+        path = save_quantized(model, tokenizer, save_dir, quant=spec,
+                              calibration_sha256=calib_sha,
+                              extra={"quantize_seconds": round(elapsed, 2), "data": data})
     except (ValueError, FileNotFoundError, OSError) as err:
         raise click.ClickException(f"could not save to {save_dir}: {err}") from err
     click.echo(f"quantized {model_ref} ({method}, W{bits}, group_size {group_size}) in "

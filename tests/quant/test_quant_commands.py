@@ -22,15 +22,22 @@ def tiny_folder(tmp_path):
 
 @pytest.fixture
 def saved(monkeypatch):
+    """Record what the command hands to the saver instead of writing a folder."""
     calls = []
+
+    def save_quantized(model, tokenizer, path, *, quant, calibration_sha256=None, extra=None):
+        calls.append((model, path, quant, calibration_sha256))
+        return path
+
     fake = types.ModuleType("normtweak.io")
-    fake.save_quantized = lambda model, tok, path, spec=None: calls.append((model, path, spec))
+    fake.save_quantized = save_quantized
     monkeypatch.setitem(sys.modules, "normtweak.io", fake)
     return calls
 
 
 def test_quantize_gptq_end_to_end(tiny_folder, tmp_path, saved):
     from normtweak.calib.store import base_metadata
+    from normtweak.tweak.checkpoint import calibration_hash
 
     calib = tmp_path / "calib.safetensors"
     CalibrationSet(tiny_batch(4, 16), base_metadata(tiny_tokenizer(), "text", 0, None)).save(calib)
@@ -39,8 +46,9 @@ def test_quantize_gptq_end_to_end(tiny_folder, tmp_path, saved):
                                   "--group-size", "32", "--method", "gptq", "--data", str(calib),
                                   "--save_dir", str(out)])
     assert r.exit_code == 0, r.output
-    (model, path, spec), = saved
+    (model, path, spec, sha), = saved
     assert str(path) == str(out) and spec.method == "gptq" and spec.group_size == 32
+    assert sha == calibration_hash(tiny_batch(4, 16))
     assert sum(isinstance(m, QuantLinear) for m in model.modules()) == 14
 
 
@@ -53,3 +61,25 @@ def test_quantize_errors(tiny_folder, tmp_path, saved, extra, message):
     r = CliRunner().invoke(main, ["quantize", "--model", str(tiny_folder),
                                   "--save-dir", str(tmp_path / "o"), *extra])
     assert r.exit_code != 0 and message in r.output and not saved
+
+
+def test_quantize_saves_a_model_that_reloads_identically(tiny_folder, tmp_path):
+    """With the real saver: the reloaded model equals quantize_model run in-process."""
+    import torch
+
+    from normtweak.assets import load_model
+    from normtweak.config import QuantSpec
+    from normtweak.io import load_quantized
+    from normtweak.quant.model import quantize_model
+
+    out = tmp_path / "rtn"
+    r = CliRunner().invoke(main, ["quantize", "--model", str(tiny_folder), "--bits", "3",
+                                  "--group-size", "16", "--save-dir", str(out)])
+    assert r.exit_code == 0, r.output
+    loaded, _ = load_quantized(out)
+    expect, _ = load_model(str(tiny_folder))
+    quantize_model(expect, QuantSpec(bits=3, group_size=16), progress=False)
+    ids = tiny_batch(2, 10, seed=3)
+    with torch.no_grad():
+        assert torch.equal(loaded(input_ids=ids).logits, expect(input_ids=ids).logits)
+    assert sum(isinstance(m, QuantLinear) for m in loaded.modules()) == 14
