@@ -70,11 +70,13 @@ def grid_search(
     save_dir: str | None = None,
     progress: bool = True,
     seed: int = 0,
+    float_ppl: dict | None = None,
 ):
     """Run the pipeline for every (lr, scale) of `grid`; return (GridResult, best model).
 
     The float `model` is left unchanged. The best model (and every model when
-    grid.save_all) is saved under save_dir.
+    grid.save_all) is saved under save_dir. float_ppl: {"validation": v, "test": t}
+    when already known (skips scoring the float model again).
     """
     from normtweak.evaluate import perplexity
     from normtweak.io import save_quantized
@@ -90,7 +92,7 @@ def grid_search(
         return v, t
 
     start = prepare_start(model, ids, tweak.batch_size, device)
-    fv, ft = evaluate(model)
+    fv, ft = (float_ppl["validation"], float_ppl["test"]) if float_ppl else evaluate(model)
     plain = copy.deepcopy(model)
     tweak_model(plain, ids, quant, replace(tweak, loss="none"), device=device, start=start,
                 progress=progress, seed=seed)
