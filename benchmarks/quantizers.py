@@ -80,7 +80,7 @@ def main(argv: list[str] | None = None) -> dict:
                                       seed=args.seed).input_ids
     rows = []
     f_ppl, f_eval = ppl(model)
-    rows.append(dict(config="float", method="-", ppl=f_ppl, quant_s=0.0, eval_s=f_eval))
+    rows.append({"config": "float", "method": "-", "ppl": f_ppl, "quant_s": 0.0, "eval_s": f_eval})
     print(f"float: ppl {f_ppl:.2f} ({f_eval:.0f} s)", flush=True)
     for bits, group in parse_configs(args.configs):
         for method in methods:
@@ -91,8 +91,8 @@ def main(argv: list[str] | None = None) -> dict:
             quantize_model(qmodel, spec, calibration=calib, progress=False)
             quant_s = time.perf_counter() - t
             q_ppl, q_eval = ppl(qmodel)
-            rows.append(dict(config=label(bits, group), method=method, ppl=q_ppl,
-                             quant_s=quant_s, eval_s=q_eval, spec=spec.as_dict()))
+            rows.append({"config": label(bits, group), "method": method, "ppl": q_ppl,
+                         "quant_s": quant_s, "eval_s": q_eval, "spec": spec.as_dict()})
             print(f"{label(bits, group)} {method}: ppl {q_ppl:.2f} "
                   f"(quantize {quant_s:.0f} s, eval {q_eval:.0f} s)", flush=True)
             del qmodel
@@ -100,13 +100,13 @@ def main(argv: list[str] | None = None) -> dict:
     print(f"\n{args.model} on {args.text} test, {args.window}-token windows, "
           f"max_windows={max_windows}; GPTQ calibration {args.calib_samples} x "
           f"{args.calib_len} tokens of {args.text} train; act_order={args.act_order}")
-    print(f"| config | method | ppl | quantize s | eval s |\n|---|---|---|---|---|")
+    print("| config | method | ppl | quantize s | eval s |\n|---|---|---|---|---|")
     for r in rows:
         print(f"| {r['config']} | {r['method']} | {r['ppl']:.2f} | {r['quant_s']:.1f} | "
               f"{r['eval_s']:.1f} |")
     print(f"\nreproduce: {command}")
-    result = dict(args=vars(args), command=command, torch_threads=torch.get_num_threads(),
-                  rows=rows)
+    result = {"args": vars(args), "command": command,
+              "torch_threads": torch.get_num_threads(), "rows": rows}
     write_json(args.output, result)
     print(f"wrote {args.output}")
     return result

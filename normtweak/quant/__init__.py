@@ -17,7 +17,21 @@ from normtweak.quant.pack import pack, unpack
 from normtweak.quant.rtn import compute_qparams, dequantize, quantize, rtn_quantize
 
 __all__ = [
-    "GPTQ", "GPTQResult", "gptq_quantize", "Int8Norm", "W8A8Linear", "quantize_model_w8a8",
-    "wrap_norms_int8", "QuantLinear", "quantize_block", "quantize_head", "quantize_model",
-    "pack", "unpack", "compute_qparams", "dequantize", "quantize", "rtn_quantize",
+    "GPTQ",
+    "GPTQResult",
+    "Int8Norm",
+    "QuantLinear",
+    "W8A8Linear",
+    "compute_qparams",
+    "dequantize",
+    "gptq_quantize",
+    "pack",
+    "quantize",
+    "quantize_block",
+    "quantize_head",
+    "quantize_model",
+    "quantize_model_w8a8",
+    "rtn_quantize",
+    "unpack",
+    "wrap_norms_int8",
 ]

@@ -44,7 +44,7 @@ class GPTQ:
 
     def __init__(self, layer: nn.Linear) -> None:
         if not isinstance(layer, nn.Linear):
-            raise ValueError(f"GPTQ needs an nn.Linear, got {type(layer).__name__}")
+            raise TypeError(f"GPTQ needs an nn.Linear, got {type(layer).__name__}")
         self.layer = layer
         n = layer.in_features
         self.hessian = torch.zeros(n, n, dtype=torch.float32, device=layer.weight.device)

@@ -96,7 +96,7 @@ class W8A8Linear(nn.Module):
             self.bias = None
 
     @classmethod
-    def from_linear(cls, linear: nn.Linear, act_bits: int = 8) -> "W8A8Linear":
+    def from_linear(cls, linear: nn.Linear, act_bits: int = 8) -> W8A8Linear:
         q = cls(linear.in_features, linear.out_features, linear.bias is not None, act_bits)
         q.to(linear.weight.device)
         with torch.no_grad():

@@ -85,7 +85,7 @@ class QuantLinear(nn.Module):
         spec: QuantSpec,
         g_idx: torch.Tensor | None = None,
         scale_dtype: torch.dtype | None = None,
-    ) -> "QuantLinear":
+    ) -> QuantLinear:
         """Build from a float Linear (for its bias) and its codes [out, in], scale/zero [out, G]."""
         out_f, in_f = linear.weight.shape
         if codes.shape != (out_f, in_f):

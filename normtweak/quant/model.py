@@ -7,7 +7,7 @@ device at a time.
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 from torch import nn
@@ -142,7 +142,7 @@ def quantize_model(
             home = _device_of(block)
             block.to(device)
 
-            def forward_calibration(block=block, index=index) -> None:
+            def forward_calibration(block=block, index=index, hidden=hidden) -> None:
                 for h in hidden:
                     arch.run_block(block, h, inputs.extra(index, h.shape))
 

@@ -8,7 +8,11 @@ from torch import nn
 
 from normtweak import arch
 from normtweak.quant.int8 import (
-    Int8Norm, W8A8Linear, fake_quant, quantize_model_w8a8, wrap_norms_int8,
+    Int8Norm,
+    W8A8Linear,
+    fake_quant,
+    quantize_model_w8a8,
+    wrap_norms_int8,
 )
 from normtweak.testing import tiny_batch
 

@@ -33,7 +33,7 @@ def reference_weight(codes, scale, zero, group_size):
 @pytest.mark.parametrize("bits", [2, 3, 4, 8])
 @pytest.mark.parametrize("group_size", [-1, 0, 32])
 def test_forward_equals_dequantized_linear(bits, group_size):
-    lin, q, codes, scale, zero, spec = make(bits, group_size)
+    lin, q, codes, scale, zero, _ = make(bits, group_size)
     assert torch.equal(q.codes(), codes)
     w_ref = reference_weight(codes, scale, zero, group_size)
     torch.testing.assert_close(q.dequantize().double(), w_ref, rtol=0, atol=1e-6)
