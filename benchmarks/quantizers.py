@@ -54,6 +54,7 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--window", type=int, default=1024)
     p.add_argument("--act-order", action="store_true")
     p.add_argument("--symmetric", action="store_true")
+    p.add_argument("--true-sequential", action="store_true")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=1,
                    help="torch intra-op threads (1 is fastest on a shared 2-core machine)")
@@ -88,7 +89,8 @@ def main(argv: list[str] | None = None) -> dict:
                              act_order=args.act_order)
             qmodel = copy.deepcopy(model)
             t = time.perf_counter()
-            quantize_model(qmodel, spec, calibration=calib, progress=False)
+            quantize_model(qmodel, spec, calibration=calib, progress=False,
+                           true_sequential=args.true_sequential)
             quant_s = time.perf_counter() - t
             q_ppl, q_eval = ppl(qmodel)
             rows.append({"config": label(bits, group), "method": method, "ppl": q_ppl,
@@ -99,7 +101,8 @@ def main(argv: list[str] | None = None) -> dict:
 
     print(f"\n{args.model} on {args.text} test, {args.window}-token windows, "
           f"max_windows={max_windows}; GPTQ calibration {args.calib_samples} x "
-          f"{args.calib_len} tokens of {args.text} train; act_order={args.act_order}")
+          f"{args.calib_len} tokens of {args.text} train; act_order={args.act_order}, "
+          f"true_sequential={args.true_sequential}; {args.threads} torch thread(s)")
     print("| config | method | ppl | quantize s | eval s |\n|---|---|---|---|---|")
     for r in rows:
         print(f"| {r['config']} | {r['method']} | {r['ppl']:.2f} | {r['quant_s']:.1f} | "

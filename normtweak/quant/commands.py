@@ -25,14 +25,16 @@ from normtweak.config import QUANT_METHODS
 @click.option("--act-order/--no-act-order", default=False, show_default=True)
 @click.option("--static-groups/--no-static-groups", default=False, show_default=True)
 @click.option("--block-size", type=int, default=128, show_default=True, help="GPTQ lazy block.")
+@click.option("--true-sequential/--no-true-sequential", default=False, show_default=True,
+              help="GPTQ: quantize a block's linears group by group (one pass per group).")
 @click.option("--quantize-head/--no-quantize-head", default=False, show_default=True)
 @click.option("--device", default="cpu", show_default=True)
 @click.option("--batch-size", type=int, default=1, show_default=True)
 @click.option("--save-dir", "--save_dir", "save_dir", type=click.Path(file_okay=False),
               required=True)
 def quantize_cmd(model_ref, bits, group_size, method, symmetric, data, num_samples, damp,
-                 act_order, static_groups, block_size, quantize_head, device, batch_size,
-                 save_dir):
+                 act_order, static_groups, block_size, true_sequential, quantize_head, device,
+                 batch_size, save_dir):
     """Quantize a model's block linears (RTN or GPTQ) and save it."""
     from normtweak.config import QuantSpec
 
@@ -56,7 +58,7 @@ def quantize_cmd(model_ref, bits, group_size, method, symmetric, data, num_sampl
             calibration = load_calibration(data, tokenizer).input_ids[:num_samples]
         start = time.perf_counter()
         quantize_model(model, spec, calibration=calibration, device=device,
-                       batch_size=batch_size)
+                       batch_size=batch_size, true_sequential=true_sequential)
         elapsed = time.perf_counter() - start
     except (ValueError, FileNotFoundError) as err:
         raise click.ClickException(str(err)) from err
@@ -72,7 +74,8 @@ def quantize_cmd(model_ref, bits, group_size, method, symmetric, data, num_sampl
             calib_sha = calibration_hash(calibration)
         path = save_quantized(model, tokenizer, save_dir, quant=spec,
                               calibration_sha256=calib_sha,
-                              extra={"quantize_seconds": round(elapsed, 2), "data": data})
+                              extra={"quantize_seconds": round(elapsed, 2), "data": data,
+                                     "true_sequential": true_sequential})
     except (ValueError, FileNotFoundError, OSError) as err:
         raise click.ClickException(f"could not save to {save_dir}: {err}") from err
     click.echo(f"quantized {model_ref} ({method}, W{bits}, group_size {group_size}) in "

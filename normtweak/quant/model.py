@@ -44,40 +44,81 @@ def quantize_block(
     block: nn.Module,
     spec: QuantSpec,
     forward_calibration: Callable[[], None] | None = None,
+    true_sequential: bool = False,
 ) -> dict[str, QuantLinear]:
     """Replace every nn.Linear in `block` by a QuantLinear, in place; return them by name.
 
     RTN ignores `forward_calibration`. GPTQ hooks the block's linears, calls
     `forward_calibration()` (which must run the float block over all calibration
     inputs), and quantizes every linear from the float block's inputs.
+    true_sequential: GPTQ quantizes the linears in groups that share one input (e.g.
+    q/k/v, o, gate/up, down), each from the inputs it gets once the groups before it
+    are quantized; one more `forward_calibration()` call per group.
     """
     linears = arch.block_linears(block)
     for name, lin in linears:
         spec.check_layer(name, lin.in_features)
     if spec.method == "rtn":
         quantized = {name: rtn_linear(lin, spec, name) for name, lin in linears}
-    else:
-        if forward_calibration is None:
-            raise ValueError("GPTQ needs forward_calibration: a callable running the block "
-                             "over the calibration inputs")
-        gptqs = {name: GPTQ(lin) for name, lin in linears}
-        handles = [
-            lin.register_forward_hook(lambda m, inp, out, g=gptqs[name]: g.add_batch(inp[0]))
-            for name, lin in linears
-        ]
-        try:
-            with torch.no_grad():
-                forward_calibration()
-        finally:
-            for h in handles:
-                h.remove()
-        for name, g in gptqs.items():
-            if g.nsamples == 0:
-                raise ValueError(f"GPTQ: linear {name!r} saw no input during forward_calibration")
-        quantized = {name: gptq_linear(gptqs[name], spec) for name, _ in linears}
-    for name, q in quantized.items():
-        set_submodule(block, name, q)
-    return quantized
+        for name, q in quantized.items():
+            set_submodule(block, name, q)
+        return quantized
+    if forward_calibration is None:
+        raise ValueError("GPTQ needs forward_calibration: a callable running the block "
+                         "over the calibration inputs")
+    gptqs, first_inputs = _collect_hessians(linears, forward_calibration)
+    groups = _input_groups([n for n, _ in linears], first_inputs) if true_sequential else None
+    del first_inputs
+    todo = groups[0] if groups else [n for n, _ in linears]
+    quantized = {}
+    for group_index in range(len(groups) if groups else 1):
+        if group_index > 0:
+            todo = groups[group_index]
+            gptqs, _ = _collect_hessians([(n, block.get_submodule(n)) for n in todo],
+                                         forward_calibration)
+        for name in todo:
+            quantized[name] = gptq_linear(gptqs[name], spec)
+            set_submodule(block, name, quantized[name])
+    return {name: quantized[name] for name, _ in linears}
+
+
+def _collect_hessians(
+    linears: list[tuple[str, nn.Linear]], forward_calibration: Callable[[], None]
+) -> tuple[dict[str, GPTQ], dict[str, torch.Tensor]]:
+    """Run forward_calibration with input hooks: a GPTQ (Hessian) per linear, and the
+    tensor object each linear got first (to find linears that share an input)."""
+    gptqs = {name: GPTQ(lin) for name, lin in linears}
+    first: dict[str, torch.Tensor] = {}
+
+    def hook(name):
+        def record(module, inp, out):
+            gptqs[name].add_batch(inp[0])
+            first.setdefault(name, inp[0])
+
+        return record
+
+    handles = [lin.register_forward_hook(hook(name)) for name, lin in linears]
+    try:
+        with torch.no_grad():
+            forward_calibration()
+    finally:
+        for h in handles:
+            h.remove()
+    for name, g in gptqs.items():
+        if g.nsamples == 0:
+            raise ValueError(f"GPTQ: linear {name!r} saw no input during forward_calibration")
+    return gptqs, first
+
+
+def _input_groups(names: list[str], first_inputs: dict[str, torch.Tensor]) -> list[list[str]]:
+    """Consecutive linears (module order) fed the very same tensor form one group."""
+    groups: list[list[str]] = []
+    for name in names:
+        if groups and first_inputs[name] is first_inputs[groups[-1][0]]:
+            groups[-1].append(name)
+        else:
+            groups.append([name])
+    return groups
 
 
 def quantize_head(model: nn.Module, spec: QuantSpec) -> QuantLinear | None:
@@ -114,6 +155,7 @@ def quantize_model(
     device: torch.device | str = "cpu",
     batch_size: int = 1,
     progress: bool = True,
+    true_sequential: bool = False,
 ) -> nn.Module:
     """Replace every block Linear (and the head if spec.quantize_head) by a QuantLinear.
 
@@ -146,7 +188,7 @@ def quantize_model(
                 for h in hidden:
                     arch.run_block(block, h, inputs.extra(index, h.shape))
 
-            quantize_block(block, spec, forward_calibration)
+            quantize_block(block, spec, forward_calibration, true_sequential)
             hidden = [arch.run_block(block, h, inputs.extra(index, h.shape)) for h in hidden]
             block.to(home)
     if spec.quantize_head:

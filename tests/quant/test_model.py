@@ -86,3 +86,34 @@ def test_errors_and_head(make_tiny):
     quantize_model(model, QuantSpec(bits=8, quantize_head=True), progress=False)
     head = arch.get_adapter(model).get_head(model)
     assert isinstance(model.lm_head, QuantLinear) or isinstance(head, QuantLinear)
+
+
+@pytest.mark.parametrize("family, groups", [("llama", [["self_attn.q_proj", "self_attn.k_proj",
+                                                        "self_attn.v_proj"],
+                                                       ["self_attn.o_proj"],
+                                                       ["mlp.gate_proj", "mlp.up_proj"],
+                                                       ["mlp.down_proj"]]),
+                                            ("gpt2", None)])
+def test_true_sequential_groups_and_inputs(make_tiny, family, groups):
+    model = make_tiny(family)
+    block = arch.get_adapter(model).get_blocks(model)[0]
+    inputs = arch.capture_block_inputs(model, [tiny_batch(2, 16, seed=1)])
+    h = inputs.hidden[0]
+    extra = inputs.extra(0, h.shape)
+    names = [n for n, _ in arch.block_linears(block)]
+    seen = []  # which linears are already quantized at each calibration pass
+
+    def forward_calibration():
+        seen.append(sorted(n for n, m in block.named_modules() if isinstance(m, QuantLinear)))
+        arch.run_block(block, h, extra)
+
+    float_block = copy.deepcopy(block)
+    spec = QuantSpec(bits=8, group_size=32, method="gptq")
+    quantized = quantize_block(block, spec, forward_calibration, true_sequential=True)
+    assert list(quantized) == names
+    groups = groups or [[n] for n in names]  # GPT-2's four linears each get their own input
+    # Pass 0 sees the float block; pass k sees groups 0..k-1 quantized.
+    expect = [sorted(sum(groups[:k], [])) for k in range(len(groups))]
+    assert seen == expect
+    ref = arch.run_block(float_block, h, extra)
+    assert (arch.run_block(block, h, extra) - ref).abs().max() < 0.05 * ref.abs().max()
