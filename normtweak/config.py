@@ -11,6 +11,7 @@ from dataclasses import asdict, dataclass, field
 
 QUANT_METHODS = ("rtn", "gptq")
 TWEAK_LOSSES = ("dist", "dist_mse", "mse", "none")
+TWEAK_TARGETS = ("quantized_input", "float_input")
 
 
 @dataclass(frozen=True)
@@ -69,6 +70,10 @@ class TweakSpec:
 
     Block l of L trains its norm weights with Adam at lr_l = lr * (1 + scale * l / L)
     for `iters` passes over the calibration samples.
+
+    target: what the float block is run on to make the targets. "quantized_input" (the
+    paper): the same inputs X_l the quantized block gets. "float_input": the float
+    model's own hidden states, so tweaking also pulls back error accumulated upstream.
     """
 
     lr: float = 1e-5
@@ -77,6 +82,7 @@ class TweakSpec:
     batch_size: int = 1
     loss: str = "dist"
     num_samples: int | None = None
+    target: str = "quantized_input"
 
     def __post_init__(self) -> None:
         if not (self.lr >= 0 and math.isfinite(self.lr)):
@@ -89,6 +95,8 @@ class TweakSpec:
             raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
         if self.loss not in TWEAK_LOSSES:
             raise ValueError(f"loss must be one of {TWEAK_LOSSES}, got {self.loss!r}")
+        if self.target not in TWEAK_TARGETS:
+            raise ValueError(f"target must be one of {TWEAK_TARGETS}, got {self.target!r}")
         if self.num_samples is not None and self.num_samples < 1:
             raise ValueError(f"num_samples must be >= 1, got {self.num_samples}")
 

@@ -45,6 +45,9 @@ def tweak_options(fn):
         click.option("--loss", type=click.Choice(["dist", "dist_mse", "mse", "none"]), default="dist",
                      show_default=True),
         click.option("--batch-size", type=int, default=1, show_default=True),
+        click.option("--target", type=click.Choice(["quantized_input", "float_input"]),
+                     default="quantized_input", show_default=True,
+                     help="float targets from the quantized path's inputs (paper) or the float model's"),
         click.option("--device", default="cpu", show_default=True),
         click.option("--seed", type=int, default=0, show_default=True),
     ]):
@@ -85,14 +88,15 @@ def load_calibration_ids(data, from_text, tokenizer, num_samples, seq_len, seed)
 @click.option("--resume", is_flag=True, help="continue an interrupted run from --checkpoint-dir")
 @click.option("--export-dequantized", type=click.Path(), help="also write a plain float folder here")
 def tweak_cmd(model_ref, data, from_text, num_samples, seq_len, save_dir, quantizer, bits, group_size,
-              symmetric, act_order, lr, scale, iters, loss, batch_size, device, seed, grid_search_lr,
+              symmetric, act_order, lr, scale, iters, loss, batch_size, target, device, seed, grid_search_lr,
               grid_search_scale, validation_text, eval_windows, save_all, checkpoint_dir, resume,
               export_dequantized):
     """Quantize a model and tweak its norms block by block; save it (optionally a grid search)."""
     try:
         quant = QuantSpec(bits=bits, group_size=group_size, symmetric=symmetric, method=quantizer,
                           act_order=act_order)
-        spec = TweakSpec(lr=lr, scale=scale, iters=iters, loss=loss, batch_size=batch_size)
+        spec = TweakSpec(lr=lr, scale=scale, iters=iters, loss=loss, batch_size=batch_size,
+                         target=target)
         from normtweak.assets import load_model
 
         model, tok = load_model(model_ref)
@@ -163,14 +167,15 @@ def _grid(model, tok, ids, quant, spec, lrs, scales, validation_text, windows, d
 @tweak_options
 def run_cmd(model_ref, calibration, num_samples, seq_len, data_dir, text, eval_windows, save_dir,
             quantizer, bits, group_size, symmetric, act_order, lr, scale, iters, loss, batch_size,
-            device, seed):
+            target, device, seed):
     """The main job: calibration data, quantize, tweak, evaluate; print float | quantized | tweaked."""
     try:
         from normtweak.tweak.run import main_job
 
         quant = QuantSpec(bits=bits, group_size=group_size, symmetric=symmetric, method=quantizer,
                           act_order=act_order)
-        spec = TweakSpec(lr=lr, scale=scale, iters=iters, loss=loss, batch_size=batch_size)
+        spec = TweakSpec(lr=lr, scale=scale, iters=iters, loss=loss, batch_size=batch_size,
+                         target=target)
         report = main_job(model_ref, quant, spec, calibration=calibration, num_samples=num_samples,
                           seq_len=seq_len, data_dir=data_dir, text=text, eval_windows=eval_windows,
                           save_dir=save_dir, device=device, seed=seed, echo=click.echo)

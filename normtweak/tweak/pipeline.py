@@ -3,7 +3,8 @@
 For each block l = 0..L-1, in order:
   1. its inputs X_l are the outputs of the already quantized-and-tweaked blocks
      before it (for l = 0, the embeddings of the calibration set);
-  2. the float block maps X_l to the targets Y_f;
+  2. the float block maps X_l to the targets Y_f (option: the float model's own
+     hidden states instead of X_l, TweakSpec.target="float_input");
   3. the block's linears are quantized (RTN, or GPTQ with its Hessian from X_l);
   4. only the block's norm parameters are trained with Adam at
      lr_l = lr * (1 + scale * l / L) to minimise loss(Y_f, block_q(X_l));
@@ -132,20 +133,32 @@ def tweak_model(
     result = TweakResult()
     t0 = time.perf_counter()
     hidden = start.inputs.hidden
+    float_hidden = start.inputs.hidden  # the float model's own stream, for target="float_input"
+    from_float = tweak.target == "float_input"
     bar = tqdm(range(len(blocks)), desc=f"normtweak {quant.method} W{quant.bits}", disable=not progress)
     for index in bar:
         block = blocks[index]
         home = _device_of(block)
         block.to(device)
         tb = time.perf_counter()
+        if from_float and index > 0:
+            float_targets = _run_all(block, float_hidden, start.inputs, index, device)
         if index < done:
+            if from_float:
+                float_hidden = float_targets if index > 0 else start.targets0
             replace_with_shells(block, quant)
             ckpt.load_block(index, block)
             hidden = _run_all(block, hidden, start.inputs, index, device)
             res = BlockResult(index, tweak.block_lr(index, len(blocks)), float("nan"),
                               float("nan"), 0.0, resumed=True)
         else:
-            targets = start.targets0 if index == 0 else _run_all(block, hidden, start.inputs, index, device)
+            if index == 0:
+                targets = start.targets0
+            elif from_float:
+                targets = float_targets
+            else:
+                targets = _run_all(block, hidden, start.inputs, index, device)
+            float_hidden = targets if from_float else float_hidden
             hidden, res = _process_block(block, index, len(blocks), hidden, targets, start.inputs,
                                          quant, tweak, device, seed)
             res.seconds = time.perf_counter() - tb

@@ -122,3 +122,31 @@ def test_bad_calibration_and_group_size(make_tiny):
     with pytest.raises(ValueError, match="group_size 48 does not divide in_features 64"):
         tweak_model(make_tiny("llama"), _calibration(2), QuantSpec(group_size=48), TweakSpec(),
                     progress=False)
+
+
+def test_float_input_target_uses_the_float_stream(make_tiny):
+    from normtweak.tweak.loss import distribution_loss
+
+    ids = _calibration(2)
+    reference = make_tiny("llama")  # independent float stream, block by block
+    adapter = arch.get_adapter(reference)
+    captured = arch.capture_block_inputs(reference, list(ids.split(1)))
+    with torch.no_grad():
+        float_x1 = [arch.run_block(adapter.get_blocks(reference)[0], h, captured.extra(0, h.shape))
+                    for h in captured.hidden]
+        float_y1 = [arch.run_block(adapter.get_blocks(reference)[1], h, captured.extra(1, h.shape))
+                    for h in float_x1]
+    model = make_tiny("llama")
+    result = tweak_model(model, ids, QUANT, TweakSpec(loss="none", target="float_input"),
+                         progress=False)
+    quant_blocks = arch.get_adapter(model).get_blocks(model)
+    with torch.no_grad():
+        quant_x1 = [arch.run_block(quant_blocks[0], h, captured.extra(0, h.shape)) for h in captured.hidden]
+        quant_y1 = [arch.run_block(quant_blocks[1], h, captured.extra(1, h.shape)) for h in quant_x1]
+    expected = sum(float(distribution_loss(f, q)) for f, q in zip(float_y1, quant_y1)) / 2
+    assert result.blocks[1].loss_before == pytest.approx(expected, rel=1e-5)
+    paper = tweak_model(make_tiny("llama"), ids, QUANT, TweakSpec(loss="none"), progress=False)
+    assert paper.blocks[0].loss_before == pytest.approx(result.blocks[0].loss_before, rel=1e-6)
+    assert paper.blocks[1].loss_before != pytest.approx(result.blocks[1].loss_before, rel=1e-3)
+    with pytest.raises(ValueError, match="target must be one of"):
+        TweakSpec(target="teacher")
