@@ -55,6 +55,7 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--act-order", action="store_true")
     p.add_argument("--symmetric", action="store_true")
     p.add_argument("--true-sequential", action="store_true")
+    p.add_argument("--no-float", action="store_true", help="skip the float baseline")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=1,
                    help="torch intra-op threads (1 is fastest on a shared 2-core machine)")
@@ -80,9 +81,11 @@ def main(argv: list[str] | None = None) -> dict:
         calib = calibration_from_text(tokenizer, args.text, args.calib_samples, args.calib_len,
                                       seed=args.seed).input_ids
     rows = []
-    f_ppl, f_eval = ppl(model)
-    rows.append({"config": "float", "method": "-", "ppl": f_ppl, "quant_s": 0.0, "eval_s": f_eval})
-    print(f"float: ppl {f_ppl:.2f} ({f_eval:.0f} s)", flush=True)
+    if not args.no_float:
+        f_ppl, f_eval = ppl(model)
+        rows.append({"config": "float", "method": "-", "ppl": f_ppl, "quant_s": 0.0,
+                     "eval_s": f_eval})
+        print(f"float: ppl {f_ppl:.2f} ({f_eval:.0f} s)", flush=True)
     for bits, group in parse_configs(args.configs):
         for method in methods:
             spec = QuantSpec(bits=bits, group_size=group, method=method, symmetric=args.symmetric,
