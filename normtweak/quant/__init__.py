@@ -5,6 +5,7 @@ Public API:
   GPTQ, gptq_quantize                                   (normtweak.quant.gptq)
   pack, unpack                                          (normtweak.quant.pack)
   QuantLinear                                           (normtweak.quant.linear)
+  dequant_matmul (fused Triton kernel, CUDA)            (normtweak.quant.kernels)
   quantize_block, quantize_model                        (normtweak.quant.model)
   Int8Norm, W8A8Linear, wrap_norms_int8, quantize_model_w8a8  (normtweak.quant.int8)
 """

@@ -113,7 +113,7 @@ def test_true_sequential_groups_and_inputs(make_tiny, family, groups):
     assert list(quantized) == names
     groups = groups or [[n] for n in names]  # GPT-2's four linears each get their own input
     # Pass 0 sees the float block; pass k sees groups 0..k-1 quantized.
-    expect = [sorted(sum(groups[:k], [])) for k in range(len(groups))]
+    expect = [sorted(n for g in groups[:k] for n in g) for k in range(len(groups))]
     assert seen == expect
     ref = arch.run_block(float_block, h, extra)
     assert (arch.run_block(block, h, extra) - ref).abs().max() < 0.05 * ref.abs().max()
