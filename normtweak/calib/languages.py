@@ -102,7 +102,7 @@ def token_languages(text: str) -> frozenset[str]:
     script = scripts.pop()
     candidates = frozenset(SCRIPT_LANGUAGES[script])
     if script == "LATIN" and len(word) >= MIN_DETECT_LETTERS:
-        lang, prob = _detect(word.lower())
+        lang, prob = _detect(word)
         if prob >= CONFIDENT:
             return frozenset({lang})
     return candidates

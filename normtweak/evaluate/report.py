@@ -29,14 +29,16 @@ def gap_recovered(float_ppl: float, quant_ppl: float, tweaked_ppl: float) -> flo
 
 
 def format_value(value: Any, digits: int = 4) -> str:
-    """A table cell: floats with `digits` significant decimals, None/NaN as '-'."""
+    """A table cell: floats with 1, 2 or `digits` decimals (>= 1000, >= 10, smaller), None/NaN '-'."""
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return "-"
     if isinstance(value, bool) or not isinstance(value, float):
         return str(value)
-    if value != 0 and abs(value) >= 1000:
+    if abs(value) >= 1000:
         return f"{value:.1f}"
-    return f"{value:.{digits}g}" if abs(value) < 1 else f"{value:.{max(digits - 2, 2)}f}"
+    if abs(value) >= 10:
+        return f"{value:.2f}"
+    return f"{value:.{digits}f}"
 
 
 def markdown_table(rows: Sequence[Mapping[str, Any]], columns: Sequence[str | tuple[str, str]]) -> str:
