@@ -4,10 +4,10 @@ For each quantization config, a small grid over (lr, scale) is tweaked; the poin
 chosen on the Wikipedia *validation* split and every number reported is on the *test*
 split (non-overlapping 1024-token windows from BOS, `normtweak.evaluate.perplexity`).
 
-    python benchmarks/normtweak.py                      # defaults below
-    python benchmarks/normtweak.py --configs rtn-w4-pc --lrs 1e-5,1e-4 --scales 0,5
+    python benchmarks/norm_tweaking.py                      # defaults below
+    python benchmarks/norm_tweaking.py --configs rtn-w4-pc --lrs 1e-5,1e-4 --scales 0,5
 
-Writes results/normtweak.json and prints a Markdown table.
+Writes results/norm_tweaking.json and prints a Markdown table.
 """
 
 from __future__ import annotations
@@ -46,7 +46,7 @@ def main(argv=None) -> dict:
     ap.add_argument("--iters", type=int, default=1)
     ap.add_argument("--eval-windows", type=int, default=8, help="1024-token windows per split")
     ap.add_argument("--threads", type=int, default=None, help="torch threads (1 on a busy machine)")
-    ap.add_argument("--out", default="results/normtweak.json")
+    ap.add_argument("--out", default="results/norm_tweaking.json")
     args = ap.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -87,7 +87,7 @@ def main(argv=None) -> dict:
         rows.append(row)
         print(json.dumps({k: v for k, v in row.items() if k != "grid"}), flush=True)
     report = {
-        "command": "python benchmarks/normtweak.py " + " ".join(sys.argv[1:] if argv is None else argv),
+        "command": "python benchmarks/norm_tweaking.py " + " ".join(sys.argv[1:] if argv is None else argv),
         "model": args.model, "calibration": f"{args.calibration} {args.num_samples}x{args.seq_len}",
         "eval": f"wikipedia, {args.eval_windows} x 1024-token windows per split, chunks mode",
         "selection": "best (lr, scale) on validation; numbers on test",
