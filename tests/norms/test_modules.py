@@ -1,0 +1,125 @@
+"""Our norm modules inside real (tiny) transformers models, swap_norms, torch.compile."""
+
+import pytest
+import torch
+from torch import nn
+
+from normtweak import arch
+from normtweak.norms import LayerNorm, RMSNorm, restore_norms, swap_norms, to_normtweak_norms
+from normtweak.testing import FAMILIES, tiny_batch, tiny_model
+
+
+def logits(model, ids):
+    with torch.no_grad():
+        return model(input_ids=ids).logits
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_our_modules_reproduce_every_family(family):
+    model = tiny_model(family).eval()
+    ids = tiny_batch()
+    before = logits(model, ids)
+    offset = arch.get_adapter(model).norm_offset
+    originals = to_normtweak_norms(model, offset)
+    assert originals, "the model has norms"
+    ours = [m for m in model.modules() if isinstance(m, (RMSNorm, LayerNorm))]
+    assert len(ours) == len(originals)
+    torch.testing.assert_close(logits(model, ids), before, atol=2e-5, rtol=1e-5)
+    # Training our module trains the model's own Parameter; restore puts plain modules back.
+    with torch.no_grad():
+        ours[0].weight.mul_(1.5)
+    restore_norms(model, originals)
+    assert not any(isinstance(m, (RMSNorm, LayerNorm)) for m in model.modules())
+    first = next(iter(originals.values()))
+    assert first.weight is ours[0].weight
+    assert not torch.allclose(logits(model, ids), before)
+
+
+def _centered_net(hidden=16, seed=0):
+    """Linear (outputs sum to zero over features) -> LayerNorm (nonzero bias) -> Linear."""
+    g = torch.Generator().manual_seed(seed)
+    first = nn.Linear(8, hidden, bias=False)
+    with torch.no_grad():
+        w = torch.randn(hidden, 8, generator=g)
+        first.weight.copy_(w - w.mean(0, keepdim=True))  # each input column sums to 0 over outputs
+    ln = nn.LayerNorm(hidden)
+    with torch.no_grad():
+        ln.weight.copy_(torch.rand(hidden, generator=g) + 0.5)
+        ln.bias.copy_(torch.randn(hidden, generator=g) * 0.3)
+    return first, ln, nn.Linear(hidden, 4)
+
+
+class Block(nn.Module):
+    def __init__(self, first, ln, fc1):
+        super().__init__()
+        self.first, self.final_layer_norm, self.fc1 = first, ln, fc1
+
+    def forward(self, x):
+        return self.fc1(self.final_layer_norm(self.first(x)))
+
+
+class Net(nn.Module):
+    """Looks like an OPT pre-LN block to swap_norms: final_layer_norm feeds only fc1."""
+
+    def __init__(self, centered=True):
+        super().__init__()
+        self.config = type("C", (), {"model_type": "opt", "do_layer_norm_before": True})()
+        first, ln, fc1 = _centered_net()
+        if not centered:
+            with torch.no_grad():
+                first.weight.add_(0.5)
+        self.block = Block(first, ln, fc1)
+
+    def forward(self, x):
+        return self.block(x)
+
+
+def test_swap_keeps_outputs_when_the_mean_is_zero_and_folds_the_bias():
+    net, x = Net(), torch.randn(5, 8)
+    assert torch.allclose(net.block.first(x).mean(-1), torch.zeros(5), atol=1e-6)
+    before = net(x)
+    report = swap_norms(net, to="rms")
+    assert report.swapped == ["block.final_layer_norm"] and report.folded == ["block.final_layer_norm"]
+    assert isinstance(net.block.final_layer_norm, RMSNorm)
+    assert sum(p.numel() for p in net.block.final_layer_norm.parameters()) == 16  # no bias
+    torch.testing.assert_close(net(x), before, atol=1e-5, rtol=1e-5)
+
+
+def test_swap_changes_outputs_when_the_mean_is_not_zero():
+    net, x = Net(centered=False), torch.randn(5, 8)
+    before = net(x)
+    swap_norms(net, to="rms")
+    assert (net(x) - before).abs().max() > 1e-2
+
+
+def test_swap_on_a_post_ln_encoder_reports_dropped_biases_and_swaps_back():
+    model = tiny_model("bert").eval()
+    n_ln = sum(isinstance(m, nn.LayerNorm) for m in model.modules())
+    report = swap_norms(model, to="rms")
+    assert len(report.swapped) == n_ln and len(report.dropped_bias) == n_ln and not report.folded
+    assert not any(isinstance(m, nn.LayerNorm) for m in model.modules())
+    logits(model, tiny_batch())  # still runs
+    back = swap_norms(model, to="layer")
+    assert len(back.swapped) == n_ln
+    assert all(m.bias is not None and not m.bias.any() for m in model.modules() if isinstance(m, LayerNorm))
+    with pytest.raises(ValueError, match="'rms' or 'layer'"):
+        swap_norms(model, to="batch")
+
+
+def test_rms_to_layer_keeps_the_gemma_offset():
+    norm = RMSNorm(6, offset=1.0)
+    with torch.no_grad():
+        norm.weight.copy_(torch.linspace(-0.5, 0.5, 6))
+    holder = nn.Sequential(norm)
+    swap_norms(holder, to="layer")
+    torch.testing.assert_close(holder[0].weight, torch.linspace(0.5, 1.5, 6))
+
+
+def test_torch_compile_sees_the_custom_op():
+    norm = RMSNorm(32)
+    x = torch.randn(4, 32, requires_grad=True)
+    compiled = torch.compile(norm, backend="aot_eager", fullgraph=True)
+    y = compiled(x)
+    y.sum().backward()
+    torch.testing.assert_close(y, norm(x))
+    assert norm.weight.grad is not None and x.grad is not None
