@@ -43,7 +43,7 @@ class LayerNorm(nn.Module):
                  bias: bool = True, device=None, dtype=None) -> None:
         super().__init__()
         self.hidden_size, self.eps = hidden_size, float(eps)
-        kw = dict(device=device, dtype=dtype)
+        kw = {"device": device, "dtype": dtype}
         self.weight = nn.Parameter(torch.ones(hidden_size, **kw)) if elementwise_affine else None
         self.bias = nn.Parameter(torch.zeros(hidden_size, **kw)) if elementwise_affine and bias else None
 

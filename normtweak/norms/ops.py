@@ -10,7 +10,6 @@ so torch.compile sees one opaque op per norm instead of tracing into Triton.
 from __future__ import annotations
 
 import os
-from typing import Optional
 
 import torch
 
@@ -33,7 +32,7 @@ def _stat_dtype(x: torch.Tensor) -> torch.dtype:
     return torch.float64 if x.dtype == torch.float64 else torch.float32
 
 
-def _or_empty(t: Optional[torch.Tensor], x: torch.Tensor) -> torch.Tensor:
+def _or_empty(t: torch.Tensor | None, x: torch.Tensor) -> torch.Tensor:
     # Custom ops cannot return None: an absent gradient travels as an empty tensor.
     return t.to(_stat_dtype(x)) if t is not None else x.new_empty(0, dtype=_stat_dtype(x))
 
@@ -42,7 +41,7 @@ def _or_empty(t: Optional[torch.Tensor], x: torch.Tensor) -> torch.Tensor:
 
 
 @torch.library.custom_op("normtweak::rms_norm_fwd", mutates_args=())
-def _rms_fwd(x: torch.Tensor, weight: Optional[torch.Tensor], eps: float, offset: float
+def _rms_fwd(x: torch.Tensor, weight: torch.Tensor | None, eps: float, offset: float
              ) -> tuple[torch.Tensor, torch.Tensor]:
     if uses_triton(x):
         return kernels.rms_forward(x, weight, eps, offset)
@@ -55,7 +54,7 @@ def _(x, weight, eps, offset):
 
 
 @torch.library.custom_op("normtweak::rms_norm_bwd", mutates_args=())
-def _rms_bwd(dy: torch.Tensor, x: torch.Tensor, weight: Optional[torch.Tensor], rstd: torch.Tensor,
+def _rms_bwd(dy: torch.Tensor, x: torch.Tensor, weight: torch.Tensor | None, rstd: torch.Tensor,
              offset: float) -> tuple[torch.Tensor, torch.Tensor]:
     if uses_triton(x):
         dx, dw, _ = kernels.norm_backward(dy.contiguous() if dy.stride(-1) != 1 else dy, x, weight, None,
@@ -87,7 +86,7 @@ _rms_fwd.register_autograd(_rms_grad, setup_context=_rms_setup)
 
 
 @torch.library.custom_op("normtweak::layer_norm_fwd", mutates_args=())
-def _ln_fwd(x: torch.Tensor, weight: Optional[torch.Tensor], bias: Optional[torch.Tensor], eps: float
+def _ln_fwd(x: torch.Tensor, weight: torch.Tensor | None, bias: torch.Tensor | None, eps: float
             ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     if uses_triton(x):
         return kernels.ln_forward(x, weight, bias, eps)
@@ -101,7 +100,7 @@ def _(x, weight, bias, eps):
 
 
 @torch.library.custom_op("normtweak::layer_norm_bwd", mutates_args=())
-def _ln_bwd(dy: torch.Tensor, x: torch.Tensor, weight: Optional[torch.Tensor], mean: torch.Tensor,
+def _ln_bwd(dy: torch.Tensor, x: torch.Tensor, weight: torch.Tensor | None, mean: torch.Tensor,
             rstd: torch.Tensor, has_bias: bool
             ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     if uses_triton(x):
@@ -141,9 +140,9 @@ _ln_fwd.register_autograd(_ln_grad, setup_context=_ln_setup)
 # --- public functions ---------------------------------------------------------------
 
 
-def _check(x: torch.Tensor, name: str, **params: Optional[torch.Tensor]) -> None:
+def _check(x: torch.Tensor, name: str, **params: torch.Tensor | None) -> None:
     if not isinstance(x, torch.Tensor):
-        raise ValueError(f"{name}: x must be a tensor, got {type(x).__name__}")
+        raise TypeError(f"{name}: x must be a tensor, got {type(x).__name__}")
     if not x.is_floating_point():
         raise ValueError(f"{name}: x must be float32, float16, bfloat16 or float64, got {x.dtype}")
     if x.dim() == 0 or x.numel() == 0:
@@ -172,7 +171,7 @@ def _rows(x: torch.Tensor) -> torch.Tensor:
         return x.reshape(-1, x.shape[-1])
 
 
-def rms_norm(x: torch.Tensor, weight: Optional[torch.Tensor] = None, eps: float = 1e-6,
+def rms_norm(x: torch.Tensor, weight: torch.Tensor | None = None, eps: float = 1e-6,
              offset: float = 0.0) -> torch.Tensor:
     """RMSNorm over the last dimension: x / sqrt(mean(x^2) + eps) * (offset + weight)."""
     _check(x, "rms_norm", weight=weight)
@@ -180,7 +179,7 @@ def rms_norm(x: torch.Tensor, weight: Optional[torch.Tensor] = None, eps: float 
     return y.view(x.shape)
 
 
-def layer_norm(x: torch.Tensor, weight: Optional[torch.Tensor] = None, bias: Optional[torch.Tensor] = None,
+def layer_norm(x: torch.Tensor, weight: torch.Tensor | None = None, bias: torch.Tensor | None = None,
                eps: float = 1e-5) -> torch.Tensor:
     """LayerNorm over the last dimension (biased variance, as torch.nn.LayerNorm)."""
     _check(x, "layer_norm", weight=weight, bias=bias)

@@ -87,7 +87,7 @@ def swap_norms(model: nn.Module, to: str = "rms") -> SwapReport:
         weight = getattr(norm, "weight", None)
         eps = float(getattr(norm, "eps", getattr(norm, "variance_epsilon", 1e-6)))
         hidden = weight.shape[0] if weight is not None else int(norm.normalized_shape[-1])
-        kw = dict(device=weight.device, dtype=weight.dtype) if weight is not None else {}
+        kw = {"device": weight.device, "dtype": weight.dtype} if weight is not None else {}
         if to == "rms":
             new = RMSNorm(hidden, eps, elementwise_affine=weight is not None, **kw)
             bias = getattr(norm, "bias", None)

@@ -4,8 +4,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from normtweak.norms import layer_norm, rms_norm, uses_triton
-from normtweak.norms import reference
+from normtweak.norms import layer_norm, reference, rms_norm, uses_triton
 
 SHAPES = [(1, 1), (7, 1000), (3, 5, 123), (2, 3, 4, 257)]
 ATOL = {torch.float32: 1e-5, torch.float16: 1e-3, torch.bfloat16: 1e-2}
@@ -56,12 +55,12 @@ def test_rms_norm_matches_float64(shape, dtype, weight):
     assert uses_triton(torch.empty(1))  # conftest sets TRITON_INTERPRET=1: the kernels are tested
     x, w, _, dy = make(shape, dtype, weight=weight, bias=False)
     for offset in (0.0, 1.0):
-        ours = (rms_norm(x, w, 1e-6, offset),) + grads(lambda a, b: rms_norm(a, b, 1e-6, offset), (x, w), dy)
+        ours = (rms_norm(x, w, 1e-6, offset),) + grads(lambda a, b: rms_norm(a, b, 1e-6, offset), (x, w), dy)  # noqa: B023
         wt = None if w is None else (w + offset)
         same = (F.rms_norm(x, shape[-1:], wt, 1e-6),) + grads(
-            lambda a, b: F.rms_norm(a, shape[-1:], None if b is None else b + offset, 1e-6), (x, w), dy)
+            lambda a, b: F.rms_norm(a, shape[-1:], None if b is None else b + offset, 1e-6), (x, w), dy)  # noqa: B023
         x64, w64 = _leaf64(x), _leaf64(w)
-        ref = (ref_rms(x64, w64, 1e-6, offset),) + grads(lambda a, b: ref_rms(a, b, 1e-6, offset),
+        ref = (ref_rms(x64, w64, 1e-6, offset),) + grads(lambda a, b: ref_rms(a, b, 1e-6, offset),  # noqa: B023
                                                          (x64, w64), dy.double())
         check(ours, same, ref, dtype)
 
