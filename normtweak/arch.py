@@ -261,17 +261,20 @@ def capture_block_inputs(
     batches: Iterable[torch.Tensor],
     device: torch.device | str = "cpu",
     store_device: torch.device | str = "cpu",
+    hidden: Any = None,
 ) -> BlockInputs:
     """Run the model's embeddings on each batch of token ids and record what blocks get.
 
     Blocks are never executed (each is swapped for a recorder returning its input),
     so only the parts outside the blocks are moved to `device`; the blocks stay
     where they are. batches: LongTensor [batch, seq] each, no padding.
+    hidden: where block 0's inputs are appended (default a new list; the pipeline
+    passes an ActivationStore so they can go to disk).
     """
     adapter = get_adapter(model)
     blocks = adapter.get_blocks(model)
     _non_block_to(model, adapter, device)
-    captured = BlockInputs(hidden=[])
+    captured = BlockInputs(hidden=[] if hidden is None else hidden)
     state: dict[str, Any] = {}
 
     def recorder(index: int):

@@ -9,15 +9,18 @@ For each block l = 0..L-1, in order:
   4. only the block's norm parameters are trained with Adam at
      lr_l = lr * (1 + scale * l / L) to minimise loss(Y_f, block_q(X_l));
   5. the tweaked quantized block maps X_l to X_{l+1}.
-Each block is moved to the device, processed and moved back; activations stay on
-the CPU.
+Each block is moved to the device, processed and moved back, so the device holds
+one block and one batch at a time. Activations live in ActivationStores: CPU memory
+while an ActivationBudget allows, a memory-mapped temporary file beyond it (results
+are identical either way). A `block_loader` can fill a block's weights just before
+its turn (normtweak.tweak.offload: models larger than RAM).
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
-from typing import Callable
 
 import torch
 from torch import nn
@@ -27,6 +30,7 @@ from normtweak import __version__, arch
 from normtweak.config import QuantSpec, TweakSpec
 from normtweak.io.format import replace_with_shells
 from normtweak.quant import quantize_block
+from normtweak.tweak.activations import ActivationBudget, ActivationStore, as_budget
 from normtweak.tweak.checkpoint import CheckpointDir, calibration_hash
 from normtweak.tweak.loss import get_loss
 
@@ -60,12 +64,14 @@ class Start:
 
     inputs: block 0's inputs per batch and each block's captured call arguments.
     targets0: block 0's float outputs per batch.
+    budget: the activation budget these stores draw on (runs using this start share it).
     """
 
     inputs: arch.BlockInputs
-    targets0: list[torch.Tensor]
+    targets0: ActivationStore
     calibration_hash: str
     batch_size: int
+    budget: ActivationBudget
 
 
 def as_input_ids(calibration) -> torch.Tensor:
@@ -77,19 +83,35 @@ def as_input_ids(calibration) -> torch.Tensor:
     return ids.long()
 
 
+BlockLoader = Callable[[int, nn.Module], None]
+
+
 @torch.no_grad()
 def prepare_start(model: nn.Module, calibration, batch_size: int = 1,
-                  device: torch.device | str = "cpu") -> Start:
-    """Capture block 0's inputs and compute its float outputs, once."""
+                  device: torch.device | str = "cpu", activations=None,
+                  block_loader: BlockLoader | None = None) -> Start:
+    """Capture block 0's inputs and compute its float outputs, once.
+
+    activations: an ActivationBudget or a size ('8GiB'); None keeps them in memory.
+    The parts outside the blocks (embeddings, ...) go to `device` for the capture and
+    back where they were after it.
+    """
     ids = as_input_ids(calibration)
-    inputs = arch.capture_block_inputs(model, list(ids.split(batch_size)), device=device)
+    budget = as_budget(activations)
+    adapter = arch.get_adapter(model)
+    outside = _device_of(adapter.get_embeddings(model))
+    inputs = arch.capture_block_inputs(model, list(ids.split(batch_size)), device=device,
+                                       hidden=budget.store())
+    arch._non_block_to(model, adapter, outside)
     _check_finite(inputs.hidden, "embeddings")
-    block = arch.get_adapter(model).get_blocks(model)[0]
+    block = adapter.get_blocks(model)[0]
+    if block_loader is not None:
+        block_loader(0, block)
     home = _device_of(block)
     block.to(device)
-    targets = _run_all(block, inputs.hidden, inputs, 0, device)
+    targets, _ = _run_all(block, inputs.hidden, inputs, 0, device, budget.store())
     block.to(home)
-    return Start(inputs, targets, calibration_hash(ids), batch_size)
+    return Start(inputs, targets, calibration_hash(ids), batch_size, budget)
 
 
 def tweak_model(
@@ -105,6 +127,8 @@ def tweak_model(
     seed: int = 0,
     start: Start | None = None,
     on_block_done: Callable[[int], None] | None = None,
+    activations=None,
+    block_loader: BlockLoader | None = None,
 ) -> TweakResult:
     """Quantize `model` block by block and tweak each block's norms, in place.
 
@@ -112,6 +136,10 @@ def tweak_model(
     checkpoint_dir/resume: write each finished block there; with resume, skip the
     blocks already there (the result is identical to an uninterrupted run).
     on_block_done(index): called after each block's checkpoint is written.
+    activations: ActivationBudget or size ('8GiB') for the activations kept in memory;
+    beyond it they go to a memory-mapped temp file (default: start's budget, else all
+    in memory).
+    block_loader(index, block): fills a block's weights before its turn (lazy loading).
     """
     ids = as_input_ids(calibration)
     if tweak.num_samples is not None:
@@ -121,10 +149,13 @@ def tweak_model(
     for i, block in enumerate(blocks):
         for name, lin in arch.block_linears(block):
             quant.check_layer(f"block {i}: {name}", lin.in_features)
-    if start is None:
-        start = prepare_start(model, ids, tweak.batch_size, device)
+    own_start = start is None
+    if own_start:
+        start = prepare_start(model, ids, tweak.batch_size, device, activations, block_loader)
     elif start.batch_size != tweak.batch_size or start.calibration_hash != calibration_hash(ids):
         raise ValueError("the shared start was made for other calibration data or batch size")
+    budget = start.budget if activations is None else as_budget(activations)
+    new_store = budget.store
     ckpt = None
     done = 0
     if checkpoint_dir is not None:
@@ -138,17 +169,19 @@ def tweak_model(
     bar = tqdm(range(len(blocks)), desc=f"normtweak {quant.method} W{quant.bits}", disable=not progress)
     for index in bar:
         block = blocks[index]
+        if block_loader is not None:
+            block_loader(index, block)
         home = _device_of(block)
         block.to(device)
         tb = time.perf_counter()
         if from_float and index > 0:
-            float_targets = _run_all(block, float_hidden, start.inputs, index, device)
+            float_targets, _ = _run_all(block, float_hidden, start.inputs, index, device, new_store())
         if index < done:
             if from_float:
                 float_hidden = float_targets if index > 0 else start.targets0
             replace_with_shells(block, quant)
             ckpt.load_block(index, block)
-            hidden = _run_all(block, hidden, start.inputs, index, device)
+            hidden, _ = _run_all(block, hidden, start.inputs, index, device, new_store())
             res = BlockResult(index, tweak.block_lr(index, len(blocks)), float("nan"),
                               float("nan"), 0.0, resumed=True)
         else:
@@ -157,25 +190,28 @@ def tweak_model(
             elif from_float:
                 targets = float_targets
             else:
-                targets = _run_all(block, hidden, start.inputs, index, device)
+                targets, _ = _run_all(block, hidden, start.inputs, index, device, new_store())
             float_hidden = targets if from_float else float_hidden
             hidden, res = _process_block(block, index, len(blocks), hidden, targets, start.inputs,
-                                         quant, tweak, device, seed)
+                                         quant, tweak, device, seed, new_store())
             res.seconds = time.perf_counter() - tb
-        _check_finite(hidden, f"block {index}")
+            targets = None  # free this block's targets before the next block makes its own
         block.to(home)
         if ckpt is not None and index >= done:
             ckpt.save_block(index, block)
         result.blocks.append(res)
         bar.set_postfix(loss=f"{res.loss_before:.3g}->{res.loss_after:.3g}")
+        if own_start and index == 0:  # nobody else shares the start: free its activations
+            start.inputs.hidden, start.targets0 = [], None
         if on_block_done is not None and index >= done:
             on_block_done(index)
     result.seconds = time.perf_counter() - t0
     return result
 
 
-def _process_block(block, index, num_blocks, hidden, targets, inputs, quant, tweak, device, seed):
-    """Quantize one block, tweak its norms, and return (next inputs, BlockResult)."""
+def _process_block(block, index, num_blocks, hidden, targets, inputs, quant, tweak, device, seed,
+                   out):
+    """Quantize one block, tweak its norms, and return (next inputs in `out`, BlockResult)."""
     quantize_block(block, quant, lambda: _run_all(block, hidden, inputs, index, device))
     lr = tweak.block_lr(index, num_blocks)
     loss_fn = get_loss(tweak.loss if tweak.loss != "none" else "dist")
@@ -184,7 +220,7 @@ def _process_block(block, index, num_blocks, hidden, targets, inputs, quant, twe
         gen = torch.Generator().manual_seed(seed * 100_003 + index)
         train_norms(block, hidden, targets, lambda h: inputs.extra(index, h.shape), lr, tweak,
                     loss_fn, device, gen)
-    nxt, after = _run_all(block, hidden, inputs, index, device, targets=targets, loss_fn=loss_fn)
+    nxt, after = _run_all(block, hidden, inputs, index, device, out, targets, loss_fn)
     return nxt, BlockResult(index, lr, before, after, 0.0)
 
 
@@ -223,27 +259,30 @@ def train_norms(block, hidden, targets, extra_of, lr, tweak, loss_fn, device, ge
 
 
 @torch.no_grad()
-def _run_all(block, hidden, inputs, index, device, targets=None, loss_fn=None):
-    """Run a block over every batch; outputs stay on the batch's device (the CPU).
+def _run_all(block, hidden, inputs, index, device, out=None, targets=None, loss_fn=None):
+    """Run block `index` over every batch; return (out, mean loss against targets or nan).
 
-    With targets and loss_fn also return the mean loss of the outputs against them.
+    out: an ActivationStore the outputs are appended to (None: outputs are dropped, as
+    for GPTQ's Hessian pass). Stops at the first NaN/Inf output, naming the block.
     """
-    outs, total = [], 0.0
+    total = 0.0
     for b, h in enumerate(hidden):
-        y = arch.run_block(block, h.to(device), inputs.extra(index, h.shape))
+        y = arch.run_block(block, h.to(device, non_blocking=True), inputs.extra(index, h.shape))
+        _check_finite([y], f"block {index}", b)
         if targets is not None:
             total += float(loss_fn(targets[b].to(device), y))
-        outs.append(y.to(h.device))
-    return (outs, total / max(len(hidden), 1)) if targets is not None else outs
+        if out is not None:
+            out.append(y)
+    return out, (total / max(len(hidden), 1) if targets is not None else float("nan"))
 
 
 @torch.no_grad()
 def _mean_loss(block, hidden, targets, inputs, index, device, loss_fn) -> float:
-    return _run_all(block, hidden, inputs, index, device, targets, loss_fn)[1]
+    return _run_all(block, hidden, inputs, index, device, None, targets, loss_fn)[1]
 
 
-def _check_finite(tensors: list[torch.Tensor], where: str) -> None:
-    for b, t in enumerate(tensors):
+def _check_finite(tensors, where: str, first_batch: int = 0) -> None:
+    for b, t in enumerate(tensors, first_batch):
         if not torch.isfinite(t).all():
             raise NonFiniteActivationError(
                 f"NaN/Inf in the output of {where} (calibration batch {b}); stopping. "
