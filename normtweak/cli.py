@@ -17,6 +17,7 @@ COMMANDS: dict[str, str] = {
     "quantize": "normtweak.quant.commands:quantize_cmd",
     "tweak": "normtweak.tweak.commands:tweak_cmd",
     "run": "normtweak.tweak.commands:run_cmd",
+    "bench-norms": "normtweak.norms.commands:bench_norms",
 }
 
 

@@ -1,0 +1,54 @@
+"""`normtweak bench-norms`: the norm benchmark (normtweak.norms.bench) as a command."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import click
+
+
+def _ints(text: str) -> tuple[int, ...]:
+    return tuple(int(v) for v in text.split(",") if v)
+
+
+@click.command("bench-norms")
+@click.option("--hiddens", default=None, help="hidden sizes (default GPU 1024,2048,4096,8192,16384; CPU 1024,4096)")
+@click.option("--rows", default=None, help="rows (default GPU 4096,32768; CPU 4096)")
+@click.option("--dtypes", default="float32,bfloat16", show_default=True)
+@click.option("--norms", "kinds", default="rms,layer", show_default=True)
+@click.option("--impls", default="ours,eager,compile", show_default=True)
+@click.option("--device", default=None, help="cuda or cpu (default: cuda when available)")
+@click.option("--threads", type=int, default=None, help="torch CPU threads")
+@click.option("--out", default=None, help="JSON path (default results/norms_<cpu|cuda>.json)")
+def bench_norms(hiddens, rows, dtypes, kinds, impls, device, threads, out):
+    """Time our norms (fwd, bwd, fwd+bwd) against eager torch and torch.compile."""
+    import torch
+
+    from normtweak.evaluate.report import markdown_table, write_json
+    from normtweak.norms.bench import run
+
+    if threads:
+        torch.set_num_threads(threads)
+    gpu = (device or ("cuda" if torch.cuda.is_available() else "cpu")).startswith("cuda")
+    hiddens = _ints(hiddens) if hiddens else ((1024, 2048, 4096, 8192, 16384) if gpu else (1024, 4096))
+    rows = _ints(rows) if rows else ((4096, 32768) if gpu else (4096,))
+    report = run(hiddens, rows, tuple(dtypes.split(",")), tuple(kinds.split(",")), device,
+                 tuple(impls.split(",")))
+    report["command"] = "normtweak bench-norms " + " ".join(sys.argv[2:])
+    cols = ["norm", "rows", "hidden", "dtype", "impl", "mode", "ms", "GB/s"]
+    cols += [c for c in ("x_vs_eager", "x_vs_compile", "%_of_copy") if any(c in r for r in report["rows"])]
+    table = [r for r in report["rows"] if r["impl"] == "ours"] or report["rows"]
+    click.echo(f"device {report['device']}, triton {report['triton']}, copy {report['copy_GBps']} GB/s, "
+               f"threads {report['threads']}")
+    click.echo(markdown_table(table, cols))
+    path = Path(out or f"results/norms_{'cuda' if gpu else 'cpu'}.json")
+    write_json(path, report)
+    click.echo(f"wrote {path}")
+    return report
+
+
+def main() -> int:
+    bench_norms.main(standalone_mode=False)
+    return 0
