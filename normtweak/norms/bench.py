@@ -9,7 +9,7 @@ On the CPU "ours" is the PyTorch path (the Triton kernels need a GPU).
 from __future__ import annotations
 
 import time
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
@@ -73,16 +73,14 @@ def bench_case(kind: str, rows: int, n: int, dtype: torch.dtype, device: torch.d
     for name in impls:
         fn = fns[name]
 
-        def fwd():
+        def fwd(fn=fn):
             with torch.no_grad():
                 return fn(x, w, b)
 
-        y = fn(x, w, b)
-
-        def bwd():
+        def bwd(y=fn(x, w, b)):
             return torch.autograd.grad(y, params, dy, retain_graph=True)
 
-        def both():
+        def both(fn=fn):
             return torch.autograd.grad(fn(x, w, b), params, dy)
 
         for mode, f, nbytes in (("fwd", fwd, bytes_fwd), ("bwd", bwd, bytes_bwd),
@@ -103,7 +101,7 @@ def run(hiddens=(1024, 4096, 16384), rows=(4096, 32768), dtypes=("float32", "bfl
             for n in hiddens:
                 for dt in dtypes:
                     results += bench_case(kind, r, n, getattr(torch, dt), dev, tuple(impls))
-    key = lambda row: (row["norm"], row["rows"], row["hidden"], row["dtype"], row["mode"])  # noqa: E731
+    key = lambda row: (row["norm"], row["rows"], row["hidden"], row["dtype"], row["mode"])
     by_impl = {(key(row), row["impl"]): row["ms"] for row in results}
     copy = copy_bandwidth(256 * 2**20, dev) if dev.type == "cuda" else None
     for row in results:
