@@ -77,7 +77,9 @@ def bench_case(kind: str, rows: int, n: int, dtype: torch.dtype, device: torch.d
             with torch.no_grad():
                 return fn(x, w, b)
 
-        def bwd(y=fn(x, w, b)):
+        y = fn(x, w, b)
+
+        def bwd(y=y):
             return torch.autograd.grad(y, params, dy, retain_graph=True)
 
         def both(fn=fn):
