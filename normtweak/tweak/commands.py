@@ -155,8 +155,8 @@ def _grid(model, tok, ids, quant, spec, lrs, scales, validation_text, windows, d
 @click.option("--model", "model_ref", default="smollm2-135m", show_default=True)
 @click.option("--calibration", type=click.Choice(["selfgen", "text"]), default="selfgen",
               show_default=True, help="self-generated (the paper's way) or Wikipedia train windows")
-@click.option("--num-samples", type=int, default=32, show_default=True)
-@click.option("--seq-len", type=int, default=256, show_default=True)
+@click.option("--num-samples", type=int, default=128, show_default=True)
+@click.option("--seq-len", type=int, default=128, show_default=True)
 @click.option("--data-dir", type=click.Path(), default="data", show_default=True)
 @click.option("--text", default="wikipedia", show_default=True, help="evaluation corpus (test split)")
 @click.option("--eval-windows", type=int, default=16, show_default=True,

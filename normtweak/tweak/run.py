@@ -46,7 +46,7 @@ def calibration_ids(model, tokenizer, model_ref: str, method: str, num_samples: 
 
 
 def main_job(model_ref: str, quant: QuantSpec, tweak: TweakSpec, *, calibration: str = "selfgen",
-             num_samples: int = 32, seq_len: int = 256, data_dir: str = "data",
+             num_samples: int = 128, seq_len: int = 128, data_dir: str = "data",
              text: str = "wikipedia", eval_windows: int | None = 16, save_dir: str | None = None,
              device: str = "cpu", seed: int = 0, echo=print) -> dict:
     """Run the whole pipeline once and return a report (also echoed as a table)."""
