@@ -9,6 +9,9 @@ those Parameters), so a saved model stays plain transformers.
 
 from __future__ import annotations
 
+from contextlib import contextmanager
+from typing import Iterator
+
 import torch
 from torch import nn
 
@@ -99,3 +102,13 @@ def restore_norms(module: nn.Module, originals: dict[str, nn.Module]) -> None:
         if getattr(ours, "weight", None) is not getattr(norm, "weight", None):
             raise ValueError(f"{name}: the weight was replaced after the swap; cannot restore safely")
         _set(module, name, norm)
+
+
+@contextmanager
+def kernel_norms(module: nn.Module, enabled: bool = True, offset: float = 0.0) -> Iterator[dict]:
+    """Inside the block, `module`'s norms are ours (Triton on CUDA); the originals come back after."""
+    originals = to_normtweak_norms(module, offset) if enabled else {}
+    try:
+        yield originals
+    finally:
+        restore_norms(module, originals)

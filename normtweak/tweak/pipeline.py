@@ -29,6 +29,7 @@ from tqdm.auto import tqdm
 from normtweak import __version__, arch
 from normtweak.config import QuantSpec, TweakSpec
 from normtweak.io.format import replace_with_shells
+from normtweak.norms import kernel_norms as norm_modules
 from normtweak.quant import quantize_block
 from normtweak.tweak.activations import ActivationBudget, ActivationStore, as_budget
 from normtweak.tweak.checkpoint import CheckpointDir, calibration_hash
@@ -129,6 +130,7 @@ def tweak_model(
     on_block_done: Callable[[int], None] | None = None,
     activations=None,
     block_loader: BlockLoader | None = None,
+    kernel_norms: bool | None = None,
 ) -> TweakResult:
     """Quantize `model` block by block and tweak each block's norms, in place.
 
@@ -140,8 +142,12 @@ def tweak_model(
     beyond it they go to a memory-mapped temp file (default: start's budget, else all
     in memory).
     block_loader(index, block): fills a block's weights before its turn (lazy loading).
+    kernel_norms: train through normtweak.norms modules (Triton kernels) instead of the
+    model's own norm modules; default: on CUDA devices, where the kernels run compiled.
     """
     ids = as_input_ids(calibration)
+    if kernel_norms is None:
+        kernel_norms = torch.device(device).type == "cuda"
     if tweak.num_samples is not None:
         ids = ids[: tweak.num_samples]
     adapter = arch.get_adapter(model)
@@ -192,8 +198,9 @@ def tweak_model(
             else:
                 targets, _ = _run_all(block, hidden, start.inputs, index, device, new_store())
             float_hidden = targets if from_float else float_hidden
-            hidden, res = _process_block(block, index, len(blocks), hidden, targets, start.inputs,
-                                         quant, tweak, device, seed, new_store())
+            with norm_modules(block, kernel_norms, adapter.norm_offset):
+                hidden, res = _process_block(block, index, len(blocks), hidden, targets, start.inputs,
+                                             quant, tweak, device, seed, new_store())
             res.seconds = time.perf_counter() - tb
             targets = None  # free this block's targets before the next block makes its own
         block.to(home)
