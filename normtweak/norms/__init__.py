@@ -3,7 +3,13 @@
     from normtweak.norms import RMSNorm, LayerNorm, rms_norm, layer_norm, swap_norms
 """
 
-from normtweak.norms.modules import LayerNorm, RMSNorm, kernel_norms, restore_norms, to_normtweak_norms
+from normtweak.norms.modules import (
+           LayerNorm,
+           RMSNorm,
+           kernel_norms,
+           restore_norms,
+           to_normtweak_norms,
+)
 from normtweak.norms.ops import layer_norm, rms_norm, uses_triton
 from normtweak.norms.swap import SwapReport, swap_norms
 

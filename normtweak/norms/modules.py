@@ -9,8 +9,8 @@ those Parameters), so a saved model stays plain transformers.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Iterator
 
 import torch
 from torch import nn
