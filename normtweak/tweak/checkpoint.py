@@ -72,6 +72,8 @@ class CheckpointDir:
         run description must match this run's, else ValueError says what differs.
         """
         self.folder.mkdir(parents=True, exist_ok=True)
+        for torn in self.folder.glob(".block_*.tmp"):  # a write cut short by a crash
+            torn.unlink()
         if resume and self.run_file.is_file():
             stored = json.loads(self.run_file.read_text())
             diff = sorted(k for k in set(stored) | set(self.run_info)
