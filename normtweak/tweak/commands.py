@@ -87,37 +87,64 @@ def load_calibration_ids(data, from_text, tokenizer, num_samples, seq_len, seed)
 @click.option("--checkpoint-dir", type=click.Path(), help="per-block checkpoints (for --resume)")
 @click.option("--resume", is_flag=True, help="continue an interrupted run from --checkpoint-dir")
 @click.option("--export-dequantized", type=click.Path(), help="also write a plain float folder here")
+@click.option("--activation-budget", default=None, metavar="SIZE",
+              help="calibration activations kept in RAM (e.g. 8GiB); the rest go to a "
+                   "memory-mapped file in $TMPDIR [default: all in RAM]")
+@click.option("--lazy-load", is_flag=True, help="read each block's weights from the model's "
+              "safetensors only when its turn comes (models larger than RAM)")
+@click.option("--devices", default=None, help="grid search: spread the points over these devices, "
+              "one per device ('auto', 'cuda:0,cuda:1') [default: --device]")
 def tweak_cmd(model_ref, data, from_text, num_samples, seq_len, save_dir, quantizer, bits, group_size,
               symmetric, act_order, lr, scale, iters, loss, batch_size, target, device, seed, grid_search_lr,
               grid_search_scale, validation_text, eval_windows, save_all, checkpoint_dir, resume,
-              export_dequantized):
+              export_dequantized, activation_budget, lazy_load, devices):
     """Quantize a model and tweak its norms block by block; save it (optionally a grid search)."""
     try:
         quant = QuantSpec(bits=bits, group_size=group_size, symmetric=symmetric, method=quantizer,
                           act_order=act_order)
         spec = TweakSpec(lr=lr, scale=scale, iters=iters, loss=loss, batch_size=batch_size,
                          target=target)
-        from normtweak.assets import load_model
+        from normtweak.tweak.activations import ActivationBudget
 
-        model, tok = load_model(model_ref)
+        budget = ActivationBudget(activation_budget)
+        grid = bool(grid_search_lr or grid_search_scale)
+        if lazy_load and grid:
+            raise ValueError("--lazy-load works for one run, not a grid search (each point "
+                             "copies the whole float model)")
+        model, tok, loader = _load(model_ref, lazy_load)
         ids = load_calibration_ids(data, from_text, tok, num_samples, seq_len, seed)
-        if grid_search_lr or grid_search_scale:
+        if grid:
             _grid(model, tok, ids, quant, spec, grid_search_lr or (lr,), grid_search_scale or (scale,),
-                  validation_text, eval_windows, device, save_dir, save_all, seed)
+                  validation_text, eval_windows, devices or device, save_dir, save_all, seed, budget)
             return
         _single(model, tok, ids, quant, spec, device, save_dir, checkpoint_dir, resume, seed,
-                export_dequantized)
+                export_dequantized, budget, loader)
     except USER_ERRORS as err:
         raise click.ClickException(str(err)) from err
 
 
-def _single(model, tok, ids, quant, spec, device, save_dir, checkpoint_dir, resume, seed, export):
+def _load(model_ref, lazy):
+    """(model, tokenizer, block loader or None)."""
+    from normtweak.assets import load_model, resolve_model
+
+    if not lazy:
+        return (*load_model(model_ref), None)
+    from normtweak.tweak.offload import load_lazily
+
+    model, tok, loader = load_lazily(resolve_model(model_ref))
+    if tok is None:
+        raise FileNotFoundError(f"{model_ref}: no tokenizer files in the model folder")
+    return model, tok, loader
+
+
+def _single(model, tok, ids, quant, spec, device, save_dir, checkpoint_dir, resume, seed, export,
+            budget, loader):
     from normtweak.io import export_dequantized, save_quantized
     from normtweak.tweak.checkpoint import calibration_hash
     from normtweak.tweak.pipeline import tweak_model
 
     result = tweak_model(model, ids, quant, spec, device=device, checkpoint_dir=checkpoint_dir,
-                         resume=resume, seed=seed)
+                         resume=resume, seed=seed, activations=budget, block_loader=loader)
     path = save_quantized(model, tok, save_dir, quant=quant, tweak=spec,
                           calibration_sha256=calibration_hash(ids),
                           extra={"tweak_result": result.as_dict()})
@@ -126,8 +153,8 @@ def _single(model, tok, ids, quant, spec, device, save_dir, checkpoint_dir, resu
         click.echo(f"dequantized float copy: {export_dequantized(model, tok, export)}")
 
 
-def _grid(model, tok, ids, quant, spec, lrs, scales, validation_text, windows, device, save_dir,
-          save_all, seed):
+def _grid(model, tok, ids, quant, spec, lrs, scales, validation_text, windows, devices, save_dir,
+          save_all, seed, budget):
     from normtweak.assets import load_text
     from normtweak.evaluate.report import gap_recovered
     from normtweak.tweak.grid import grid_search, write_grid
@@ -137,7 +164,7 @@ def _grid(model, tok, ids, quant, spec, lrs, scales, validation_text, windows, d
         model, tok, ids, quant, spec, grid,
         validation_text=load_text(validation_text, "validation"),
         test_text=load_text(validation_text, "test"),
-        max_windows=windows, device=device, save_dir=save_dir, seed=seed,
+        max_windows=windows, devices=devices, save_dir=save_dir, seed=seed, activations=budget,
     )
     json_path, png_path = write_grid(result, save_dir)
     click.echo(f"float: validation {result.float_ppl['validation']:.3f}  test {result.float_ppl['test']:.3f}")

@@ -2,7 +2,9 @@
 
 Work that is the same for every point is done once: block 0's captured inputs and
 float targets (`pipeline.prepare_start`), and the float and plain-quantized
-baselines. Each point tweaks a fresh copy of the float model.
+baselines. Each point tweaks a fresh copy of the float model. With several devices
+the points are spread over them, one worker per device (normtweak.tweak.parallel);
+each worker makes the shared start once.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from torch import nn
 
 from normtweak.config import GridSpec, QuantSpec, TweakSpec
 from normtweak.tweak.checkpoint import atomic_write_bytes
+from normtweak.tweak.parallel import map_jobs, resolve_devices
 from normtweak.tweak.pipeline import as_input_ids, prepare_start, tweak_model
 
 
@@ -47,6 +50,58 @@ class GridResult:
         }
 
 
+@dataclass
+class _PointJob:
+    """What every grid point needs (pickled once per worker when spread over devices)."""
+
+    model: nn.Module
+    tokenizer: object
+    ids: object
+    quant: QuantSpec
+    tweak: TweakSpec
+    validation_text: str
+    test_text: str
+    max_windows: int | None
+    seed: int
+    progress: bool
+    save_all_dir: str | None
+    activations: object
+
+
+def _evaluate(job: _PointJob, model, device) -> tuple[float, float]:
+    from normtweak.evaluate import perplexity
+
+    v = perplexity(model, job.tokenizer, job.validation_text, max_windows=job.max_windows,
+                   device=device).ppl
+    t = perplexity(model, job.tokenizer, job.test_text, max_windows=job.max_windows,
+                   device=device).ppl
+    return v, t
+
+
+def _setup(job: _PointJob, device):
+    return prepare_start(job.model, job.ids, job.tweak.batch_size, device, job.activations)
+
+
+def _run_point(job: _PointJob, start, point: tuple[float, float], device):
+    """Tweak a copy of the float model at (lr, scale), score it: (GridPoint, model on the CPU)."""
+    from normtweak.io import save_quantized
+    from normtweak.tweak.checkpoint import calibration_hash
+
+    lr, scale = point
+    spec = replace(job.tweak, lr=lr, scale=scale)
+    candidate = copy.deepcopy(job.model)
+    run = tweak_model(candidate, job.ids, job.quant, spec, device=device, start=start,
+                      progress=job.progress, seed=job.seed)
+    v, t = _evaluate(job, candidate, device)
+    result = GridPoint(lr, scale, v, t, run.seconds)
+    if job.save_all_dir is not None:
+        path = Path(job.save_all_dir) / f"lr{lr:g}_scale{scale:g}"
+        save_quantized(candidate, job.tokenizer, path, quant=job.quant, tweak=spec,
+                       calibration_sha256=calibration_hash(job.ids))
+        result.saved_to = str(path)
+    return result, candidate.to("cpu")
+
+
 def select_best(points: list[GridPoint]) -> GridPoint:
     """The point with the lowest validation perplexity (NaN points never win)."""
     finite = [p for p in points if math.isfinite(p.validation_ppl)]
@@ -71,51 +126,45 @@ def grid_search(
     progress: bool = True,
     seed: int = 0,
     float_ppl: dict | None = None,
+    devices=None,
+    activations=None,
 ):
     """Run the pipeline for every (lr, scale) of `grid`; return (GridResult, best model).
 
     The float `model` is left unchanged. The best model (and every model when
     grid.save_all) is saved under save_dir. float_ppl: {"validation": v, "test": t}
-    when already known (skips scoring the float model again).
+    when already known (skips scoring the float model again). devices: 'auto',
+    'cuda:0,cuda:1', a list: spread the points over them (default: `device` alone).
+    activations: ActivationBudget or size ('8GiB') for in-memory activations.
     """
-    from normtweak.evaluate import perplexity
     from normtweak.io import save_quantized
     from normtweak.tweak.checkpoint import calibration_hash
 
     ids = as_input_ids(calibration)
     if tweak.num_samples is not None:
         ids = ids[: tweak.num_samples]
-
-    def evaluate(m) -> tuple[float, float]:
-        v = perplexity(m, tokenizer, validation_text, max_windows=max_windows, device=device).ppl
-        t = perplexity(m, tokenizer, test_text, max_windows=max_windows, device=device).ppl
-        return v, t
-
-    start = prepare_start(model, ids, tweak.batch_size, device)
-    fv, ft = (float_ppl["validation"], float_ppl["test"]) if float_ppl else evaluate(model)
+    devices = resolve_devices(devices) if devices is not None else [device]
+    device = devices[0]
+    job = _PointJob(model, tokenizer, ids, quant, tweak, validation_text, test_text, max_windows,
+                    seed, progress and len(devices) == 1,
+                    save_dir if save_dir is not None and grid.save_all else None, activations)
+    start = _setup(job, device)
+    fv, ft = (float_ppl["validation"], float_ppl["test"]) if float_ppl else _evaluate(job, model, device)
     plain = copy.deepcopy(model)
     tweak_model(plain, ids, quant, replace(tweak, loss="none"), device=device, start=start,
                 progress=progress, seed=seed)
-    qv, qt = evaluate(plain)
+    qv, qt = _evaluate(job, plain, device)
     del plain
     result = GridResult({"validation": fv, "test": ft}, {"validation": qv, "test": qt})
-    best_model = None
-    for lr, scale in grid.points:
-        spec = replace(tweak, lr=lr, scale=scale)
-        candidate = copy.deepcopy(model)
-        run = tweak_model(candidate, ids, quant, spec, device=device, start=start,
-                          progress=progress, seed=seed)
-        v, t = evaluate(candidate)
-        point = GridPoint(lr, scale, v, t, run.seconds)
-        if save_dir is not None and grid.save_all:
-            path = Path(save_dir) / f"lr{lr:g}_scale{scale:g}"
-            save_quantized(candidate, tokenizer, path, quant=quant, tweak=spec,
-                           calibration_sha256=calibration_hash(ids))
-            point.saved_to = str(path)
-        result.points.append(point)
-        if math.isfinite(v) and (result.best is None or v < result.best.validation_ppl):
-            result.best, best_model = point, candidate
+    points: dict[int, GridPoint] = {}
+    best_key, best_model = None, None
+    for index, (point, candidate) in map_jobs(_run_point, job, grid.points, devices, _setup, start):
+        points[index] = point
+        key = (point.validation_ppl, index)  # ties go to the earlier point, whatever finishes first
+        if math.isfinite(point.validation_ppl) and (best_key is None or key < best_key):
+            best_key, best_model = key, candidate
         del candidate
+    result.points = [points[i] for i in range(len(grid.points))]
     result.best = select_best(result.points)
     if save_dir is not None:
         best_spec = replace(tweak, lr=result.best.lr, scale=result.best.scale)
