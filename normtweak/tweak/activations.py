@@ -12,6 +12,7 @@ a memory map. Values read back are bit-identical to what was stored.
 
 from __future__ import annotations
 
+import errno
 import math
 import os
 import re
@@ -127,8 +128,14 @@ class _Spill:
             self.file = open(os.path.join(self.folder, "activations.bin"), "w+b")  # noqa: SIM115 (kept open)
         offset = self.size
         raw = t.detach().to("cpu").contiguous().reshape(-1).view(torch.uint8).numpy()
-        self.file.write(memoryview(raw))
-        self.file.flush()  # readers map the file, not this buffered handle
+        try:
+            self.file.write(memoryview(raw))
+            self.file.flush()  # readers map the file, not this buffered handle
+        except OSError as err:
+            if err.errno != errno.ENOSPC:
+                raise
+            raise OSError(errno.ENOSPC, f"disk full while writing activations to {self.folder}: "
+                          f"free space, point TMPDIR elsewhere or raise --activation-budget") from err
         self.size += raw.nbytes
         self.budget.spilled += raw.nbytes
         return offset
@@ -163,9 +170,10 @@ class ActivationStore(Sequence):
         budget = self._spill.budget
         if budget.reserve(n):
             self._spill.mem_bytes += n
-            t = t.detach().to("cpu")
-            if budget.pin and torch.cuda.is_available():
-                t = t.pin_memory()
+            if budget.pin and torch.cuda.is_available():  # one copy, straight into pinned memory
+                t = torch.empty(t.shape, dtype=t.dtype, pin_memory=True).copy_(t.detach())
+            else:
+                t = t.detach().to("cpu")
             self._items.append(t)
         else:
             self._items.append((self._spill.write(t), tuple(t.shape), t.dtype))

@@ -9,6 +9,7 @@ cheap next to tweaking and deterministic.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
@@ -46,6 +47,12 @@ def atomic_save_file(tensors: dict[str, torch.Tensor], path: Path, metadata: dic
         tensors = {k: v.detach().contiguous().cpu() for k, v in tensors.items()}
         save_file(tensors, tmp, metadata=metadata)
         os.replace(tmp, path)
+    except OSError as err:
+        Path(tmp).unlink(missing_ok=True)
+        if err.errno == errno.ENOSPC:
+            raise OSError(errno.ENOSPC, f"disk full while writing {path}; earlier files are "
+                          f"intact: free space, then run again (with --resume for checkpoints)") from err
+        raise
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
