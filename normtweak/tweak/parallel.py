@@ -10,7 +10,7 @@ What it costs: the shared payload (the float model, calibration, texts) is pickl
 each worker once; torch moves CPU tensors into shared memory for that, so the float
 weights are held once, but each worker tweaks its own deep copy of the model (one more
 model in CPU RAM per device, shrinking as blocks are quantized) and holds its own
-activations. Each worker pays a process start and imports (~10 s) and its setup once.
+activations. Each worker pays a process start and imports (seconds) and its setup once.
 Wall time for P points on D devices ~ ceil(P / D) points + that overhead.
 """
 
