@@ -18,6 +18,7 @@ COMMANDS: dict[str, str] = {
     "tweak": "normtweak.tweak.commands:tweak_cmd",
     "run": "normtweak.tweak.commands:run_cmd",
     "bench-norms": "normtweak.norms.commands:bench_norms",
+    "precision": "normtweak.experiments.commands:precision_cmd",
 }
 
 

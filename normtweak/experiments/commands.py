@@ -1,0 +1,50 @@
+"""`normtweak precision`: the precision study from the command line."""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+
+import click
+
+
+@click.command("precision")
+@click.option("--model", default="classifier", show_default=True,
+              type=click.Choice(["classifier", "minilm", "distilbert"]),
+              help="our small transformer, MiniLM (offline) or DistilBERT (online), norms swapped to --norm")
+@click.option("--data", default="rotten_tomatoes", show_default=True,
+              help="rotten_tomatoes, convention (offline); ag_news, dbpedia_14 (online)")
+@click.option("--precisions", default="fp32,bf16,int8-toy,w4-rtn,w4-rtn-tweak", show_default=True)
+@click.option("--seeds", default="0", show_default=True, help="comma-separated; 3 seeds give mean ± std")
+@click.option("--train-size", type=int, default=5000, show_default=True)
+@click.option("--test-size", type=int, default=1000, show_default=True)
+@click.option("--epochs", type=int, default=3, show_default=True)
+@click.option("--batch-size", type=int, default=32, show_default=True)
+@click.option("--norm", type=click.Choice(["rms", "layer"]), default="rms", show_default=True)
+@click.option("--device", default="cpu", show_default=True)
+@click.option("--threads", type=int, default=None, help="torch CPU threads")
+@click.option("--out-dir", default="results/precision", show_default=True)
+def precision_cmd(model, data, precisions, seeds, train_size, test_size, epochs, batch_size, norm, device,
+                  threads, out_dir):
+    """Train a classifier and compare precisions: accuracy, time, memory (JSON per run + table)."""
+    import torch
+
+    from normtweak.experiments.run import markdown, run_study, write_json
+    from normtweak.tweak.checkpoint import atomic_write_bytes
+
+    if threads:
+        torch.set_num_threads(threads)
+    t0 = time.perf_counter()
+    try:
+        report = run_study(model, data, tuple(precisions.split(",")), tuple(int(s) for s in seeds.split(",")),
+                           train_size, test_size, epochs, batch_size, None, norm, device=device,
+                           out_dir=out_dir, echo=lambda line: None)
+    except (ValueError, FileNotFoundError) as err:
+        raise click.ClickException(str(err)) from err
+    command = "normtweak precision " + " ".join(sys.argv[2:])
+    text = markdown(report, command) + f"\nwall time {time.perf_counter() - t0:.0f} s\n"
+    click.echo(text)
+    out = Path(out_dir)
+    atomic_write_bytes(out / f"{model}_{data}_{norm}.md", text.encode())
+    write_json(out / f"{model}_{data}_{norm}.json", {"command": command, **report})

@@ -1,0 +1,191 @@
+"""The precision study: train, quantize, evaluate; one JSON per run and a Markdown table."""
+
+from __future__ import annotations
+
+import json
+import os
+import statistics
+import threading
+from pathlib import Path
+
+import torch
+
+from normtweak.experiments import precisions as P
+from normtweak.experiments.classifier import (
+    ClassifierConfig,
+    RegexTokenizer,
+    TextClassifier,
+    count_parameters,
+)
+from normtweak.experiments.data import load_labeled
+
+
+class PeakRSS:
+    """Peak resident memory of this process while inside (sampled every 5 ms), in MiB."""
+
+    def __enter__(self):
+        self.peak, self._stop = _rss_mib(), threading.Event()
+        self._thread = threading.Thread(target=self._watch, daemon=True)
+        self._thread.start()
+        return self
+
+    def _watch(self):
+        while not self._stop.wait(0.005):
+            self.peak = max(self.peak, _rss_mib())
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join()
+        self.peak = max(self.peak, _rss_mib())
+
+
+def _rss_mib() -> float:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
+def _peak(device: torch.device, rss: PeakRSS) -> dict:
+    if device.type == "cuda":
+        return {"peak_mem_mib": torch.cuda.max_memory_allocated(device) / 2**20, "mem_kind": "cuda max allocated"}
+    return {"peak_mem_mib": rss.peak, "mem_kind": "peak RSS"}
+
+
+def model_bytes(model: torch.nn.Module) -> int:
+    """Bytes of every parameter and buffer (packed integer weights, scales and zeros included)."""
+    return sum(t.numel() * t.element_size() for t in [*model.parameters(), *model.buffers()])
+
+
+def calibration_windows(tokenizer, texts: list[str], num: int, length: int, seed: int) -> torch.Tensor:
+    """[num, length] token ids cut at seeded offsets from the train texts joined (no padding)."""
+    stream = [t for text in texts for t in tokenizer.encode(text, 10_000)]
+    if len(stream) < length + 1:
+        raise ValueError(f"the train split has {len(stream)} tokens, fewer than one window of {length}")
+    gen = torch.Generator().manual_seed(seed)
+    starts = torch.randint(0, len(stream) - length, (num,), generator=gen).tolist()
+    return torch.tensor([stream[s:s + length] for s in starts])
+
+
+def build(model_name: str, data, norm: str, max_len: int, seed: int):
+    torch.manual_seed(seed)
+    if model_name == "classifier":
+        tok = RegexTokenizer.fit([t for t, _ in data.train])
+        config = ClassifierConfig(vocab_size=len(tok), num_labels=len(data.labels), norm=norm, max_len=max_len)
+        return TextClassifier(config), tok, None
+    from normtweak.experiments.encoder import load_encoder
+
+    model, tok, report = load_encoder(model_name, len(data.labels), norm)
+    return model, tok, report
+
+
+def run_study(model: str = "classifier", data: str = "rotten_tomatoes", precisions=("fp32",),
+              seeds=(0,), train_size: int = 5000, test_size: int = 1000, epochs: int = 3,
+              batch_size: int = 32, lr: float | None = None, norm: str = "rms", max_len: int = 128,
+              calib_samples: int = 128, calib_len: int = 64, device: str = "cpu",
+              out_dir: str = "results/precision", echo=print) -> dict:
+    """Every precision for every seed; returns {"runs": [...], "table": [...]}.
+
+    PTQ precisions quantize a copy of the fp32 model trained for the same seed (trained
+    once, shared), so their train_s is that model's training time.
+    """
+    P.check_precisions(list(precisions))
+    dev = torch.device(device)
+    labeled = load_labeled(data, train_size, test_size)
+    settings = {"epochs": epochs, "batch_size": batch_size, "max_len": max_len, "norm": norm,
+                "lr": lr if lr is not None else (1e-3 if model == "classifier" else 5e-5),
+                "calib_samples": calib_samples, "calib_len": calib_len}
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    runs = []
+    for seed in seeds:
+        trained: dict = {}
+        for precision in precisions:
+            row = {"model": model, "data": data, "norm": norm, "precision": precision, "seed": seed,
+                   "device": dev.type, "train_size": len(labeled.train), "test_size": len(labeled.test)}
+            reason = P.unsupported(_base(precision), dev)
+            if reason:
+                row["skipped"] = reason
+            else:
+                row.update(_one_run(model, labeled, precision, seed, dev, trained, settings))
+            runs.append(row)
+            write_json(out / f"{model}_{data}_{norm}_{precision}_seed{seed}.json", row)
+            echo(json.dumps(row))
+    return {"runs": runs, "table": summarize(runs)}
+
+
+def _base(precision: str) -> str:
+    """The training precision behind a mode (PTQ modes start from the fp32 model)."""
+    return precision if precision in P.TRAIN_PRECISIONS else "fp32"
+
+
+def _one_run(model: str, labeled, precision: str, seed: int, dev: torch.device, trained: dict,
+             s: dict) -> dict:
+    """Train (or reuse) the base model, quantize for PTQ modes, evaluate; the row's metrics."""
+    base, row = _base(precision), {}
+    if dev.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(dev)
+    with PeakRSS() as rss:
+        if base not in trained:
+            net, tok, report = build(model, labeled, s["norm"], s["max_len"], seed)
+            ids, mask = tok.batch([t for t, _ in labeled.train], s["max_len"])
+            labels = torch.tensor([y for _, y in labeled.train])
+            secs = P.train(net, ids, mask, labels, base, s["epochs"], s["batch_size"], s["lr"], seed, dev)
+            trained[base] = (net, tok, secs, report)
+        net, tok, row["train_s"], report = trained[base]
+        row["params"], row["norm_params"] = count_parameters(net)
+        if precision in P.PTQ_PRECISIONS:
+            calib = calibration_windows(tok, [t for t, _ in labeled.train], s["calib_samples"],
+                                        s["calib_len"], seed)
+            net, row["quantize_s"] = P.post_training(net.cpu(), precision, calib)
+        test_ids, test_mask = tok.batch([t for t, _ in labeled.test], s["max_len"])
+        test_labels = torch.tensor([y for _, y in labeled.test])
+        row["accuracy"], row["test_s"] = P.evaluate(net, test_ids, test_mask, test_labels, base, device=dev)
+    row.update(_peak(dev, rss))
+    row["model_mib"] = model_bytes(net) / 2**20
+    if report is not None:
+        row["norm_swap"] = str(report)
+    return row
+
+
+def write_json(path: Path, obj) -> None:
+    from normtweak.tweak.checkpoint import atomic_write_bytes
+
+    atomic_write_bytes(path, json.dumps(obj, indent=2).encode())
+
+
+def summarize(runs: list[dict]) -> list[dict]:
+    """One row per precision: mean ± std over seeds of accuracy and times, memory max."""
+    table = []
+    for precision in dict.fromkeys(r["precision"] for r in runs):
+        rs = [r for r in runs if r["precision"] == precision and "skipped" not in r]
+        row = {"precision": precision, "seeds": len(rs)}
+        if not rs:
+            skipped = next(r["skipped"] for r in runs if r["precision"] == precision)
+            table.append({**row, "accuracy": f"skipped: {skipped}"})
+            continue
+        for key in ("accuracy", "train_s", "test_s", "quantize_s"):
+            vals = [r[key] for r in rs if key in r]
+            if vals:
+                mean = statistics.fmean(vals)
+                std = statistics.stdev(vals) if len(vals) > 1 else 0.0
+                row[key] = f"{mean:.4f} ± {std:.4f}" if key == "accuracy" else f"{mean:.1f} ± {std:.1f}"
+        row["peak_mem_mib"] = f"{max(r['peak_mem_mib'] for r in rs):.0f}"
+        row["model_mib"] = f"{rs[0]['model_mib']:.2f}"
+        row["params"], row["norm_params"] = rs[0]["params"], rs[0]["norm_params"]
+        table.append(row)
+    return table
+
+
+def markdown(report: dict, command: str) -> str:
+    """The command, the table, and what its columns mean."""
+    from normtweak.evaluate.report import markdown_table
+
+    cols = ["precision", "seeds", "accuracy", "train_s", "test_s", "quantize_s", "peak_mem_mib", "model_mib",
+            "params", "norm_params"]
+    runs = [r for r in report["runs"] if "skipped" not in r]
+    mem = runs[0]["mem_kind"] if runs else "peak memory"
+    notes = ("accuracy and times: mean ± std over seeds. PTQ rows (int8-toy, w8a8, w4-*) quantize a copy of "
+             "the fp32 model of the same seed, so their train_s is its training time. "
+             f"peak_mem_mib: {mem} during the run (max over seeds); on CPU it includes what earlier runs "
+             "of the process left allocated. model_mib: bytes of parameters and buffers (packed codes, "
+             "scales and zeros for W4). params / norm_params: of the float model.")
+    return f"`{command}`\n\n" + markdown_table(report["table"], cols) + f"\n\n{notes}\n"
