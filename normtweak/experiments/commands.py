@@ -42,7 +42,8 @@ def precision_cmd(model, data, precisions, seeds, train_size, test_size, epochs,
                            out_dir=out_dir, echo=lambda line: None)
     except (ValueError, FileNotFoundError) as err:
         raise click.ClickException(str(err)) from err
-    command = "normtweak precision " + " ".join(sys.argv[2:])
+    args = sys.argv[2:] if sys.argv[1:2] == ["precision"] else sys.argv[1:]  # CLI or examples/ wrapper
+    command = "normtweak precision " + " ".join(args)
     text = markdown(report, command) + f"\nwall time {time.perf_counter() - t0:.0f} s\n"
     click.echo(text)
     out = Path(out_dir)

