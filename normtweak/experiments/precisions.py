@@ -5,11 +5,13 @@ GradScaler). Post-training precisions take the trained fp32 model and change a c
 int8-toy (the seed's norm with 8-bit fake-quantized output, normtweak.quant.int8.Int8Norm),
 w8a8 (per-channel int8 weights, per-token dynamic int8 activations), w4-rtn (per-channel),
 w4-gptq, and each w4 mode with "-tweak" (the norm-tweak pipeline, calibrated on train text).
+Weight-only modes take any width 2..8: w3-rtn, w2-gptq-tweak, ...
 """
 
 from __future__ import annotations
 
 import copy
+import re
 import time
 from contextlib import nullcontext
 
@@ -19,12 +21,18 @@ from torch import nn
 TRAIN_PRECISIONS = ("fp32", "fp16", "bf16")
 PTQ_PRECISIONS = ("int8-toy", "w8a8", "w4-rtn", "w4-rtn-tweak", "w4-gptq", "w4-gptq-tweak")
 PRECISIONS = TRAIN_PRECISIONS + PTQ_PRECISIONS
+WEIGHT_ONLY = re.compile(r"w([2-8])-(rtn|gptq)(-tweak)?")
+
+
+def is_post_training(name: str) -> bool:
+    return name in PTQ_PRECISIONS or WEIGHT_ONLY.fullmatch(name) is not None
 
 
 def check_precisions(names: list[str]) -> None:
-    bad = [n for n in names if n not in PRECISIONS]
+    bad = [n for n in names if n not in TRAIN_PRECISIONS and not is_post_training(n)]
     if bad:
-        raise ValueError(f"unknown precision(s) {bad}; choose from {', '.join(PRECISIONS)}")
+        raise ValueError(f"unknown precision(s) {bad}; choose from {', '.join(PRECISIONS)} "
+                         "(weight-only modes take any width 2..8: w3-rtn, w2-gptq-tweak)")
 
 
 def autocast(precision: str, device: torch.device):
@@ -115,9 +123,12 @@ def post_training(model: nn.Module, precision: str, calibration: torch.Tensor | 
     elif precision == "w8a8":
         quantize_model_w8a8(q)
     else:
-        method = "gptq" if "gptq" in precision else "rtn"
-        spec = QuantSpec(bits=4, group_size=-1, method=method)
-        if precision.endswith("-tweak"):
+        match = WEIGHT_ONLY.fullmatch(precision)
+        if match is None:
+            raise ValueError(f"{precision!r} is not a post-training precision")
+        method = match.group(2)
+        spec = QuantSpec(bits=int(match.group(1)), group_size=-1, method=method)
+        if match.group(3):
             tweak_model(q, calibration, spec, TweakSpec(lr=tweak_lr), progress=False)
         else:
             quantize_model(q, spec, calibration=calibration if method == "gptq" else None, progress=False)

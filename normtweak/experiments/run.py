@@ -24,7 +24,8 @@ class PeakRSS:
     """Peak resident memory of this process while inside (sampled every 5 ms), in MiB."""
 
     def __enter__(self):
-        self.peak, self._stop = _rss_mib(), threading.Event()
+        self.start = self.peak = _rss_mib()
+        self._stop = threading.Event()
         self._thread = threading.Thread(target=self._watch, daemon=True)
         self._thread.start()
         return self
@@ -47,7 +48,8 @@ def _rss_mib() -> float:
 def _peak(device: torch.device, rss: PeakRSS) -> dict:
     if device.type == "cuda":
         return {"peak_mem_mib": torch.cuda.max_memory_allocated(device) / 2**20, "mem_kind": "cuda max allocated"}
-    return {"peak_mem_mib": rss.peak, "mem_kind": "peak RSS"}
+    # RSS counts the interpreter, torch and earlier runs too; the growth is this run's own.
+    return {"peak_mem_mib": rss.peak, "mem_added_mib": rss.peak - rss.start, "mem_kind": "peak RSS"}
 
 
 def model_bytes(model: torch.nn.Module) -> int:
@@ -132,7 +134,7 @@ def _one_run(model: str, labeled, precision: str, seed: int, dev: torch.device, 
             trained[base] = (net, tok, secs, report)
         net, tok, row["train_s"], report = trained[base]
         row["params"], row["norm_params"] = count_parameters(net)
-        if precision in P.PTQ_PRECISIONS:
+        if P.is_post_training(precision):
             calib = calibration_windows(tok, [t for t, _ in labeled.train], s["calib_samples"],
                                         s["calib_len"], seed)
             net, row["quantize_s"] = P.post_training(net.cpu(), precision, calib)
@@ -165,27 +167,37 @@ def summarize(runs: list[dict]) -> list[dict]:
         for key in ("accuracy", "train_s", "test_s", "quantize_s"):
             vals = [r[key] for r in rs if key in r]
             if vals:
-                mean = statistics.fmean(vals)
-                std = statistics.stdev(vals) if len(vals) > 1 else 0.0
-                row[key] = f"{mean:.4f} ± {std:.4f}" if key == "accuracy" else f"{mean:.1f} ± {std:.1f}"
-        row["peak_mem_mib"] = f"{max(r['peak_mem_mib'] for r in rs):.0f}"
+                row[key] = _mean_std(vals, 4 if key == "accuracy" else 1)
+        for key in ("peak_mem_mib", "mem_added_mib"):
+            if key in rs[0]:
+                row[key] = f"{max(r[key] for r in rs):.0f}"
         row["model_mib"] = f"{rs[0]['model_mib']:.2f}"
         row["params"], row["norm_params"] = rs[0]["params"], rs[0]["norm_params"]
         table.append(row)
     return table
 
 
+def _mean_std(vals: list[float], digits: int) -> str:
+    """"mean ± std" over seeds; the mean alone for one seed (a std of one value means nothing)."""
+    mean = statistics.fmean(vals)
+    if len(vals) == 1:
+        return f"{mean:.{digits}f}"
+    return f"{mean:.{digits}f} ± {statistics.stdev(vals):.{digits}f}"
+
+
 def markdown(report: dict, command: str) -> str:
     """The command, the table, and what its columns mean."""
     from normtweak.evaluate.report import markdown_table
 
-    cols = ["precision", "seeds", "accuracy", "train_s", "test_s", "quantize_s", "peak_mem_mib", "model_mib",
-            "params", "norm_params"]
+    cols = ["precision", "seeds", "accuracy", "train_s", "test_s", "quantize_s", "peak_mem_mib",
+            "mem_added_mib", "model_mib", "params", "norm_params"]
     runs = [r for r in report["runs"] if "skipped" not in r]
     mem = runs[0]["mem_kind"] if runs else "peak memory"
-    notes = ("accuracy and times: mean ± std over seeds. PTQ rows (int8-toy, w8a8, w4-*) quantize a copy of "
+    notes = ("accuracy and times: mean ± std over seeds (the mean alone for one seed). PTQ rows (int8-toy, w8a8, w4-*) quantize a copy of "
              "the fp32 model of the same seed, so their train_s is its training time. "
-             f"peak_mem_mib: {mem} during the run (max over seeds); on CPU it includes what earlier runs "
-             "of the process left allocated. model_mib: bytes of parameters and buffers (packed codes, "
+             f"peak_mem_mib: {mem} during the run (max over seeds); on CPU it includes the interpreter, "
+             "torch and what earlier runs of the process left allocated, and mem_added_mib is the growth "
+             "of RSS during the run (PTQ rows reuse the trained model, so theirs is quantize + test). "
+             "model_mib: bytes of parameters and buffers (packed codes, "
              "scales and zeros for W4). params / norm_params: of the float model.")
     return f"`{command}`\n\n" + markdown_table(report["table"], cols) + f"\n\n{notes}\n"
