@@ -22,11 +22,12 @@ import click
 @click.option("--epochs", type=int, default=3, show_default=True)
 @click.option("--batch-size", type=int, default=32, show_default=True)
 @click.option("--norm", type=click.Choice(["rms", "layer"]), default="rms", show_default=True)
+@click.option("--tweak-lr", type=float, default=1e-4, show_default=True, help="norm-tweak Adam lr (the -tweak modes)")
 @click.option("--device", default="cpu", show_default=True)
 @click.option("--threads", type=int, default=None, help="torch CPU threads")
 @click.option("--out-dir", default="results/precision", show_default=True)
-def precision_cmd(model, data, precisions, seeds, train_size, test_size, epochs, batch_size, norm, device,
-                  threads, out_dir):
+def precision_cmd(model, data, precisions, seeds, train_size, test_size, epochs, batch_size, norm, tweak_lr,
+                  device, threads, out_dir):
     """Train a classifier and compare precisions: accuracy, time, memory (JSON per run + table)."""
     import torch
 
@@ -38,7 +39,7 @@ def precision_cmd(model, data, precisions, seeds, train_size, test_size, epochs,
     t0 = time.perf_counter()
     try:
         report = run_study(model, data, tuple(precisions.split(",")), tuple(int(s) for s in seeds.split(",")),
-                           train_size, test_size, epochs, batch_size, None, norm, device=device,
+                           train_size, test_size, epochs, batch_size, None, norm, tweak_lr=tweak_lr, device=device,
                            out_dir=out_dir, echo=lambda line: None)
     except (ValueError, FileNotFoundError) as err:
         raise click.ClickException(str(err)) from err

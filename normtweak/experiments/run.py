@@ -82,7 +82,7 @@ def build(model_name: str, data, norm: str, max_len: int, seed: int):
 def run_study(model: str = "classifier", data: str = "rotten_tomatoes", precisions=("fp32",),
               seeds=(0,), train_size: int = 5000, test_size: int = 1000, epochs: int = 3,
               batch_size: int = 32, lr: float | None = None, norm: str = "rms", max_len: int = 128,
-              calib_samples: int = 128, calib_len: int = 64, device: str = "cpu",
+              calib_samples: int = 128, calib_len: int = 64, tweak_lr: float = 1e-4, device: str = "cpu",
               out_dir: str = "results/precision", echo=print) -> dict:
     """Every precision for every seed; returns {"runs": [...], "table": [...]}.
 
@@ -94,7 +94,7 @@ def run_study(model: str = "classifier", data: str = "rotten_tomatoes", precisio
     labeled = load_labeled(data, train_size, test_size)
     settings = {"epochs": epochs, "batch_size": batch_size, "max_len": max_len, "norm": norm,
                 "lr": lr if lr is not None else (1e-3 if model == "classifier" else 5e-5),
-                "calib_samples": calib_samples, "calib_len": calib_len}
+                "calib_samples": calib_samples, "calib_len": calib_len, "tweak_lr": tweak_lr}
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     runs = []
@@ -111,7 +111,7 @@ def run_study(model: str = "classifier", data: str = "rotten_tomatoes", precisio
             runs.append(row)
             write_json(out / f"{model}_{data}_{norm}_{precision}_seed{seed}.json", row)
             echo(json.dumps(row))
-    return {"runs": runs, "table": summarize(runs)}
+    return {"settings": settings, "runs": runs, "table": summarize(runs)}
 
 
 def _base(precision: str) -> str:
@@ -137,7 +137,7 @@ def _one_run(model: str, labeled, precision: str, seed: int, dev: torch.device, 
         if P.is_post_training(precision):
             calib = calibration_windows(tok, [t for t, _ in labeled.train], s["calib_samples"],
                                         s["calib_len"], seed)
-            net, row["quantize_s"] = P.post_training(net.cpu(), precision, calib)
+            net, row["quantize_s"] = P.post_training(net.cpu(), precision, calib, s["tweak_lr"])
         test_ids, test_mask = tok.batch([t for t, _ in labeled.test], s["max_len"])
         test_labels = torch.tensor([y for _, y in labeled.test])
         row["accuracy"], row["test_s"] = P.evaluate(net, test_ids, test_mask, test_labels, base, device=dev)

@@ -74,7 +74,8 @@ def test_training_precisions_run_in_their_dtype(precision, dtype):
 
 @pytest.mark.parametrize("precision,kind", [("int8-toy", Int8Norm), ("w8a8", W8A8Linear),
                                             ("w4-rtn", QuantLinear), ("w4-rtn-tweak", QuantLinear),
-                                            ("w4-gptq", QuantLinear), ("w4-gptq-tweak", QuantLinear)])
+                                            ("w4-gptq", QuantLinear), ("w4-gptq-tweak", QuantLinear),
+                                            ("w3-rtn", QuantLinear), ("w2-gptq-tweak", QuantLinear)])
 def test_post_training_modes_use_the_quantizers(precision, kind):
     torch.manual_seed(0)
     model = small().eval()
@@ -99,9 +100,10 @@ def test_post_training_modes_use_the_quantizers(precision, kind):
         xs = x.abs().amax(-1, keepdim=True) / 127
         ref = (torch.round(x / xs).clamp(-127, 127) * xs) @ found[0].dequantize().t() + found[0].bias
         torch.testing.assert_close(y, ref, rtol=1e-4, atol=1e-5)
-    else:  # at most 16 levels per output channel, and the codes are 4-bit
-        assert found[0].bits == 4 and int(found[0].codes().max()) <= 15
-        assert all(len(row.unique()) <= 16 for row in found[0].dequantize())
+    else:  # at most 2**bits levels per output channel
+        bits = int(precision[1])
+        assert found[0].bits == bits and int(found[0].codes().max()) < 2**bits
+        assert all(len(row.unique()) <= 2**bits for row in found[0].dequantize())
 
 
 def test_tweak_modes_train_the_norms():
@@ -142,8 +144,9 @@ def test_study_end_to_end_writes_runs_and_table(tmp_path):
     saved = json.loads((tmp_path / "classifier_rotten_tomatoes_rms_w4-rtn-tweak_seed1.json").read_text())
     assert saved["precision"] == "w4-rtn-tweak" and "quantize_s" in saved
     assert "train_s" in saved and saved["device"] == "cpu"
-    with pytest.raises(ValueError, match="unknown precision"):
-        run_study(precisions=("fp8",), out_dir=str(tmp_path))
+    for bad in ("fp8", "w9-rtn", "w4-awq"):
+        with pytest.raises(ValueError, match="unknown precision"):
+            run_study(precisions=(bad,), out_dir=str(tmp_path))
 
 
 def test_unsupported_precision_is_skipped_with_a_note(tmp_path, monkeypatch):
