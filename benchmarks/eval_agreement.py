@@ -18,11 +18,11 @@ import time
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 
-from normtweak.evaluate import perplexity  # noqa: E402
-from normtweak.evaluate.commands import load_for_eval  # noqa: E402
-from normtweak.evaluate.harness import results_rows, rolling_loglikelihoods, run_tasks  # noqa: E402
-from normtweak.evaluate.report import markdown_table, write_json  # noqa: E402
-from normtweak.evaluate.taskdata import CORPUS_TASKS, corpus_documents  # noqa: E402
+from normtweak.evaluate import perplexity
+from normtweak.evaluate.commands import load_for_eval
+from normtweak.evaluate.harness import results_rows, rolling_loglikelihoods, run_tasks
+from normtweak.evaluate.report import markdown_table, write_json
+from normtweak.evaluate.taskdata import CORPUS_TASKS, corpus_documents
 
 
 def main() -> None:

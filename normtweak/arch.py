@@ -13,8 +13,9 @@ different layers different masks and rotary tables. `run_block` replays them.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any, Iterable
+from typing import Any
 
 import torch
 from torch import nn

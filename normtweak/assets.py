@@ -175,9 +175,9 @@ def _refuse_quantized(config, source: str) -> None:
 
 def strip_wiki_markup(text: str) -> str:
     """Plain text from MediaWiki markup: templates, tables, refs, files, tags removed."""
-    text = re.sub(r"<!--.*?-->", "", text, flags=re.S)
+    text = re.sub(r"<!--.*?-->", "", text, flags=re.DOTALL)
     text = re.sub(r"<ref[^>/]*/>", "", text)
-    text = re.sub(r"<ref[^>]*>.*?</ref>", "", text, flags=re.S)
+    text = re.sub(r"<ref[^>]*>.*?</ref>", "", text, flags=re.DOTALL)
     text = _remove_nested(text, "{{", "}}")
     text = _remove_nested(text, "{|", "|}")
     text = _remove_nested(text, "[[File:", "]]", inner_open="[[")
@@ -190,8 +190,8 @@ def strip_wiki_markup(text: str) -> str:
     text = re.sub(r"'{2,}", "", text)
     text = re.sub(r"<[^>]+>", "", text)
     text = html.unescape(text)
-    text = re.sub(r"^(=+)\s*(.*?)\s*\1\s*$", r"\2", text, flags=re.M)
-    text = re.sub(r"^[*#:;]+\s*", "", text, flags=re.M)
+    text = re.sub(r"^(=+)\s*(.*?)\s*\1\s*$", r"\2", text, flags=re.MULTILINE)
+    text = re.sub(r"^[*#:;]+\s*", "", text, flags=re.MULTILINE)
     lines = [line.strip() for line in text.splitlines()]
     return re.sub(r"\n{3,}", "\n\n", "\n".join(lines)).strip()
 

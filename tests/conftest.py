@@ -11,10 +11,9 @@ os.environ.setdefault("TRITON_INTERPRET", "1")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-import pytest  # noqa: E402
+import pytest
 
-from normtweak.testing import FAMILIES, tiny_model, tiny_tokenizer  # noqa: E402
-
+from normtweak.testing import FAMILIES, tiny_model, tiny_tokenizer
 
 
 @pytest.fixture(scope="session")

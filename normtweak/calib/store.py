@@ -14,9 +14,10 @@ import hashlib
 import json
 import os
 import tempfile
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import torch
 
@@ -138,7 +139,7 @@ class CalibrationSet:
         return path
 
     @classmethod
-    def load(cls, path: str | os.PathLike) -> "CalibrationSet":
+    def load(cls, path: str | os.PathLike) -> CalibrationSet:
         """Read a set written by `save`; FileNotFoundError / ValueError naming the path."""
         from safetensors import safe_open
 

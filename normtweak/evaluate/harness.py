@@ -13,8 +13,9 @@ min(context, 1024), like `perplexity`) so the two agree.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from torch import nn
 

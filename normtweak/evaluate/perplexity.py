@@ -42,8 +42,8 @@ documents we hand to lm-eval, so both counts agree.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import torch
 from torch import nn

@@ -20,8 +20,8 @@ import os
 import random
 import re
 import tempfile
+from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Callable, Iterable
 
 TEMPLATE_DIR = Path(__file__).parent / "tasks"
 CORPUS_TASKS = {"nt_wikipedia": "wikipedia", "nt_austen": "austen"}

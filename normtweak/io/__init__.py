@@ -3,5 +3,11 @@
 from normtweak.io.load import load_quantized, read_quantization_config
 from normtweak.io.save import atomic_folder, dequantized_copy, export_dequantized, save_quantized
 
-__all__ = ["save_quantized", "load_quantized", "export_dequantized", "dequantized_copy",
-           "read_quantization_config", "atomic_folder"]
+__all__ = [
+           "atomic_folder",
+           "dequantized_copy",
+           "export_dequantized",
+           "load_quantized",
+           "read_quantization_config",
+           "save_quantized",
+]

@@ -86,7 +86,7 @@ def test_sampled_tokens_are_in_the_top_k(make_tiny, tokenizer):
 def test_filter_logits_against_hand_computed_cases():
     probs = torch.tensor([[0.5, 0.3, 0.15, 0.05]])
     logits = probs.log()
-    kept = lambda spec: torch.isfinite(filter_logits(logits, spec))[0].tolist()  # noqa: E731
+    kept = lambda spec: torch.isfinite(filter_logits(logits, spec))[0].tolist()
     assert kept(SamplingSpec(top_k=0, top_p=0.7)) == [True, True, False, False]
     assert kept(SamplingSpec(top_k=0, top_p=0.5)) == [True, False, False, False]
     assert kept(SamplingSpec(top_k=0, top_p=0.96)) == [True, True, True, True]
