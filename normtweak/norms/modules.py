@@ -3,12 +3,13 @@
 `to_normtweak_norms(module)` replaces every transformers norm inside `module` (Llama /
 Qwen / Mistral RMSNorm, Gemma's (1 + w) RMSNorm, nn.LayerNorm) by ours, sharing the
 same Parameter objects, so outputs are unchanged and training our module trains the
-model's weights; `restore_norms` puts the original modules back (they still hold
-those Parameters), so a saved model stays plain transformers.
+model's weights; `from_normtweak_norms` puts the original modules back (they still
+hold those Parameters), so a saved model stays plain transformers.
 """
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -62,27 +63,73 @@ def _set(root: nn.Module, name: str, module: nn.Module) -> None:
     setattr(root.get_submodule(parent) if parent else root, leaf, module)
 
 
-def _ours(norm: nn.Module, offset: float) -> nn.Module:
-    """Our module sharing `norm`'s Parameters (the same objects, not copies)."""
-    from normtweak.arch import Adapter, describe_norm
-
-    info = describe_norm(norm, Adapter("any", (), "", "", None, norm_offset=offset))
+def _hidden(norm: nn.Module) -> int | None:
     weight = getattr(norm, "weight", None)
-    hidden = weight.shape[0] if weight is not None else int(getattr(norm, "normalized_shape", [0])[-1])
-    if info.kind == "layer":
-        new = LayerNorm(hidden, info.eps, elementwise_affine=False)
+    if isinstance(weight, torch.Tensor):
+        return weight.shape[0]
+    shape = getattr(norm, "normalized_shape", None)
+    return int(shape[-1]) if shape else None
+
+
+def _candidate(norm: nn.Module, kind: str, eps: float, offset: float, hidden: int) -> nn.Module:
+    """Our module computing `kind` with `norm`'s own Parameters (the same objects, not copies)."""
+    weight = getattr(norm, "weight", None)
+    if kind == "layer":
+        new = LayerNorm(hidden, eps, elementwise_affine=False)
         new.weight, new.bias = weight, getattr(norm, "bias", None)
     else:
-        new = RMSNorm(hidden, info.eps, offset=info.offset, elementwise_affine=False)
+        new = RMSNorm(hidden, eps, offset=offset, elementwise_affine=False)
         new.weight = weight
     return new
 
 
-def to_normtweak_norms(module: nn.Module, offset: float = 0.0) -> dict[str, nn.Module]:
+@torch.no_grad()
+def _probe_error(norm: nn.Module, ours: nn.Module, hidden: int) -> float:
+    """Largest |ours(x) - norm(x)| relative to max|norm(x)| on a fixed probe with nonzero mean."""
+    weight = getattr(norm, "weight", None)
+    like = weight if isinstance(weight, torch.Tensor) else torch.empty(0)
+    g = torch.Generator().manual_seed(0)
+    x = (torch.randn(3, hidden, generator=g) * 2 + 0.7).to(device=like.device, dtype=like.dtype)
+    theirs = norm(x)
+    return float((ours(x).double() - theirs.double()).abs().max() / theirs.double().abs().max().clamp_min(1e-6))
+
+
+def _ours(norm: nn.Module, offset: float | None) -> nn.Module | None:
+    """Our module reproducing `norm` (verified on a probe input), or None when none does.
+
+    The candidates are what normtweak.arch.describe_norm reads (kind, eps), with the
+    given RMSNorm offset, or with offset 0 and 1 (Gemma's 1 + w) when offset is None.
+    """
+    from normtweak.arch import Adapter, describe_norm
+
+    hidden = _hidden(norm)
+    weight = getattr(norm, "weight", None)
+    if hidden is None or (weight is not None and weight.is_meta):
+        return None
+    try:
+        info = describe_norm(norm, Adapter("any", (), "", "", None, norm_offset=offset or 0.0))
+    except ValueError:
+        return None
+    offsets = (0.0,) if info.kind == "layer" else ((offset,) if offset is not None else (0.0, 1.0))
+    tol = 1e-4 if like_float32(weight) else 2e-2  # half-precision modules round differently
+    best = min(((_probe_error(norm, c, hidden), i, c) for i, c in enumerate(
+        _candidate(norm, info.kind, info.eps, o, hidden) for o in offsets)), key=lambda t: t[:2])
+    return best[2] if best[0] <= tol else None
+
+
+def like_float32(weight: torch.Tensor | None) -> bool:
+    return weight is None or weight.dtype in (torch.float32, torch.float64)
+
+
+def to_normtweak_norms(module: nn.Module, offset: float | None = None) -> dict[str, nn.Module]:
     """Replace every norm inside `module` by ours, in place; returns {name: original module}.
 
-    offset: the RMSNorm weight offset of this model family (1.0 for Gemma; see
-    normtweak.arch.Adapter.norm_offset). Outputs are unchanged up to float rounding.
+    The keys are the replaced names; keep the dict to put the originals back with
+    `from_normtweak_norms`. Our modules share the originals' Parameter objects, so
+    training them trains the model. Each replacement is checked on a probe input
+    first; a norm no candidate reproduces (an unknown formula) stays as it is, with a
+    warning. offset: the RMSNorm weight offset of this model family (1.0 for Gemma:
+    normtweak.arch.Adapter.norm_offset); None detects it per module (0 or 1).
     """
     from normtweak.arch import is_norm
 
@@ -90,12 +137,17 @@ def to_normtweak_norms(module: nn.Module, offset: float = 0.0) -> dict[str, nn.M
     for name, norm in list(module.named_modules()):
         if not name or not is_norm(norm) or isinstance(norm, (RMSNorm, LayerNorm)):
             continue
+        ours = _ours(norm, offset)
+        if ours is None:
+            warnings.warn(f"to_normtweak_norms: kept {name} ({type(norm).__name__}): no normtweak "
+                          "norm reproduces its output", stacklevel=2)
+            continue
         originals[name] = norm
-        _set(module, name, _ours(norm, offset))
+        _set(module, name, ours)
     return originals
 
 
-def restore_norms(module: nn.Module, originals: dict[str, nn.Module]) -> None:
+def from_normtweak_norms(module: nn.Module, originals: dict[str, nn.Module]) -> None:
     """Undo to_normtweak_norms: the original modules (holding the trained Parameters) go back."""
     for name, norm in originals.items():
         ours = module.get_submodule(name)
@@ -104,11 +156,14 @@ def restore_norms(module: nn.Module, originals: dict[str, nn.Module]) -> None:
         _set(module, name, norm)
 
 
+restore_norms = from_normtweak_norms  # the older name
+
+
 @contextmanager
-def kernel_norms(module: nn.Module, enabled: bool = True, offset: float = 0.0) -> Iterator[dict]:
+def kernel_norms(module: nn.Module, enabled: bool = True, offset: float | None = None) -> Iterator[dict]:
     """Inside the block, `module`'s norms are ours (Triton on CUDA); the originals come back after."""
     originals = to_normtweak_norms(module, offset) if enabled else {}
     try:
         yield originals
     finally:
-        restore_norms(module, originals)
+        from_normtweak_norms(module, originals)

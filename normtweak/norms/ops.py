@@ -2,9 +2,9 @@
 
 Dispatch: Triton kernels for CUDA tensors, and for CPU tensors when TRITON_INTERPRET=1
 was set before import (the kernels then run in Triton's interpreter: how CI tests
-them); the PyTorch path (normtweak.norms.reference) everywhere else. The ops are
-registered with torch.library (fake implementations for tracing, autograd formulas),
-so torch.compile sees one opaque op per norm instead of tracing into Triton.
+them); the PyTorch path (normtweak.norms.reference) everywhere else, and for float64.
+The ops are registered with torch.library (fake implementations for tracing, autograd
+formulas), so torch.compile sees one opaque op per norm instead of tracing into Triton.
 """
 
 from __future__ import annotations
@@ -24,8 +24,14 @@ INTERPRET = os.environ.get("TRITON_INTERPRET") == "1"
 
 
 def uses_triton(x: torch.Tensor) -> bool:
-    """Whether the Triton kernels (compiled or interpreted) run for this tensor."""
-    return kernels is not None and (x.is_cuda or (INTERPRET and x.device.type == "cpu"))
+    """Whether the Triton kernels (compiled or interpreted) run for this tensor.
+
+    float64 always takes the PyTorch path: the kernels keep float32 statistics, which
+    would spoil float64 gradchecks.
+    """
+    if kernels is None or x.dtype == torch.float64:
+        return False
+    return x.is_cuda or (INTERPRET and x.device.type == "cpu")
 
 
 def _stat_dtype(x: torch.Tensor) -> torch.dtype:

@@ -66,8 +66,10 @@ def layer_norm_backward(dy: torch.Tensor, x: torch.Tensor, weight: torch.Tensor 
     """(dx, dweight, dbias): dx = r * (g - mean(g) - xhat * mean(g * xhat)), g = dy * w."""
     xf, dyf = _f(x), _f(dy)
     w = _param(weight, xf)
-    # ATen skips the bias argument's values; only its presence matters for the mask.
+    # ATen reads only the bias argument's presence (it needs one to return dbias).
+    bias = xf.new_zeros(x.shape[-1]) if has_bias else None
     dx, dw, db = torch.ops.aten.native_layer_norm_backward(
-        dyf, xf, [x.shape[-1]], mean.view(-1, 1), rstd.view(-1, 1), w, None,
+        dyf, xf, [x.shape[-1]], mean.view(-1, 1), rstd.view(-1, 1), w, bias,
         [True, w is not None, has_bias])
     return dx.to(x.dtype), dw, db
+

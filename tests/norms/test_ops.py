@@ -160,3 +160,32 @@ def test_bad_input_is_a_value_error(fn):
         fn(torch.randn(0, 8), torch.ones(8))
     with pytest.raises(ValueError, match="float"):
         fn(torch.ones(3, 8, dtype=torch.int64), None)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float64])
+@pytest.mark.parametrize("weight,bias", [(True, True), (True, False), (False, False)])
+def test_cpu_path_matches_float64(monkeypatch, dtype, weight, bias):
+    """Without the interpreter, CPU tensors take the PyTorch path (fused LayerNorm)."""
+    monkeypatch.setattr("normtweak.norms.ops.INTERPRET", False)
+    assert not uses_triton(torch.empty(1))
+    x, w, b, dy = make((3, 5, 123), dtype, weight=weight, bias=bias)
+    ours = (layer_norm(x, w, b, 1e-5),) + grads(lambda *a: layer_norm(*a, 1e-5), (x, w, b), dy)
+    same = (F.layer_norm(x, (123,), w, b, 1e-5),) + grads(
+        lambda *a: F.layer_norm(a[0], (123,), *a[1:], 1e-5), (x, w, b), dy)
+    x64, w64, b64 = _leaf64(x), _leaf64(w), _leaf64(b)
+    ref = (ref_ln(x64, w64, b64, 1e-5),) + grads(lambda *a: ref_ln(*a, 1e-5), (x64, w64, b64), dy.double())
+    if dtype == torch.float64:
+        for a, c in zip(ours, ref):
+            torch.testing.assert_close(a, c, rtol=1e-10, atol=1e-10)
+    else:
+        check(ours, same, ref, dtype)
+    xr, wr, _, dyr = make((4, 37), dtype, bias=False)
+    o = (rms_norm(xr, wr),) + grads(rms_norm, (xr, wr), dyr)
+    r = (ref_rms(_leaf64(xr), _leaf64(wr), 1e-6),)
+    r += grads(lambda a, c: ref_rms(a, c, 1e-6), (_leaf64(xr), _leaf64(wr)), dyr.double())
+    t = (F.rms_norm(xr, (37,), wr, 1e-6),) + grads(lambda a, c: F.rms_norm(a, (37,), c, 1e-6), (xr, wr), dyr)
+    if dtype == torch.float64:
+        for a, c in zip(o, r):
+            torch.testing.assert_close(a, c, rtol=1e-10, atol=1e-10)
+    else:
+        check(o, t, r, dtype)
