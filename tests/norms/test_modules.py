@@ -5,7 +5,14 @@ import torch
 from torch import nn
 
 from normtweak import arch
-from normtweak.norms import LayerNorm, RMSNorm, restore_norms, swap_norms, to_normtweak_norms
+from normtweak.norms import (
+    LayerNorm,
+    RMSNorm,
+    from_normtweak_norms,
+    restore_norms,
+    swap_norms,
+    to_normtweak_norms,
+)
 from normtweak.testing import FAMILIES, tiny_batch, tiny_model
 
 
@@ -33,6 +40,47 @@ def test_our_modules_reproduce_every_family(family):
     first = next(iter(originals.values()))
     assert first.weight is ours[0].weight
     assert not torch.allclose(logits(model, ids), before)
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_offset_is_detected_without_the_adapter(family):
+    """to_normtweak_norms(model) alone finds Gemma's (1 + w) by checking each module."""
+    model = tiny_model(family).eval()
+    ids = tiny_batch()
+    before = logits(model, ids)
+    originals = to_normtweak_norms(model)
+    want = arch.get_adapter(model).norm_offset
+    assert [m.offset for m in model.modules() if isinstance(m, RMSNorm)] == [want] * sum(
+        isinstance(m, RMSNorm) for m in model.modules())
+    torch.testing.assert_close(logits(model, ids), before, atol=2e-5, rtol=1e-5)
+    from_normtweak_norms(model, originals)
+    assert all(model.get_submodule(n) is m for n, m in originals.items())
+
+
+class HalfRMSNorm(nn.Module):
+    """A norm no normtweak module reproduces (y = x / 2): must be left alone."""
+
+    def __init__(self):
+        super().__init__()
+        self.weight, self.eps = nn.Parameter(torch.ones(8)), 1e-6
+
+    def forward(self, x):
+        return x / 2 * self.weight
+
+
+def test_an_unknown_norm_formula_is_kept_with_a_warning():
+    holder = nn.Sequential(nn.Linear(8, 8))
+    holder.add_module("post_RMSNorm", HalfRMSNorm())
+    with pytest.warns(UserWarning, match="kept post_RMSNorm"):
+        assert to_normtweak_norms(holder) == {}
+    assert isinstance(holder.post_RMSNorm, HalfRMSNorm)
+
+
+def test_bfloat16_llama_norms_are_recognised():
+    model = tiny_model("llama").to(torch.bfloat16).eval()
+    names = to_normtweak_norms(model)
+    assert len(names) == 5 and all(isinstance(model.get_submodule(n), RMSNorm) for n in names)
+    assert all(model.get_submodule(n).offset == 0.0 for n in names)
 
 
 def _centered_net(hidden=16, seed=0):
