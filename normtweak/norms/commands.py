@@ -12,6 +12,13 @@ def _ints(text: str) -> tuple[int, ...]:
     return tuple(int(v) for v in text.split(",") if v)
 
 
+def _command_line() -> str:
+    """The command as typed, whether through `normtweak bench-norms` or benchmarks/norms.py."""
+    if sys.argv[1:2] == ["bench-norms"]:
+        return " ".join(["normtweak", *sys.argv[1:]])
+    return " ".join(["python", *sys.argv])
+
+
 @click.command("bench-norms")
 @click.option("--hiddens", default=None, help="hidden sizes (default GPU 1024,2048,4096,8192,16384; CPU 1024,4096)")
 @click.option("--rows", default=None, help="rows (default GPU 4096,32768; CPU 4096)")
@@ -35,11 +42,11 @@ def bench_norms(hiddens, rows, dtypes, kinds, impls, device, threads, out):
     rows = _ints(rows) if rows else ((4096, 32768) if gpu else (4096,))
     report = run(hiddens, rows, tuple(dtypes.split(",")), tuple(kinds.split(",")), device,
                  tuple(impls.split(",")))
-    report["command"] = "normtweak bench-norms " + " ".join(sys.argv[2:])
+    report["command"] = _command_line()
     cols = ["norm", "rows", "hidden", "dtype", "impl", "mode", "ms", "GB/s"]
     cols += [c for c in ("x_vs_eager", "x_vs_compile", "%_of_copy") if any(c in r for r in report["rows"])]
     table = [r for r in report["rows"] if r["impl"] == "ours"] or report["rows"]
-    click.echo(f"device {report['device']}, triton {report['triton']}, copy {report['copy_GBps']} GB/s, "
+    click.echo(f"device {report['device']}, triton {report['triton']}, copy {report['copy_GBps']:.1f} GB/s, "
                f"threads {report['threads']}")
     click.echo(markdown_table(table, cols))
     path = Path(out or f"results/norms_{'cuda' if gpu else 'cpu'}.json")

@@ -171,3 +171,17 @@ def test_torch_compile_sees_the_custom_op():
     y.sum().backward()
     torch.testing.assert_close(y, norm(x))
     assert norm.weight.grad is not None and x.grad is not None
+
+
+def test_torch_compile_inductor_on_cpu():
+    """The default backend (Inductor's C++ code on the CPU) compiles around our opaque ops."""
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Linear(32, 32), RMSNorm(32, offset=1.0), LayerNorm(32))
+    x = torch.randn(4, 32, requires_grad=True)
+    compiled = torch.compile(net, fullgraph=True)
+    y = compiled(x)
+    grads = torch.autograd.grad(y.square().sum(), [x, *net.parameters()])
+    want = torch.autograd.grad(net(x).square().sum(), [x, *net.parameters()])
+    torch.testing.assert_close(y, net(x))
+    for a, b in zip(grads, want):
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)

@@ -97,12 +97,34 @@ def test_strided_rows_and_wide_rows():
 
     wide = torch.randn(2, MAX_BLOCK + 77, requires_grad=True)
     ww = torch.randn(MAX_BLOCK + 77, requires_grad=True)
+    wb = torch.randn(MAX_BLOCK + 77, requires_grad=True)
     dyw = torch.randn_like(wide)
     o = (rms_norm(wide, ww),) + grads(rms_norm, (wide, ww), dyw)
     r = (ref_rms(_leaf64(wide), _leaf64(ww), 1e-6),)
     r += grads(lambda a, b: ref_rms(a, b, 1e-6), (_leaf64(wide), _leaf64(ww)), dyw.double())
     for a, c in zip(o, r):
         torch.testing.assert_close(a.double(), c, atol=5e-5, rtol=1e-5)
+    o = (layer_norm(wide, ww, wb),) + grads(layer_norm, (wide, ww, wb), dyw)
+    leaves = (_leaf64(wide), _leaf64(ww), _leaf64(wb))
+    r = (ref_ln(*leaves, 1e-5),) + grads(lambda *a: ref_ln(*a, 1e-5), leaves, dyw.double())
+    for a, c in zip(o, r):
+        torch.testing.assert_close(a.double(), c, atol=5e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("fn,ref", [(rms_norm, lambda a, w: ref_rms(a, w, 1e-6)),
+                                    (layer_norm, lambda a, w: ref_ln(a, w, None, 1e-5))])
+def test_strided_view_of_a_3d_tensor(fn, ref):
+    """Leading dimensions that cannot be flattened as a view (x[:, ::2, :n]) still work."""
+    base = torch.randn(3, 10, 200)
+    x = base[:, ::2, :123].detach().requires_grad_()
+    w = torch.randn(123, requires_grad=True)
+    dy = torch.randn(3, 5, 123)
+    o = (fn(x, w),) + grads(fn, (x, w), dy)
+    x64, w64 = _leaf64(x), _leaf64(w)
+    r = (ref(x64, w64),) + grads(ref, (x64, w64), dy.double())
+    assert o[0].shape == x.shape and o[1].shape == x.shape
+    for a, c in zip(o, r):
+        torch.testing.assert_close(a.double(), c, atol=2e-5, rtol=1e-5)
 
 
 def test_backward_is_deterministic():
@@ -146,10 +168,18 @@ def test_pytorch_path_gradcheck_float64():
             x, w, mean, rstd = ctx.saved_tensors
             return reference.layer_norm_backward(dy, x, w, mean, rstd, True)
 
-    # The hand-written backward formulas against finite differences.
+    # The backward formulas against finite differences, directly and through the public
+    # functions (float64 takes the PyTorch path inside the registered custom ops).
     assert torch.autograd.gradcheck(RmsFn.apply, (x, w))
     assert torch.autograd.gradcheck(LnFn.apply, (x, w, b))
     assert torch.autograd.gradcheck(rms, (x, w))
+    assert not uses_triton(x)
+    assert torch.autograd.gradcheck(lambda a, c: rms_norm(a, c, 1e-6, 1.0), (x, w))
+    assert torch.autograd.gradcheck(lambda a: rms_norm(a, None, 1e-6), (x,))
+    assert torch.autograd.gradcheck(lambda a, c, d: layer_norm(a, c, d, 1e-5), (x, w, b))
+    assert torch.autograd.gradcheck(lambda a, c: layer_norm(a, c, None, 1e-5), (x, w))
+    x3 = torch.randn(2, 3, 4, dtype=torch.float64, generator=g).requires_grad_()
+    assert torch.autograd.gradcheck(lambda a: layer_norm(a.transpose(0, 1), None, None), (x3,))
 
 
 @pytest.mark.parametrize("fn", [rms_norm, layer_norm])
