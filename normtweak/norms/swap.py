@@ -8,6 +8,9 @@ RMSNorm, so:
 * dropped: elsewhere (post-LN encoders such as BERT, whose norm output is also the
   residual stream; a final norm before a bias-free head) the bias is dropped and the
   module is listed in the report, because the model's outputs change there.
+Back (to="layer"): LayerNorm with weight (offset + w) and a zero bias; the offset of a
+transformers RMSNorm (Gemma's 1 + w) is found by checking the module's output, and a
+norm no formula reproduces is left alone and listed as skipped.
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from normtweak.norms.modules import LayerNorm, RMSNorm, _set
+from normtweak.norms.modules import LayerNorm, RMSNorm, _ours, _set
 
 # Norm -> the linears (relative to the norm's parent) that consume its output and
 # nothing else, per model type, for pre-LN blocks.
@@ -36,11 +39,13 @@ class SwapReport:
     swapped: list[str] = field(default_factory=list)
     folded: list[str] = field(default_factory=list)  # bias moved into the consuming linears
     dropped_bias: list[str] = field(default_factory=list)  # nonzero bias dropped: outputs change
+    skipped: list[str] = field(default_factory=list)  # an RMSNorm whose formula we could not verify
 
     def __str__(self) -> str:
-        return (f"swapped {len(self.swapped)} norms to {self.to}; bias folded in {len(self.folded)}, "
-                f"dropped in {len(self.dropped_bias)}" + (f": {', '.join(self.dropped_bias)}"
-                                                           if self.dropped_bias else ""))
+        text = (f"swapped {len(self.swapped)} norms to {self.to}; bias folded in {len(self.folded)}, "
+                f"dropped in {len(self.dropped_bias)}")
+        text += f": {', '.join(self.dropped_bias)}" if self.dropped_bias else ""
+        return text + (f"; skipped (unknown formula): {', '.join(self.skipped)}" if self.skipped else "")
 
 
 def _consumers(model: nn.Module, name: str) -> list[nn.Module] | None:
@@ -69,6 +74,14 @@ def fold_bias(bias: torch.Tensor, consumer: nn.Module) -> None:
         if consumer.bias is None:
             consumer.bias = nn.Parameter(torch.zeros_like(extra, dtype=consumer.weight.dtype))
         consumer.bias.add_(extra.to(consumer.bias.dtype))
+
+
+def _rms_offset(norm: nn.Module) -> float | None:
+    """The weight offset of an RMSNorm: ours says it; a transformers one (Gemma: 1) is probed."""
+    if isinstance(norm, RMSNorm):
+        return norm.offset
+    ours = _ours(norm, None)
+    return ours.offset if isinstance(ours, RMSNorm) else None
 
 
 def swap_norms(model: nn.Module, to: str = "rms") -> SwapReport:
@@ -100,7 +113,10 @@ def swap_norms(model: nn.Module, to: str = "rms") -> SwapReport:
                 else:
                     report.dropped_bias.append(name)
         else:
-            offset = float(getattr(norm, "offset", 0.0))
+            offset = _rms_offset(norm)
+            if offset is None:
+                report.skipped.append(name)
+                continue
             new = LayerNorm(hidden, eps, elementwise_affine=weight is not None, **kw)
             if weight is not None and offset:
                 with torch.no_grad():

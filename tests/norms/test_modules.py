@@ -163,6 +163,22 @@ def test_rms_to_layer_keeps_the_gemma_offset():
     torch.testing.assert_close(holder[0].weight, torch.linspace(0.5, 1.5, 6))
 
 
+def test_gemma_rms_norms_go_to_layer_norm_with_one_plus_w():
+    """A transformers Gemma RMSNorm (no offset attribute) is probed: LayerNorm weight 1 + w."""
+    model = tiny_model("gemma").eval()
+    names = [n for n, m in model.named_modules() if type(m).__name__.endswith("RMSNorm")]
+    weights = {n: model.get_submodule(n).weight.detach().clone() for n in names}
+    report = swap_norms(model, to="layer")
+    assert sorted(report.swapped) == sorted(names) and not report.skipped
+    for n in names:
+        torch.testing.assert_close(model.get_submodule(n).weight.detach(), 1 + weights[n])
+    holder = nn.Sequential(nn.Linear(8, 8))
+    holder.add_module("odd", HalfRMSNorm())
+    report = swap_norms(holder, to="layer")
+    assert report.skipped == ["odd"] and isinstance(holder.odd, HalfRMSNorm)
+    assert "skipped (unknown formula): odd" in str(report)
+
+
 def test_torch_compile_sees_the_custom_op():
     norm = RMSNorm(32)
     x = torch.randn(4, 32, requires_grad=True)
