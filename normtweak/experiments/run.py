@@ -59,12 +59,10 @@ def model_bytes(model: torch.nn.Module) -> int:
 
 def calibration_windows(tokenizer, texts: list[str], num: int, length: int, seed: int) -> torch.Tensor:
     """[num, length] token ids cut at seeded offsets from the train texts joined (no padding)."""
-    stream = [t for text in texts for t in tokenizer.encode(text, 10_000)]
-    if len(stream) < length + 1:
-        raise ValueError(f"the train split has {len(stream)} tokens, fewer than one window of {length}")
-    gen = torch.Generator().manual_seed(seed)
-    starts = torch.randint(0, len(stream) - length, (num,), generator=gen).tolist()
-    return torch.tensor([stream[s:s + length] for s in starts])
+    from normtweak.calib.text import random_windows
+
+    stream = torch.tensor([t for text in texts for t in tokenizer.encode(text, 10_000)], dtype=torch.long)
+    return random_windows(stream, num, length, seed)
 
 
 def build(model_name: str, data, norm: str, max_len: int, seed: int):

@@ -13,7 +13,6 @@ from normtweak.norms.modules import (
     RMSNorm,
     from_normtweak_norms,
     kernel_norms,
-    restore_norms,
     to_normtweak_norms,
 )
 from normtweak.norms.ops import layer_norm, rms_norm, uses_triton
@@ -26,7 +25,6 @@ __all__ = [
     "from_normtweak_norms",
     "kernel_norms",
     "layer_norm",
-    "restore_norms",
     "rms_norm",
     "swap_norms",
     "to_normtweak_norms",

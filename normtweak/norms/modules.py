@@ -156,8 +156,6 @@ def from_normtweak_norms(module: nn.Module, originals: dict[str, nn.Module]) -> 
         _set(module, name, norm)
 
 
-restore_norms = from_normtweak_norms  # the older name
-
 
 @contextmanager
 def kernel_norms(module: nn.Module, enabled: bool = True, offset: float | None = None) -> Iterator[dict]:

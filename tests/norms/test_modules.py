@@ -9,7 +9,6 @@ from normtweak.norms import (
     LayerNorm,
     RMSNorm,
     from_normtweak_norms,
-    restore_norms,
     swap_norms,
     to_normtweak_norms,
 )
@@ -35,7 +34,7 @@ def test_our_modules_reproduce_every_family(family):
     # Training our module trains the model's own Parameter; restore puts plain modules back.
     with torch.no_grad():
         ours[0].weight.mul_(1.5)
-    restore_norms(model, originals)
+    from_normtweak_norms(model, originals)
     assert not any(isinstance(m, (RMSNorm, LayerNorm)) for m in model.modules())
     first = next(iter(originals.values()))
     assert first.weight is ours[0].weight
