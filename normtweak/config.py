@@ -12,6 +12,7 @@ from dataclasses import asdict, dataclass, field
 QUANT_METHODS = ("rtn", "gptq")
 TWEAK_LOSSES = ("dist", "dist_mse", "mse", "none")
 TWEAK_TARGETS = ("quantized_input", "float_input")
+GROUP_PARAMS = ("updated", "reference")
 
 
 @dataclass(frozen=True)
@@ -27,10 +28,18 @@ class QuantSpec:
     group_size: int = -1
     symmetric: bool = False
     method: str = "rtn"
+    # GPTQ. act_order + static_groups: the field's default (llm-compressor's actorder
+    # "static"): columns in order of decreasing Hessian diagonal, group parameters fixed
+    # from the unquantized weight so g_idx stays j // group_size, which every serving
+    # format can store. damp 0.01 and block_size 128 are IST-DASLab's reference values.
     damp: float = 0.01
-    act_order: bool = False
+    act_order: bool = True
     block_size: int = 128
-    static_groups: bool = False
+    static_groups: bool = True
+    # Non-static groups only: "updated" takes a group's parameters from its columns with
+    # every earlier column's error update applied (ours); "reference" from the values
+    # IST-DASLab's code sees (updates of finished lazy blocks only).
+    group_params: str = "updated"
     quantize_head: bool = False
 
     def __post_init__(self) -> None:
@@ -47,6 +56,9 @@ class QuantSpec:
             raise ValueError(f"damp must be in [0, 1), got {self.damp}")
         if self.block_size < 1:
             raise ValueError(f"block_size must be positive, got {self.block_size}")
+        if self.group_params not in GROUP_PARAMS:
+            raise ValueError(f"group_params must be one of {GROUP_PARAMS}, got "
+                             f"{self.group_params!r}")
 
     def check_layer(self, name: str, in_features: int) -> None:
         """Raise ValueError if this spec cannot quantize a layer of `in_features` inputs."""

@@ -107,6 +107,22 @@ def _single_thread_on_cpu(device: torch.device):
         torch.set_num_threads(threads)
 
 
+def _group_values(w, w1, err1, hinv, i1, i2, i, gs, mode):
+    """The weights a dynamic group's parameters are computed from, [out, gs].
+
+    "updated": every earlier column's error update applied; columns past the lazy block
+    still owe the block's pending update, so it is applied to them here. "reference":
+    what IST-DASLab's gptq.py reads, W[:, col:col+gs] as of the last finished lazy block
+    (no update from the current block's quantized columns).
+    """
+    col = i1 + i
+    if mode == "reference":
+        return w[:, col:col + gs]
+    k = max(0, gs - (i2 - col))
+    tail = w[:, i2:i2 + k] - err1[:, :i] @ hinv[i1:col, i2:i2 + k]
+    return torch.cat([w1[:, i:i + gs], tail], 1)
+
+
 @torch.no_grad()
 def gptq_quantize(weight: torch.Tensor, hessian: torch.Tensor, spec: QuantSpec) -> GPTQResult:
     """Quantize weight [out, in] given the Hessian [in, in] of its layer's inputs."""
@@ -157,11 +173,7 @@ def _gptq(weight: torch.Tensor, hessian: torch.Tensor, spec: QuantSpec) -> GPTQR
                 g = orig_col_list[col] // gs
                 s, z = scale[:, g], zero[:, g]
             elif col % gs == 0:
-                # Group parameters from the current (error-updated) values of the group.
-                # Columns past this block still owe the block's pending (lazy) update.
-                k = max(0, gs - (i2 - col))
-                tail = w[:, i2:i2 + k] - err1[:, :i] @ hinv[i1:col, i2:i2 + k]
-                cur = torch.cat([w1[:, i:i + gs], tail], 1)
+                cur = _group_values(w, w1, err1, hinv, i1, i2, i, gs, spec.group_params)
                 sg, zg = compute_qparams(cur, bits, -1, sym)
                 s, z = sg[:, 0], zg[:, 0]
                 scale[:, col // gs], zero[:, col // gs] = s, z

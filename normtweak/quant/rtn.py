@@ -12,8 +12,10 @@ Format shared by every quantizer in normtweak (RTN, GPTQ, QuantLinear):
 
 Asymmetric: the range [min(w_min, 0), max(w_max, 0)] (it always contains 0, so 0 is
 exactly representable) is split into 2**bits - 1 steps; zero = round(-min / scale),
-clamped to the code range. Symmetric: scale = max|w| / (2**(bits-1) - 1) and
-zero = 2**(bits-1), so codes use the levels -(2**(bits-1)-1) .. 2**(bits-1)-1 around it.
+clamped to the code range. Symmetric: the full signed grid [-2**(bits-1), 2**(bits-1) - 1]
+around zero = 2**(bits-1), with scale = max|w| / ((2**bits - 1) / 2) (the range
+[-max|w|, max|w|] split into 2**bits - 1 steps), as IST-DASLab's GPTQ and
+compressed-tensors define it: all 2**bits codes are used (16 levels at 4 bits, not 15).
 An all-zero group gets scale 1 (any scale represents it exactly).
 """
 
@@ -53,7 +55,7 @@ def compute_qparams(
     wg = group_view(weight, group_size)
     if symmetric:
         amax = wg.abs().amax(dim=-1)
-        scale = amax / ((1 << (bits - 1)) - 1)
+        scale = amax / (max_code(bits) / 2)
         scale = torch.where(amax > 0, scale, torch.ones_like(scale))
         zero = torch.full_like(scale, float(1 << (bits - 1)))
     else:

@@ -96,7 +96,7 @@ def obq_reference(w, h, bits, damp):
 def test_matches_float64_obq_reference():
     layer, x = correlated_layer(2)
     h = 2 * x.t().double() @ x.double() / N
-    spec = QuantSpec(bits=4, method="gptq", block_size=32)
+    spec = QuantSpec(bits=4, method="gptq", block_size=32, act_order=False)
     r = gptq_quantize(layer.weight, h.float(), spec)
     ref_codes, ref_s, ref_z = obq_reference(layer.weight, h, 4, spec.damp)
     agree = (r.codes.double() == ref_codes).double().mean().item()
@@ -119,3 +119,91 @@ def test_dead_inputs_and_errors():
     assert torch.all(w[:, 5] == 0)
     with pytest.raises(ValueError, match="'gptq'.*48.*128"):
         g.quantize(QuantSpec(group_size=48, method="gptq"))
+
+
+def _find_params(x, bits):
+    """IST-DASLab Quantizer.find_params, asymmetric, float64: per row of x [out, k]."""
+    xmin = torch.clamp(x.min(1).values, max=0)
+    xmax = torch.clamp(x.max(1).values, min=0)
+    scale = (xmax - xmin) / (2 ** bits - 1)
+    return scale, torch.round(-xmin / scale)
+
+
+def _upper_inverse_cholesky(h, damp):
+    n = h.shape[0]
+    h = h + damp * h.diag().mean() * torch.eye(n, dtype=h.dtype)
+    return torch.linalg.cholesky(torch.cholesky_inverse(torch.linalg.cholesky(h)), upper=True)
+
+
+def ist_dastlab_gptq(w, h, bits, gs, blocksize, damp):
+    """IST-DASLab gptq.py fasterquant (no act-order, dynamic groups), written out in float64:
+    group parameters from W[:, j:j+gs] as left by the last finished lazy block."""
+    w, h = w.double().clone(), h.double().clone()
+    n, maxq = w.shape[1], 2 ** bits - 1
+    hinv = _upper_inverse_cholesky(h, damp)
+    codes = torch.zeros_like(w)
+    for i1 in range(0, n, blocksize):
+        i2 = min(i1 + blocksize, n)
+        w1, err1, hinv1 = w[:, i1:i2].clone(), torch.zeros(w.shape[0], i2 - i1,
+                                                           dtype=w.dtype), hinv[i1:i2, i1:i2]
+        for i in range(i2 - i1):
+            if (i1 + i) % gs == 0:
+                s, z = _find_params(w[:, i1 + i:i1 + i + gs], bits)
+            q = torch.clamp(torch.round(w1[:, i] / s) + z, 0, maxq)
+            codes[:, i1 + i] = q
+            e = (w1[:, i] - s * (q - z)) / hinv1[i, i]
+            w1[:, i:] -= e[:, None] @ hinv1[i, i:][None, :]
+            err1[:, i] = e
+        w[:, i2:] -= err1 @ hinv[i1:i2, i2:]
+    return codes
+
+
+def sequential_gptq(w, h, bits, gs, damp):
+    """GPTQ without lazy blocks, float64: each column's error goes to every later column at
+    once, so a group's parameters come from its fully updated columns."""
+    w = w.double().clone()
+    n, maxq = w.shape[1], 2 ** bits - 1
+    hinv = _upper_inverse_cholesky(h.double(), damp)
+    codes = torch.zeros_like(w)
+    for j in range(n):
+        if j % gs == 0:
+            s, z = _find_params(w[:, j:j + gs], bits)
+        q = torch.clamp(torch.round(w[:, j] / s) + z, 0, maxq)
+        codes[:, j] = q
+        e = (w[:, j] - s * (q - z)) / hinv[j, j]
+        w[:, j:] -= e[:, None] @ hinv[j, j:][None, :]
+    return codes
+
+
+@pytest.mark.parametrize("group_params,reference", [("reference", "ist"),
+                                                    ("updated", "sequential")])
+def test_dynamic_group_variants_match_independent_references(group_params, reference):
+    layer, x = correlated_layer(4)
+    h = 2 * x.t().double() @ x.double() / N
+    spec = QuantSpec(bits=3, group_size=32, method="gptq", act_order=False, static_groups=False,
+                     block_size=48, group_params=group_params)  # blocks straddle groups
+    r = gptq_quantize(layer.weight, h.float(), spec)
+    if reference == "ist":
+        ref = ist_dastlab_gptq(layer.weight, h, 3, 32, 48, spec.damp)
+    else:
+        ref = sequential_gptq(layer.weight, h, 3, 32, spec.damp)
+    agree = (r.codes.double() == ref).double().mean().item()
+    assert agree > 0.995, agree
+    other = ("updated" if group_params == "reference" else "reference")
+    r2 = gptq_quantize(layer.weight, h.float(), QuantSpec(**{**spec.as_dict(),
+                                                             "group_params": other}))
+    assert (r2.codes.double() == ref).double().mean().item() < agree  # the variants differ
+
+
+def test_defaults_are_act_order_with_static_groups():
+    spec = QuantSpec(bits=4, group_size=32, method="gptq")
+    assert spec.act_order and spec.static_groups
+    layer, x = correlated_layer(5)
+    g = GPTQ(layer)
+    g.add_batch(x)
+    r = g.quantize(spec)
+    assert r.perm is not None and not torch.equal(r.perm, torch.arange(IN))
+    # Static groups keep g_idx = j // group_size: storable by every serving format.
+    assert torch.equal(r.g_idx, torch.arange(IN, dtype=torch.int32) // 32)
+    with pytest.raises(ValueError, match="group_params"):
+        QuantSpec(group_params="stale")

@@ -64,7 +64,8 @@ def test_act_order_g_idx_roundtrip():
     x = torch.randn(256, 64) * torch.linspace(0.1, 3, 64)
     g = GPTQ(lin)
     g.add_batch(x)
-    spec = QuantSpec(bits=4, group_size=16, method="gptq", act_order=True)
+    spec = QuantSpec(bits=4, group_size=16, method="gptq", act_order=True,
+                     static_groups=False)  # the permuted-g_idx variant
     r = g.quantize(spec)
     q = QuantLinear.from_linear(lin, r.codes, r.scale, r.zero, spec, g_idx=r.g_idx)
     # Act-order puts the 16 columns with the largest Hessian diagonal in group 0.

@@ -25,9 +25,11 @@ def reference_rtn(w: np.ndarray, bits: int, group_size: int, symmetric: bool):
     for rows, cols in groups:
         g = w[rows, cols]
         if symmetric:
-            half = 2 ** (bits - 1)
-            scale = np.abs(g).max() / (half - 1) or 1.0
-            zero = half
+            # IST-DASLab's gptq.py Quantizer(sym=True): the range [-max|w|, max|w|] over
+            # 2**bits - 1 steps, zero point at the middle code (maxq + 1) / 2.
+            xmax = np.abs(g).max()
+            scale = (xmax - (-xmax)) / (2 ** bits - 1) or 1.0
+            zero = (2 ** bits - 1 + 1) / 2
         else:
             lo, hi = min(g.min(), 0.0), max(g.max(), 0.0)
             scale = (hi - lo) / (2 ** bits - 1) or 1.0
@@ -81,3 +83,18 @@ def test_spec_validation_names_layer_and_numbers():
     spec = QuantSpec(group_size=128)
     with pytest.raises(ValueError, match=r"'mlp.down_proj'.*128.*1000"):
         spec.check_layer("mlp.down_proj", 1000)
+
+
+@pytest.mark.parametrize("bits", [2, 3, 4, 8])
+def test_symmetric_uses_the_full_signed_grid(bits):
+    """Signed levels q - zero span [-2**(bits-1), 2**(bits-1) - 1]: every code is used."""
+    w = torch.linspace(-1.0, 1.0, 4096).repeat(4, 1) * torch.tensor([[1.0], [0.5], [2.0], [3.0]])
+    codes, scale, zero = rtn_quantize(w, QuantSpec(bits=bits, group_size=-1, symmetric=True))
+    signed = codes - zero.to(torch.int32)
+    assert int(signed.min()) == -(2 ** (bits - 1)) and int(signed.max()) == 2 ** (bits - 1) - 1
+    assert torch.unique(codes).numel() == 2 ** bits
+    # The most negative weight maps exactly onto the lowest level (hand-computed: -max|w|
+    # / (2 max|w| / (2**bits - 1)) = -(2**bits - 1) / 2, which rounds to -2**(bits-1)).
+    row = w[0].double()
+    i = int(torch.argmax(row.abs()))
+    assert int(codes[0, i]) == (0 if row[i] < 0 else 2 ** bits - 1)
