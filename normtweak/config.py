@@ -12,6 +12,7 @@ from dataclasses import asdict, dataclass, field
 QUANT_METHODS = ("rtn", "gptq")
 TWEAK_LOSSES = ("dist", "dist_mse", "mse", "none")
 TWEAK_TARGETS = ("quantized_input", "float_input")
+QUANT_PARAMS = ("none", "clip", "clip_round")
 GROUP_PARAMS = ("updated", "reference")
 
 
@@ -97,6 +98,11 @@ class TweakSpec:
     loss: str = "dist"
     num_samples: int | None = None
     target: str = "quantized_input"
+    # Beyond the paper (opt-in): also train each quantized linear's clipping ("clip":
+    # scales and zero points) and rounding ("clip_round") by the same loss, with signed
+    # gradient steps of quant_lr decayed linearly to 0 (normtweak.tweak.qparams).
+    quant_params: str = "none"
+    quant_lr: float = 5e-3
 
     def __post_init__(self) -> None:
         if not (self.lr >= 0 and math.isfinite(self.lr)):
@@ -111,6 +117,11 @@ class TweakSpec:
             raise ValueError(f"loss must be one of {TWEAK_LOSSES}, got {self.loss!r}")
         if self.target not in TWEAK_TARGETS:
             raise ValueError(f"target must be one of {TWEAK_TARGETS}, got {self.target!r}")
+        if self.quant_params not in QUANT_PARAMS:
+            raise ValueError(f"quant_params must be one of {QUANT_PARAMS}, got "
+                             f"{self.quant_params!r}")
+        if not (self.quant_lr > 0 and math.isfinite(self.quant_lr)):
+            raise ValueError(f"quant_lr must be a finite positive number, got {self.quant_lr}")
         if self.num_samples is not None and self.num_samples < 1:
             raise ValueError(f"num_samples must be >= 1, got {self.num_samples}")
 
@@ -120,7 +131,8 @@ class TweakSpec:
 
     @property
     def enabled(self) -> bool:
-        return self.loss != "none" and self.iters > 0 and self.lr > 0
+        trains = self.lr > 0 or self.quant_params != "none"
+        return self.loss != "none" and self.iters > 0 and trains
 
     def as_dict(self) -> dict:
         return asdict(self)

@@ -31,9 +31,11 @@ from normtweak.config import QuantSpec, TweakSpec
 from normtweak.io.format import replace_with_shells
 from normtweak.norms import kernel_norms as norm_modules
 from normtweak.quant import quantize_block
+from normtweak.quant.model import set_submodule
 from normtweak.tweak.activations import ActivationBudget, ActivationStore, as_budget
 from normtweak.tweak.checkpoint import CheckpointDir, calibration_hash
 from normtweak.tweak.loss import get_loss
+from normtweak.tweak.qparams import make_tunable, sign_sgd_step, to_quant_linear
 
 
 class NonFiniteActivationError(ValueError):
@@ -219,14 +221,24 @@ def tweak_model(
 def _process_block(block, index, num_blocks, hidden, targets, inputs, quant, tweak, device, seed,
                    out):
     """Quantize one block, tweak its norms, and return (next inputs in `out`, BlockResult)."""
-    quantize_block(block, quant, lambda: _run_all(block, hidden, inputs, index, device))
+    tune = tweak.enabled and tweak.quant_params != "none"
+    floats = {n: lin.weight.detach().clone() for n, lin in arch.block_linears(block)} if tune else {}
+    quantized = quantize_block(block, quant, lambda: _run_all(block, hidden, inputs, index, device))
     lr = tweak.block_lr(index, num_blocks)
     loss_fn = get_loss(tweak.loss if tweak.loss != "none" else "dist")
     before = _mean_loss(block, hidden, targets, inputs, index, device, loss_fn)
     if tweak.enabled:
         gen = torch.Generator().manual_seed(seed * 100_003 + index)
-        train_norms(block, hidden, targets, lambda h: inputs.extra(index, h.shape), lr, tweak,
-                    loss_fn, device, gen)
+        tunables = {n: make_tunable(q, floats[n], tweak.quant_params == "clip_round")
+                    for n, q in quantized.items()} if tune else {}
+        for name, t in tunables.items():
+            set_submodule(block, name, t)
+        try:
+            train_norms(block, hidden, targets, lambda h: inputs.extra(index, h.shape), lr, tweak,
+                        loss_fn, device, gen, list(tunables.values()))
+        finally:
+            for name, t in tunables.items():
+                set_submodule(block, name, to_quant_linear(t, quantized[name]))
     nxt, after = _run_all(block, hidden, inputs, index, device, out, targets, loss_fn)
     return nxt, BlockResult(index, lr, before, after, 0.0)
 
@@ -239,17 +251,24 @@ def norm_parameters(block: nn.Module) -> list[nn.Parameter]:
     return params
 
 
-def train_norms(block, hidden, targets, extra_of, lr, tweak, loss_fn, device, generator) -> None:
-    """Adam on the block's norm parameters only, `tweak.iters` passes over the batches."""
-    trainable = norm_parameters(block)
-    if not trainable:
+def train_norms(block, hidden, targets, extra_of, lr, tweak, loss_fn, device, generator,
+                tunables=()) -> None:
+    """Adam on the block's norm parameters, `tweak.iters` passes over the batches.
+
+    tunables: TunableQuantLinears of the block whose clipping/rounding train alongside,
+    by signed steps of tweak.quant_lr decayed linearly to 0 over the run (SignRound).
+    """
+    norms = norm_parameters(block)
+    if not norms:
         raise ValueError(f"block {type(block).__name__} has no norm parameters to tweak")
+    quant_params = [p for t in tunables for p in t.tuned_parameters()]
     flags = {id(p): p.requires_grad for p in block.parameters()}
     for p in block.parameters():
         p.requires_grad_(False)
-    for p in trainable:
+    for p in (norms if lr > 0 else []) + quant_params:
         p.requires_grad_(True)
-    opt = torch.optim.Adam(trainable, lr=lr)
+    opt = torch.optim.Adam(norms, lr=lr) if lr > 0 else None
+    steps, step = tweak.iters * len(hidden), 0
     try:
         with torch.enable_grad():
             for _ in range(tweak.iters):
@@ -257,9 +276,14 @@ def train_norms(block, hidden, targets, extra_of, lr, tweak, loss_fn, device, ge
                     x = hidden[b].to(device)
                     y = arch.run_block(block, x, extra_of(x))
                     loss = loss_fn(targets[b].to(device), y)
-                    opt.zero_grad(set_to_none=True)
+                    block.zero_grad(set_to_none=True)
                     loss.backward()
-                    opt.step()
+                    if opt is not None:
+                        opt.step()
+                    sign_sgd_step(quant_params, tweak.quant_lr * (1 - step / steps))
+                    for t in tunables:
+                        t.clamp_()
+                    step += 1
     finally:
         for p in block.parameters():
             p.requires_grad_(flags.get(id(p), False))
