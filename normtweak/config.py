@@ -125,6 +125,19 @@ class TweakSpec:
         if self.num_samples is not None and self.num_samples < 1:
             raise ValueError(f"num_samples must be >= 1, got {self.num_samples}")
 
+    @classmethod
+    def preset(cls, name: str, **overrides) -> "TweakSpec":
+        """A named preset (TWEAK_PRESETS), with any field overridden.
+
+        "paper": Algorithm 1 as written: one pass, batch 1, Adam on the norms only, the
+        channel-wise distribution loss, lr_l = lr * (1 + scale * l / L), float targets from
+        the quantized path's inputs. "joint": norms plus each linear's clipping and
+        rounding, MSE against the float model's own stream (beyond the paper).
+        """
+        if name not in TWEAK_PRESETS:
+            raise ValueError(f"unknown tweak preset {name!r}; choose from {sorted(TWEAK_PRESETS)}")
+        return cls(**{**TWEAK_PRESETS[name], **overrides})
+
     def block_lr(self, index: int, num_blocks: int) -> float:
         """Learning rate of block `index` (0-based) out of `num_blocks`."""
         return self.lr * (1.0 + self.scale * index / num_blocks)
@@ -136,6 +149,14 @@ class TweakSpec:
 
     def as_dict(self) -> dict:
         return asdict(self)
+
+
+TWEAK_PRESETS = {
+    "paper": dict(iters=1, batch_size=1, loss="dist", target="quantized_input",
+                  quant_params="none"),
+    "joint": dict(iters=3, batch_size=8, loss="mse", target="float_input",
+                  quant_params="clip_round", quant_lr=5e-3),
+}
 
 
 @dataclass(frozen=True)

@@ -226,7 +226,9 @@ def _process_block(block, index, num_blocks, hidden, targets, inputs, quant, twe
     quantized = quantize_block(block, quant, lambda: _run_all(block, hidden, inputs, index, device))
     lr = tweak.block_lr(index, num_blocks)
     loss_fn = get_loss(tweak.loss if tweak.loss != "none" else "dist")
-    before = _mean_loss(block, hidden, targets, inputs, index, device, loss_fn)
+    # Plain quantization: the loss before equals the loss after; skip a pass over the data.
+    before = _mean_loss(block, hidden, targets, inputs, index, device, loss_fn) \
+        if tweak.enabled else None
     if tweak.enabled:
         gen = torch.Generator().manual_seed(seed * 100_003 + index)
         tunables = {n: make_tunable(q, floats[n], tweak.quant_params == "clip_round")
@@ -240,7 +242,7 @@ def _process_block(block, index, num_blocks, hidden, targets, inputs, quant, twe
             for name, t in tunables.items():
                 set_submodule(block, name, to_quant_linear(t, quantized[name]))
     nxt, after = _run_all(block, hidden, inputs, index, device, out, targets, loss_fn)
-    return nxt, BlockResult(index, lr, before, after, 0.0)
+    return nxt, BlockResult(index, lr, after if before is None else before, after, 0.0)
 
 
 def norm_parameters(block: nn.Module) -> list[nn.Parameter]:

@@ -143,3 +143,13 @@ def test_joint_tuning_changes_only_norms_and_quantization(make_tiny, quant_param
     for block in blocks:
         assert all(isinstance(m, QuantLinear) for _, m in block.named_modules()
                    if "proj" in _.split(".")[-1])
+
+
+def test_presets():
+    paper = TweakSpec.preset("paper", lr=1e-5)
+    # Algorithm 1 as written: one pass, one sample per step, distribution loss, norms only.
+    assert (paper.iters, paper.batch_size, paper.loss, paper.quant_params) == (1, 1, "dist", "none")
+    assert paper.lr == 1e-5 and paper.target == "quantized_input"
+    assert TweakSpec.preset("joint").quant_params == "clip_round"
+    with pytest.raises(ValueError, match="preset 'fast'.*joint.*paper"):
+        TweakSpec.preset("fast")
