@@ -35,10 +35,9 @@ from normtweak.tweak.pipeline import tweak_model
 
 # name -> (QuantSpec overrides, TweakSpec or None). Norm tweaking as the paper has it,
 # and the joint modes (norms + clipping [+ rounding]) with float-stream targets and MSE,
-# SignRound's settings: batch 8, ~50 steps' worth of samples per block at 128 samples.
+# SignRound's settings: batch 8, signed steps of 1 / steps; 3 passes (48 steps at 128 samples).
 PAPER = dict(lr=1e-4, scale=5.0, iters=1, batch_size=1, loss="dist")
-JOINT = dict(lr=1e-4, scale=5.0, iters=3, batch_size=8, loss="mse", target="float_input",
-             quant_lr=5e-3)
+JOINT = dict(lr=1e-4, scale=5.0, iters=3, batch_size=8, loss="mse", target="float_input")
 VARIANTS = {
     "rtn": ({"method": "rtn"}, None),
     "gptq": ({"method": "gptq"}, None),

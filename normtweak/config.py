@@ -101,8 +101,10 @@ class TweakSpec:
     # Beyond the paper (opt-in): also train each quantized linear's clipping ("clip":
     # scales and zero points) and rounding ("clip_round") by the same loss, with signed
     # gradient steps of quant_lr decayed linearly to 0 (normtweak.tweak.qparams).
+    # None: 1 / (steps per block), SignRound's rule, so the steps add up to about half a
+    # rounding level whatever the number of steps.
     quant_params: str = "none"
-    quant_lr: float = 5e-3
+    quant_lr: float | None = None
 
     def __post_init__(self) -> None:
         if not (self.lr >= 0 and math.isfinite(self.lr)):
@@ -120,7 +122,7 @@ class TweakSpec:
         if self.quant_params not in QUANT_PARAMS:
             raise ValueError(f"quant_params must be one of {QUANT_PARAMS}, got "
                              f"{self.quant_params!r}")
-        if not (self.quant_lr > 0 and math.isfinite(self.quant_lr)):
+        if self.quant_lr is not None and not (self.quant_lr > 0 and math.isfinite(self.quant_lr)):
             raise ValueError(f"quant_lr must be a finite positive number, got {self.quant_lr}")
         if self.num_samples is not None and self.num_samples < 1:
             raise ValueError(f"num_samples must be >= 1, got {self.num_samples}")
@@ -155,7 +157,7 @@ TWEAK_PRESETS = {
     "paper": dict(iters=1, batch_size=1, loss="dist", target="quantized_input",
                   quant_params="none"),
     "joint": dict(iters=3, batch_size=8, loss="mse", target="float_input",
-                  quant_params="clip_round", quant_lr=5e-3),
+                  quant_params="clip_round", quant_lr=None),
 }
 
 

@@ -258,7 +258,7 @@ def train_norms(block, hidden, targets, extra_of, lr, tweak, loss_fn, device, ge
     """Adam on the block's norm parameters, `tweak.iters` passes over the batches.
 
     tunables: TunableQuantLinears of the block whose clipping/rounding train alongside,
-    by signed steps of tweak.quant_lr decayed linearly to 0 over the run (SignRound).
+    by signed steps of tweak.quant_lr (default 1 / steps) decayed linearly to 0 (SignRound).
     """
     norms = norm_parameters(block)
     if not norms:
@@ -271,6 +271,7 @@ def train_norms(block, hidden, targets, extra_of, lr, tweak, loss_fn, device, ge
         p.requires_grad_(True)
     opt = torch.optim.Adam(norms, lr=lr) if lr > 0 else None
     steps, step = tweak.iters * len(hidden), 0
+    quant_lr = tweak.quant_lr if tweak.quant_lr is not None else 1.0 / steps
     try:
         with torch.enable_grad():
             for _ in range(tweak.iters):
@@ -282,7 +283,7 @@ def train_norms(block, hidden, targets, extra_of, lr, tweak, loss_fn, device, ge
                     loss.backward()
                     if opt is not None:
                         opt.step()
-                    sign_sgd_step(quant_params, tweak.quant_lr * (1 - step / steps))
+                    sign_sgd_step(quant_params, quant_lr * (1 - step / steps))
                     for t in tunables:
                         t.clamp_()
                     step += 1
