@@ -274,13 +274,15 @@ def map_over_ranks(fn: Callable[[int, Any], Any], items: Sequence[Any]) -> list[
 
 
 def send_to_main(obj: Any, owner: int) -> Any:
-    """`obj` of rank `owner` on rank 0 (None on the other ranks but the owner)."""
-    if not is_distributed() or owner == 0:
+    """`obj` of rank `owner` on rank 0; None on every other rank (the owner's copy is dropped)."""
+    if not is_distributed():
         return obj
+    if owner == 0:
+        return obj if is_main() else None
     box = [obj]
     if rank() == owner:
         _dist().send_object_list(box, dst=0)
-        return obj
+        return None
     if is_main():
         _dist().recv_object_list(box, src=owner)
         return box[0]
