@@ -155,7 +155,8 @@ def grid_search(
     baselines = dict(zip(items, results))
     for name in ("float", "quantized"):
         if isinstance(baselines.get(name), dist.Failure):
-            raise ValueError(f"grid search: the {name} baseline failed: {baselines[name].error}")
+            raise ValueError(  # noqa: TRY004 (the user's message, whatever the job raised)
+                f"grid search: the {name} baseline failed: {baselines[name].error}")
     fv, ft = (float_ppl["validation"], float_ppl["test"]) if float_ppl else baselines["float"]
     qv, qt = baselines["quantized"]
     result = GridResult({"validation": fv, "test": ft}, {"validation": qv, "test": qt})

@@ -106,7 +106,7 @@ def test_two_nodes_on_loopback_complete_like_one_process(model_dir, one_process,
     port, out = free_port(), tmp_path / "two_nodes"
     entry = ["-m", "normtweak", *_args(folder, corpus, out, 1)]
     results = _wait([_torchrun(2, node, port, entry) for node in (0, 1)])
-    for stdout, stderr, code in results:
+    for _, stderr, code in results:
         assert code == 0, stderr[-3000:]
     assert "saved to" in results[0][0] and "saved to" not in results[1][0]  # rank 0 prints
     torch.testing.assert_close(_logits(out), one_process, rtol=1e-4, atol=1e-4)
@@ -119,7 +119,7 @@ def test_killed_rank_fails_the_job_and_resume_continues(model_dir, one_process, 
     args = _args(folder, corpus, out, 1, "--checkpoint-dir", str(ckpt))
     script = tmp_path / "killing_cli.py"
     script.write_text(KILLING_CLI)
-    [(stdout, stderr, code)] = _wait([_torchrun(1, 0, free_port(), [str(script), str(k), *args])])
+    [(_, stderr, code)] = _wait([_torchrun(1, 0, free_port(), [str(script), str(k), *args])])
     assert code != 0 and not out.exists()
     assert "ChildFailedError" in stderr and "SIGKILL" in stderr, stderr[-3000:]
     done = sorted(p.name for p in ckpt.glob("block_*.safetensors"))
@@ -127,7 +127,7 @@ def test_killed_rank_fails_the_job_and_resume_continues(model_dir, one_process, 
     kept = {p.name: p.stat().st_mtime_ns for p in ckpt.glob("block_*.safetensors")}
 
     entry = ["-m", "normtweak", *args, "--resume"]
-    [(stdout, stderr, code)] = _wait([_torchrun(1, 0, free_port(), entry)])
+    [(_, stderr, code)] = _wait([_torchrun(1, 0, free_port(), entry)])
     assert code == 0, stderr[-3000:]
     assert len(list(ckpt.glob("block_*.safetensors"))) == BLOCKS
     assert all((ckpt / name).stat().st_mtime_ns == t for name, t in kept.items())  # not redone
