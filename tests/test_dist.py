@@ -199,3 +199,12 @@ def test_grid_over_ranks_equals_the_one_process_grid(distributed, tmp_path, toke
 
 def _seen(p):
     return repr((p.validation_ppl, p.test_ppl, p.seconds, p.error))
+
+
+def test_devices_option_points_to_torchrun():
+    from click.testing import CliRunner
+
+    from normtweak.cli import main
+
+    res = CliRunner().invoke(main, ["tweak", "--model", "x", "--save-dir", "y", "--devices", "2"])
+    assert res.exit_code != 0 and "torchrun --nproc-per-node" in res.output
