@@ -120,7 +120,8 @@ def project(rate_pass: float, rate_solve: float, gpu_tflops: float, gpus: int, m
     tokens = samples * seq_len
     token_s = passes(method, iters) * tokens * flops_per_token(L70["linears"], L70["hidden"],
                                                                seq_len) / gpu / gpus
-    solve_s = solve_flops(L70["linears"]) / (gpu * rate_solve / rate_pass) if method == "gptq" else 0
+    solve_rate = gpu * rate_solve / rate_pass  # the CPU's solve:matmul efficiency, on the GPU
+    solve_s = solve_flops(L70["linears"]) / solve_rate if method == "gptq" else 0
     hessian_bytes = sum(4 * i * i for i, _ in L70["linears"])
     comm_s = 2 * (gpus - 1) / gpus * hessian_bytes / (busbw_gbs * 1e9) if method == "gptq" else 0
     weights = sum(4 * i * o for i, o in L70["linears"])

@@ -107,7 +107,7 @@ def _device_for(t: torch.Tensor | None = None) -> torch.device:
 
 
 def shard_samples(ids: torch.Tensor, batch_size: int) -> torch.Tensor:
-    """This rank's calibration samples [N / W, T]: chunks of `batch_size`, chunk c to rank c mod W."""
+    """This rank's samples [N / W, T]: chunks of `batch_size` samples, chunk c to rank c mod W."""
     w = world_size()
     if w == 1:
         return ids

@@ -182,7 +182,8 @@ def test_grid_over_ranks_equals_the_one_process_grid(distributed, tmp_path, toke
     ref, ref_best = _grid(tmp_path, tokenizer)
     (got, best), (other, other_best) = outs[0]["grid"], outs[1]["grid"]
     assert other_best is None and best is not None  # the best model is returned on rank 0
-    assert got.float_ppl == pytest.approx(ref.float_ppl) and got.quant_ppl == pytest.approx(ref.quant_ppl)
+    assert got.float_ppl == pytest.approx(ref.float_ppl)
+    assert got.quant_ppl == pytest.approx(ref.quant_ppl)
     for a, b, c in zip(got.points, ref.points, other.points):
         assert (a.lr, a.scale) == (b.lr, b.scale) and _seen(a) == _seen(c)  # all ranks agree
         if math.isinf(b.lr):  # the failed points are recorded, not fatal

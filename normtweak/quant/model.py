@@ -169,7 +169,8 @@ def quantize_model(
     for i, block in enumerate(blocks):
         for name, lin in arch.block_linears(block):
             spec.check_layer(f"block {i}: {name}", lin.in_features)
-    bar = tqdm(blocks, desc=f"{spec.method} W{spec.bits}", disable=not progress or not dist.is_main())
+    bar = tqdm(blocks, desc=f"{spec.method} W{spec.bits}",
+               disable=not progress or not dist.is_main())
     if spec.method == "rtn":
         for block in bar:
             home = _device_of(block)

@@ -177,7 +177,8 @@ def _grid(model, tok, ids, quant, spec, lrs, scales, validation_text, windows, d
     click.echo(f"{'lr':>10} {'scale':>6} {'val ppl':>9} {'test ppl':>9} {'gap rec. %':>10}")
     for p in result.points:
         gap = gap_recovered(result.float_ppl["test"], result.quant_ppl["test"], p.test_ppl)
-        mark = "  <- best (validation)" if p is result.best else (f"  failed: {p.error}" if p.error else "")
+        mark = "  <- best (validation)" if p is result.best else ""
+        mark = f"  failed: {p.error}" if p.error else mark
         click.echo(f"{p.lr:>10g} {p.scale:>6g} {p.validation_ppl:>9.3f} {p.test_ppl:>9.3f} {gap:>10.1f}{mark}")
     click.echo(f"saved best model to {result.best.saved_to}; grid: {json_path}, {png_path}")
 

@@ -98,7 +98,7 @@ def prepare_start(model: nn.Module, calibration, batch_size: int = 1,
     back where they were after it.
     """
     ids = as_input_ids(calibration)
-    full_hash, ids = calibration_hash(ids), dist.shard_samples(ids, batch_size)  # this rank's samples
+    full_hash, ids = calibration_hash(ids), dist.shard_samples(ids, batch_size)  # rank's share
     budget = as_budget(activations)
     adapter = arch.get_adapter(model)
     outside = _device_of(adapter.get_embeddings(model))
@@ -174,7 +174,8 @@ def tweak_model(
     hidden = start.inputs.hidden
     float_hidden = start.inputs.hidden  # the float model's own stream, for target="float_input"
     from_float = tweak.target == "float_input"
-    bar = tqdm(range(len(blocks)), desc=f"normtweak {quant.method} W{quant.bits}", disable=not progress or not dist.is_main())
+    bar = tqdm(range(len(blocks)), desc=f"normtweak {quant.method} W{quant.bits}",
+               disable=not progress or not dist.is_main())
     for index in bar:
         block = blocks[index]
         if block_loader is not None:
