@@ -202,6 +202,7 @@ def run_cmd(model_ref, calibration, num_samples, seq_len, data_dir, text, eval_w
             target, device, seed):
     """The main job: calibration data, quantize, tweak, evaluate; print float | quantized | tweaked."""
     try:
+        from normtweak.dist import on_main
         from normtweak.tweak.run import main_job
 
         quant = QuantSpec(bits=bits, group_size=group_size, symmetric=symmetric, method=quantizer,
@@ -212,7 +213,7 @@ def run_cmd(model_ref, calibration, num_samples, seq_len, data_dir, text, eval_w
                           seq_len=seq_len, data_dir=data_dir, text=text, eval_windows=eval_windows,
                           save_dir=save_dir, device=device, seed=seed, echo=click.echo)
         out = Path(report["saved_to"]).parent / f"{Path(report['saved_to']).name}.run.json"
-        out.write_text(json.dumps(report, indent=2))
+        on_main(out.write_text, json.dumps(report, indent=2))
         click.echo(f"report: {out}")
     except USER_ERRORS as err:
         raise click.ClickException(str(err)) from err

@@ -132,3 +132,28 @@ def test_killed_rank_fails_the_job_and_resume_continues(model_dir, one_process, 
     assert len(list(ckpt.glob("block_*.safetensors"))) == BLOCKS
     assert all((ckpt / name).stat().st_mtime_ns == t for name, t in kept.items())  # not redone
     torch.testing.assert_close(_logits(out), one_process, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.slow
+def test_run_command_under_torchrun_matches_one_process(model_dir, tmp_path):
+    """`run`: rank 0 generates the calibration set and scores; the tweak is data parallel."""
+    import json
+
+    folder, corpus = model_dir
+
+    def args(out, batch):
+        return ["run", "--model", str(folder), "--num-samples", "4", "--seq-len", "32",
+                "--data-dir", str(out) + "_data", "--text", str(corpus), "--eval-windows", "1",
+                "--nbits", "3", "--group-size", "16", "--lr", "1e-2", "--batch-size", str(batch),
+                "--save-dir", str(out)]
+
+    res = CliRunner().invoke(main, args(tmp_path / "one", 2))
+    assert res.exit_code == 0, res.output
+    [(_, stderr, code)] = _wait([_torchrun(1, 0, free_port(),
+                                           ["-m", "normtweak", *args(tmp_path / "two", 1)])])
+    assert code == 0, stderr[-3000:]
+    one, two = (json.loads((tmp_path / f"{n}.run.json").read_text()) for n in ("one", "two"))
+    for key in ("float", "quant", "tweaked"):
+        assert two["results"][key]["ppl"] == pytest.approx(one["results"][key]["ppl"], rel=1e-4)
+    torch.testing.assert_close(_logits(tmp_path / "two"), _logits(tmp_path / "one"),
+                               rtol=1e-4, atol=1e-4)
