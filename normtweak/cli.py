@@ -39,6 +39,9 @@ class LazyGroup(click.Group):
 @click.version_option(package_name="normtweak")
 def main() -> None:
     """normtweak: low-bit post-training quantization with norm tweaking."""
+    from normtweak.dist import init_from_env
+
+    init_from_env()  # under torchrun: join the process group (no-op otherwise)
 
 
 if __name__ == "__main__":

@@ -72,7 +72,9 @@ def quantize_cmd(model_ref, bits, group_size, method, symmetric, data, num_sampl
             from normtweak.tweak.checkpoint import calibration_hash
 
             calib_sha = calibration_hash(calibration)
-        path = save_quantized(model, tokenizer, save_dir, quant=spec,
+        from normtweak.dist import on_main
+
+        path = on_main(save_quantized, model, tokenizer, save_dir, quant=spec,
                               calibration_sha256=calib_sha,
                               extra={"quantize_seconds": round(elapsed, 2), "data": data,
                                      "true_sequential": true_sequential})

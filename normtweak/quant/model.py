@@ -13,7 +13,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from normtweak import arch
+from normtweak import arch, dist
 from normtweak.config import QuantSpec
 from normtweak.quant.gptq import GPTQ
 from normtweak.quant.linear import QuantLinear
@@ -104,6 +104,8 @@ def _collect_hessians(
     finally:
         for h in handles:
             h.remove()
+    for g in gptqs.values():  # under torchrun: H over every rank's rows, the same on each rank
+        g.hessian, g.nsamples = dist.weighted_mean(g.hessian, g.nsamples)
     for name, g in gptqs.items():
         if g.nsamples == 0:
             raise ValueError(f"GPTQ: linear {name!r} saw no input during forward_calibration")
@@ -167,7 +169,8 @@ def quantize_model(
     for i, block in enumerate(blocks):
         for name, lin in arch.block_linears(block):
             spec.check_layer(f"block {i}: {name}", lin.in_features)
-    bar = tqdm(blocks, desc=f"{spec.method} W{spec.bits}", disable=not progress)
+    bar = tqdm(blocks, desc=f"{spec.method} W{spec.bits}",
+               disable=not progress or not dist.is_main())
     if spec.method == "rtn":
         for block in bar:
             home = _device_of(block)
@@ -176,6 +179,7 @@ def quantize_model(
             block.to(home)
     else:
         batches = _calibration_batches(calibration, batch_size)
+        batches = list(dist.shard_samples(torch.cat(batches), batch_size).split(batch_size))
         home_outside = _device_of(adapter.get_embeddings(model))
         inputs = arch.capture_block_inputs(model, batches, device=device, store_device=device)
         arch._non_block_to(model, adapter, home_outside)

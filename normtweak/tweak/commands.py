@@ -92,8 +92,7 @@ def load_calibration_ids(data, from_text, tokenizer, num_samples, seq_len, seed)
                    "memory-mapped file in $TMPDIR [default: all in RAM]")
 @click.option("--lazy-load", is_flag=True, help="read each block's weights from the model's "
               "safetensors only when its turn comes (models larger than RAM)")
-@click.option("--devices", default=None, help="grid search: spread the points over these devices, "
-              "one per device ('auto', 'cuda:0,cuda:1') [default: --device]")
+@click.option("--devices", default=None, hidden=True, help="gone: use torchrun (README, Scaling)")
 def tweak_cmd(model_ref, data, from_text, num_samples, seq_len, save_dir, quantizer, bits, group_size,
               symmetric, act_order, lr, scale, iters, loss, batch_size, target, device, seed, grid_search_lr,
               grid_search_scale, validation_text, eval_windows, save_all, checkpoint_dir, resume,
@@ -107,6 +106,9 @@ def tweak_cmd(model_ref, data, from_text, num_samples, seq_len, save_dir, quanti
         from normtweak.tweak.activations import ActivationBudget
 
         budget = ActivationBudget(activation_budget)
+        if devices:
+            raise ValueError("--devices is gone: spread the work with torchrun instead, e.g. "
+                             "`torchrun --nproc-per-node 2 -m normtweak tweak ... --device cuda`")
         grid = bool(grid_search_lr or grid_search_scale)
         if lazy_load and grid:
             raise ValueError("--lazy-load works for one run, not a grid search (each point "
@@ -115,7 +117,7 @@ def tweak_cmd(model_ref, data, from_text, num_samples, seq_len, save_dir, quanti
         ids = load_calibration_ids(data, from_text, tok, num_samples, seq_len, seed)
         if grid:
             _grid(model, tok, ids, quant, spec, grid_search_lr or (lr,), grid_search_scale or (scale,),
-                  validation_text, eval_windows, devices or device, save_dir, save_all, seed, budget)
+                  validation_text, eval_windows, device, save_dir, save_all, seed, budget)
             return
         _single(model, tok, ids, quant, spec, device, save_dir, checkpoint_dir, resume, seed,
                 export_dequantized, budget, loader)
@@ -139,23 +141,25 @@ def _load(model_ref, lazy):
 
 def _single(model, tok, ids, quant, spec, device, save_dir, checkpoint_dir, resume, seed, export,
             budget, loader):
+    from normtweak.dist import on_main
     from normtweak.io import export_dequantized, save_quantized
     from normtweak.tweak.checkpoint import calibration_hash
     from normtweak.tweak.pipeline import tweak_model
 
     result = tweak_model(model, ids, quant, spec, device=device, checkpoint_dir=checkpoint_dir,
                          resume=resume, seed=seed, activations=budget, block_loader=loader)
-    path = save_quantized(model, tok, save_dir, quant=quant, tweak=spec,
+    path = on_main(save_quantized, model, tok, save_dir, quant=quant, tweak=spec,
                           calibration_sha256=calibration_hash(ids),
                           extra={"tweak_result": result.as_dict()})
     click.echo(f"tweaked {len(result.blocks)} blocks in {result.seconds:.1f} s; saved to {path}")
     if export:
-        click.echo(f"dequantized float copy: {export_dequantized(model, tok, export)}")
+        click.echo(f"dequantized float copy: {on_main(export_dequantized, model, tok, export)}")
 
 
-def _grid(model, tok, ids, quant, spec, lrs, scales, validation_text, windows, devices, save_dir,
+def _grid(model, tok, ids, quant, spec, lrs, scales, validation_text, windows, device, save_dir,
           save_all, seed, budget):
     from normtweak.assets import load_text
+    from normtweak.dist import on_main
     from normtweak.evaluate.report import gap_recovered
     from normtweak.tweak.grid import grid_search, write_grid
 
@@ -164,9 +168,9 @@ def _grid(model, tok, ids, quant, spec, lrs, scales, validation_text, windows, d
         model, tok, ids, quant, spec, grid,
         validation_text=load_text(validation_text, "validation"),
         test_text=load_text(validation_text, "test"),
-        max_windows=windows, devices=devices, save_dir=save_dir, seed=seed, activations=budget,
+        max_windows=windows, device=device, save_dir=save_dir, seed=seed, activations=budget,
     )
-    json_path, png_path = write_grid(result, save_dir)
+    json_path, png_path = on_main(write_grid, result, save_dir)
     click.echo(f"float: validation {result.float_ppl['validation']:.3f}  test {result.float_ppl['test']:.3f}")
     click.echo(f"quantized, no tweak: validation {result.quant_ppl['validation']:.3f}  "
                f"test {result.quant_ppl['test']:.3f}")
@@ -174,6 +178,7 @@ def _grid(model, tok, ids, quant, spec, lrs, scales, validation_text, windows, d
     for p in result.points:
         gap = gap_recovered(result.float_ppl["test"], result.quant_ppl["test"], p.test_ppl)
         mark = "  <- best (validation)" if p is result.best else ""
+        mark = f"  failed: {p.error}" if p.error else mark
         click.echo(f"{p.lr:>10g} {p.scale:>6g} {p.validation_ppl:>9.3f} {p.test_ppl:>9.3f} {gap:>10.1f}{mark}")
     click.echo(f"saved best model to {result.best.saved_to}; grid: {json_path}, {png_path}")
 
@@ -197,6 +202,7 @@ def run_cmd(model_ref, calibration, num_samples, seq_len, data_dir, text, eval_w
             target, device, seed):
     """The main job: calibration data, quantize, tweak, evaluate; print float | quantized | tweaked."""
     try:
+        from normtweak.dist import on_main
         from normtweak.tweak.run import main_job
 
         quant = QuantSpec(bits=bits, group_size=group_size, symmetric=symmetric, method=quantizer,
@@ -207,7 +213,7 @@ def run_cmd(model_ref, calibration, num_samples, seq_len, data_dir, text, eval_w
                           seq_len=seq_len, data_dir=data_dir, text=text, eval_windows=eval_windows,
                           save_dir=save_dir, device=device, seed=seed, echo=click.echo)
         out = Path(report["saved_to"]).parent / f"{Path(report['saved_to']).name}.run.json"
-        out.write_text(json.dumps(report, indent=2))
+        on_main(out.write_text, json.dumps(report, indent=2))
         click.echo(f"report: {out}")
     except USER_ERRORS as err:
         raise click.ClickException(str(err)) from err

@@ -2,9 +2,12 @@
 
 Work that is the same for every point is done once: block 0's captured inputs and
 float targets (`pipeline.prepare_start`), and the float and plain-quantized
-baselines. Each point tweaks a fresh copy of the float model. With several devices
-the points are spread over them, one worker per device (normtweak.tweak.parallel);
-each worker makes the shared start once.
+baselines. Each point tweaks a fresh copy of the float model. Under torchrun the
+baselines and points are spread over the ranks (normtweak.dist.map_over_ranks: rank r
+runs jobs r, r + W, ..., each alone on its device, making the shared start once); every
+rank gets every result, rank 0 saves the best model (sent to it by the rank that made
+it). A point that fails is recorded (`error`, NaN perplexities), not fatal. With
+grid.save_all each rank saves its own points (several nodes need a shared folder).
 """
 
 from __future__ import annotations
@@ -17,9 +20,9 @@ from pathlib import Path
 
 from torch import nn
 
+from normtweak import dist
 from normtweak.config import GridSpec, QuantSpec, TweakSpec
 from normtweak.tweak.checkpoint import atomic_write_bytes
-from normtweak.tweak.parallel import map_jobs, resolve_devices
 from normtweak.tweak.pipeline import as_input_ids, prepare_start, tweak_model
 
 
@@ -31,6 +34,7 @@ class GridPoint:
     test_ppl: float
     seconds: float
     saved_to: str | None = None
+    error: str | None = None  # why the point failed (its perplexities are then NaN)
 
 
 @dataclass
@@ -52,7 +56,7 @@ class GridResult:
 
 @dataclass
 class _PointJob:
-    """What every grid point needs (pickled once per worker when spread over devices)."""
+    """What every grid point needs."""
 
     model: nn.Module
     tokenizer: object
@@ -126,15 +130,14 @@ def grid_search(
     progress: bool = True,
     seed: int = 0,
     float_ppl: dict | None = None,
-    devices=None,
     activations=None,
 ):
     """Run the pipeline for every (lr, scale) of `grid`; return (GridResult, best model).
 
     The float `model` is left unchanged. The best model (and every model when
     grid.save_all) is saved under save_dir. float_ppl: {"validation": v, "test": t}
-    when already known (skips scoring the float model again). devices: 'auto',
-    'cuda:0,cuda:1', a list: spread the points over them (default: `device` alone).
+    when already known (skips scoring the float model again). Under torchrun the jobs
+    are spread over the ranks; the best model is returned on rank 0 (None elsewhere).
     activations: ActivationBudget or size ('8GiB') for in-memory activations.
     """
     from normtweak.io import save_quantized
@@ -143,37 +146,55 @@ def grid_search(
     ids = as_input_ids(calibration)
     if tweak.num_samples is not None:
         ids = ids[: tweak.num_samples]
-    devices = resolve_devices(devices) if devices is not None else [device]
-    device = devices[0]
     job = _PointJob(model, tokenizer, ids, quant, tweak, validation_text, test_text, max_windows,
-                    seed, progress and len(devices) == 1,
+                    seed, progress and not dist.is_distributed(),
                     save_dir if save_dir is not None and grid.save_all else None, activations)
-    start = _setup(job, device)
-    fv, ft = (float_ppl["validation"], float_ppl["test"]) if float_ppl else _evaluate(job, model, device)
-    plain = copy.deepcopy(model)
-    tweak_model(plain, ids, quant, replace(tweak, loss="none"), device=device, start=start,
-                progress=progress, seed=seed)
-    qv, qt = _evaluate(job, plain, device)
-    del plain
+    items = ([] if float_ppl else ["float"]) + ["quantized"] + list(grid.points)
+    local: dict = {"start": None, "key": None, "model": None}  # this rank's start and best
+    results = dist.map_over_ranks(lambda i, item: _run_job(job, local, i, item, device), items)
+    baselines = dict(zip(items, results))
+    for name in ("float", "quantized"):
+        if isinstance(baselines.get(name), dist.Failure):
+            raise ValueError(  # noqa: TRY004 (the user's message, whatever the job raised)
+                f"grid search: the {name} baseline failed: {baselines[name].error}")
+    fv, ft = (float_ppl["validation"], float_ppl["test"]) if float_ppl else baselines["float"]
+    qv, qt = baselines["quantized"]
     result = GridResult({"validation": fv, "test": ft}, {"validation": qv, "test": qt})
-    points: dict[int, GridPoint] = {}
-    best_key, best_model = None, None
-    for index, (point, candidate) in map_jobs(_run_point, job, grid.points, devices, _setup, start):
-        points[index] = point
-        key = (point.validation_ppl, index)  # ties go to the earlier point, whatever finishes first
-        if math.isfinite(point.validation_ppl) and (best_key is None or key < best_key):
-            best_key, best_model = key, candidate
-        del candidate
-    result.points = [points[i] for i in range(len(grid.points))]
+    result.points = [_as_point(p, r) for p, r in zip(grid.points, results[-len(grid.points):])]
     result.best = select_best(result.points)
+    owner = (len(items) - len(grid.points) + result.points.index(result.best)) % dist.world_size()
+    best_model = dist.send_to_main(local["model"] if dist.rank() == owner else None, owner)
     if save_dir is not None:
         best_spec = replace(tweak, lr=result.best.lr, scale=result.best.scale)
         path = Path(save_dir) / "best"
-        save_quantized(best_model, tokenizer, path, quant=quant, tweak=best_spec,
-                       calibration_sha256=calibration_hash(ids),
-                       extra={"grid": result.as_dict()})
+        dist.on_main(save_quantized, best_model, tokenizer, path, quant=quant, tweak=best_spec,
+                     calibration_sha256=calibration_hash(ids), extra={"grid": result.as_dict()})
         result.best.saved_to = str(path)
     return result, best_model
+
+
+def _run_job(job: _PointJob, local: dict, index: int, item, device):
+    """One job of the grid on this rank: a baseline's (validation, test) or a GridPoint."""
+    if item == "float":
+        return _evaluate(job, job.model, device)
+    if local["start"] is None:
+        local["start"] = _setup(job, device)
+    if item == "quantized":
+        plain = copy.deepcopy(job.model)
+        tweak_model(plain, job.ids, job.quant, replace(job.tweak, loss="none"), device=device,
+                    start=local["start"], progress=job.progress, seed=job.seed)
+        return _evaluate(job, plain, device)
+    point, candidate = _run_point(job, local["start"], item, device)
+    key = (point.validation_ppl, index)  # ties go to the earlier point
+    if math.isfinite(point.validation_ppl) and (local["key"] is None or key < local["key"]):
+        local["key"], local["model"] = key, candidate
+    return point
+
+
+def _as_point(point: tuple[float, float], result) -> GridPoint:
+    if isinstance(result, dist.Failure):
+        return GridPoint(point[0], point[1], math.nan, math.nan, 0.0, error=result.error)
+    return result
 
 
 def write_grid(result: GridResult, out_dir: str | Path) -> tuple[Path, Path]:

@@ -26,7 +26,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from normtweak import __version__, arch
+from normtweak import __version__, arch, dist
 from normtweak.config import QuantSpec, TweakSpec
 from normtweak.io.format import replace_with_shells
 from normtweak.norms import kernel_norms as norm_modules
@@ -100,6 +100,7 @@ def prepare_start(model: nn.Module, calibration, batch_size: int = 1,
     back where they were after it.
     """
     ids = as_input_ids(calibration)
+    full_hash, ids = calibration_hash(ids), dist.shard_samples(ids, batch_size)  # rank's share
     budget = as_budget(activations)
     adapter = arch.get_adapter(model)
     outside = _device_of(adapter.get_embeddings(model))
@@ -114,7 +115,7 @@ def prepare_start(model: nn.Module, calibration, batch_size: int = 1,
     block.to(device)
     targets, _ = _run_all(block, inputs.hidden, inputs, 0, device, budget.store())
     block.to(home)
-    return Start(inputs, targets, calibration_hash(ids), batch_size, budget)
+    return Start(inputs, targets, full_hash, batch_size, budget)
 
 
 def tweak_model(
@@ -168,13 +169,15 @@ def tweak_model(
     done = 0
     if checkpoint_dir is not None:
         ckpt = CheckpointDir(checkpoint_dir, _run_info(model, quant, tweak, start, seed))
+        ckpt = dist.main_rank_checkpoint(ckpt)  # rank 0 reads and writes the files
         done = ckpt.start(resume)
     result = TweakResult()
     t0 = time.perf_counter()
     hidden = start.inputs.hidden
     float_hidden = start.inputs.hidden  # the float model's own stream, for target="float_input"
     from_float = tweak.target == "float_input"
-    bar = tqdm(range(len(blocks)), desc=f"normtweak {quant.method} W{quant.bits}", disable=not progress)
+    bar = tqdm(range(len(blocks)), desc=f"normtweak {quant.method} W{quant.bits}",
+               disable=not progress or not dist.is_main())
     for index in bar:
         block = blocks[index]
         if block_loader is not None:
@@ -206,6 +209,7 @@ def tweak_model(
             res.seconds = time.perf_counter() - tb
             targets = None  # free this block's targets before the next block makes its own
         block.to(home)
+        dist.check_same(block, f"block {index}")
         if ckpt is not None and index >= done:
             ckpt.save_block(index, block)
         result.blocks.append(res)
@@ -281,6 +285,8 @@ def train_norms(block, hidden, targets, extra_of, lr, tweak, loss_fn, device, ge
                     loss = loss_fn(targets[b].to(device), y)
                     block.zero_grad(set_to_none=True)
                     loss.backward()
+                    # DDP rule (global batch = ranks x batch): average before any step.
+                    dist.average_gradients(norms + quant_params)
                     if opt is not None:
                         opt.step()
                     sign_sgd_step(quant_params, quant_lr * (1 - step / steps))
@@ -307,7 +313,7 @@ def _run_all(block, hidden, inputs, index, device, out=None, targets=None, loss_
             total += float(loss_fn(targets[b].to(device), y))
         if out is not None:
             out.append(y)
-    return out, (total / max(len(hidden), 1) if targets is not None else float("nan"))
+    return out, (dist.mean_over_ranks(total, len(hidden)) if targets is not None else float("nan"))
 
 
 @torch.no_grad()
@@ -341,4 +347,5 @@ def _run_info(model, quant, tweak, start, seed) -> dict:
         "calibration_sha256": start.calibration_hash,
         "seed": seed,
         "normtweak_version": __version__,
+        **dist.run_info(),
     }

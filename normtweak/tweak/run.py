@@ -51,6 +51,7 @@ def main_job(model_ref: str, quant: QuantSpec, tweak: TweakSpec, *, calibration:
              device: str = "cpu", seed: int = 0, echo=print) -> dict:
     """Run the whole pipeline once and return a report (also echoed as a table)."""
     from normtweak.assets import load_model, load_text
+    from normtweak.dist import on_main
     from normtweak.evaluate import perplexity
     from normtweak.evaluate.report import compare_rows, markdown_table
     from normtweak.io import save_quantized
@@ -60,13 +61,14 @@ def main_job(model_ref: str, quant: QuantSpec, tweak: TweakSpec, *, calibration:
     t_start = time.perf_counter()
     model, tok = load_model(model_ref)
     model.to(device)
-    calib = calibration_ids(model, tok, model_ref, calibration, num_samples, seq_len, data_dir, seed, echo)
+    calib = on_main(calibration_ids, model, tok, model_ref, calibration, num_samples, seq_len,
+                    data_dir, seed, echo)
     ids = calib.input_ids
     test_text = load_text(text, "test")
 
     def score(m, label):
         t0 = time.perf_counter()
-        r = perplexity(m, tok, test_text, max_windows=eval_windows, device=device)
+        r = on_main(perplexity, m, tok, test_text, max_windows=eval_windows, device=device)
         echo(f"{label}: perplexity {r.ppl:.3f} ({r.windows} windows, {time.perf_counter() - t0:.0f} s)")
         return asdict(r)
 
@@ -79,7 +81,7 @@ def main_job(model_ref: str, quant: QuantSpec, tweak: TweakSpec, *, calibration:
     run = tweak_model(model, ids, quant, tweak, device=device, start=start, seed=seed)
     results["tweaked"] = score(model, "tweaked")
     save_dir = save_dir or f"models/{Path(model_ref).name}-{spec_slug(quant)}-tweaked"
-    saved = save_quantized(model, tok, save_dir, quant=quant, tweak=tweak,
+    saved = on_main(save_quantized, model, tok, save_dir, quant=quant, tweak=tweak,
                            calibration_sha256=calibration_hash(ids),
                            extra={"tweak_result": run.as_dict()})
     rows = compare_rows(results, "float", "quant")

@@ -1,0 +1,3 @@
+from normtweak.cli import main
+
+main()
