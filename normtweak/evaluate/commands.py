@@ -25,7 +25,9 @@ def load_for_eval(name_or_path: str):
     config = Path(name_or_path) / "config.json"
     if config.is_file():
         qc = json.loads(config.read_text(encoding="utf-8")).get("quantization_config") or {}
-        if qc.get("quant_method") == "normtweak":
+        from normtweak.io.load import READ_METHODS
+
+        if qc.get("quant_method") in READ_METHODS:
             from normtweak.io import load_quantized
 
             return load_quantized(name_or_path)
