@@ -17,6 +17,7 @@ QuantizationConfig, ModelCompressor.update_config); this module only maps our bu
 from __future__ import annotations
 
 import torch
+
 from normtweak.config import QuantSpec
 from normtweak.io.format import build_quant_linear
 from normtweak.quant.linear import QuantLinear, default_g_idx

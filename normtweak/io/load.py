@@ -23,9 +23,9 @@ from normtweak.io.format import (
     LEGACY_METHOD,
     NATIVE_METHOD,
     NATIVE_WEIGHTS_NAME,
+    PROVENANCE_NAME,
     WEIGHTS_NAME,
     check_version,
-    PROVENANCE_NAME,
     file_sha256,
     read_provenance,
     replace_with_shells,
@@ -87,7 +87,7 @@ def read_tensors(path: Path, verify: bool, sha256: str | None,
     for f in files:
         try:
             with safe_open(str(f), framework="pt") as st:
-                tensors.update({k: st.get_tensor(k) for k in st.keys()})
+                tensors.update({k: st.get_tensor(k) for k in st.keys()})  # noqa: SIM118
         except (SafetensorError, OSError) as err:
             raise ValueError(f"{f} cannot be read ({err}); it is truncated or corrupt") from err
     return tensors
@@ -123,7 +123,7 @@ def assemble(model: nn.Module, quantized: dict[str, nn.Module], rest: dict[str, 
         emb_key, head_key = f"{names[id(emb)]}.weight", f"{names[id(head)]}.weight"
         if emb_key not in rest and head_key in rest:
             rest[emb_key] = rest[head_key]
-    missing, unexpected = model.load_state_dict(rest, strict=False, assign=True)
+    _, unexpected = model.load_state_dict(rest, strict=False, assign=True)
     if unexpected:
         raise ValueError(f"{path}: tensors the model does not have: {sorted(unexpected)[:5]}")
     if tied:

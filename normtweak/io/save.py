@@ -67,7 +67,7 @@ def quantized_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
         check_representable(name, q)
     tensors, seen = {}, {}
     for key, t in model.state_dict().items():
-        module, _, leaf = key.rpartition(".")
+        module = key.rpartition(".")[0]
         if module in quantized:
             continue
         ident = (t.data_ptr(), t.dtype, tuple(t.shape), t.stride())

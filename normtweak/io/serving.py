@@ -20,7 +20,7 @@ def marlin_problems(bits: int, group_size: int, in_features: int) -> list[str]:
     problems = []
     if bits not in MARLIN_BITS:
         problems.append(f"{bits} bits (Marlin needs 4 or 8)")
-    if group_size not in MARLIN_GROUP_SIZES and not (group_size == 0):
+    if group_size not in MARLIN_GROUP_SIZES and group_size != 0:
         problems.append(f"group size {group_size} (Marlin needs -1, 32, 64 or 128)")
     if in_features % MARLIN_IN_MULTIPLE:
         problems.append(f"in_features {in_features} not divisible by {MARLIN_IN_MULTIPLE}")

@@ -80,7 +80,7 @@ def test_tensor_layout_matches_the_format_definition(make_tiny, tokenizer, tmp_p
         save_quantized(model, tokenizer, tmp_path / "q", quant=spec)
     q = model.get_submodule("model.layers.0.mlp.up_proj")  # in 64, out 128
     with safe_open(str(tmp_path / "q" / "model.safetensors"), "pt") as f:
-        get = lambda s: f.get_tensor(f"model.layers.0.mlp.up_proj.{s}")  # noqa: E731
+        get = lambda s: f.get_tensor(f"model.layers.0.mlp.up_proj.{s}")
         packed, zp, shape = get("weight_packed"), get("weight_zero_point"), get("weight_shape")
         keys = set(f.keys())
     assert packed.shape == (128, 6) and zp.shape == (12, 4) and shape.tolist() == [128, 64]
@@ -104,7 +104,7 @@ def test_symmetric_folder_has_no_zero_points(make_tiny, tokenizer, tmp_path):
     with pytest.warns(UserWarning):
         save_quantized(_quantized(make_tiny, "llama", spec), tokenizer, tmp_path / "q", quant=spec)
     with safe_open(str(tmp_path / "q" / "model.safetensors"), "pt") as f:
-        assert not [k for k in f.keys() if "zero_point" in k]
+        assert not [k for k in f.keys() if "zero_point" in k]  # noqa: SIM118
 
 
 @pytest.mark.parametrize("bits,group_size,symmetric", [(3, 16, False), (4, -1, True), (8, 32, False)])
