@@ -1,13 +1,17 @@
 """Saving and loading quantized models (safetensors + config.json, atomic writes)."""
 
+from normtweak.io.export import export_quantized
 from normtweak.io.load import load_quantized, read_quantization_config
 from normtweak.io.save import atomic_folder, dequantized_copy, export_dequantized, save_quantized
+from normtweak.io.scales import round_scales
 
 __all__ = [
            "atomic_folder",
            "dequantized_copy",
            "export_dequantized",
+           "export_quantized",
            "load_quantized",
            "read_quantization_config",
+           "round_scales",
            "save_quantized",
 ]

@@ -55,31 +55,61 @@ def atomic_folder(path: str | os.PathLike, write) -> Path:
     return path
 
 
-def quantized_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
-    """The model's tensors with every QuantLinear in pack-quantized form; tied copies once.
+def quantized_state_dict(model: nn.Module, encode_module=None) -> dict[str, torch.Tensor]:
+    """The model's tensors with each QuantLinear replaced by encode_module(name, q); tied once.
 
-    Raises ValueError (before anything is written) if a module cannot be represented.
+    encode_module defaults to compressed-tensors pack-quantized (refusing, before anything is
+    written, modules it cannot represent); it returns suffix -> tensor, bias included.
     """
     from normtweak.quant.linear import QuantLinear
 
+    encode_module = encode_module or _encode_ct
     quantized = {n: m for n, m in model.named_modules() if isinstance(m, QuantLinear)}
-    for name, q in quantized.items():
-        check_representable(name, q)
+    encoded = {name: encode_module(name, q) for name, q in quantized.items()}
     tensors, seen = {}, {}
     for key, t in model.state_dict().items():
-        module = key.rpartition(".")[0]
-        if module in quantized:
+        if key.rpartition(".")[0] in quantized:
             continue
         ident = (t.data_ptr(), t.dtype, tuple(t.shape), t.stride())
         if t.numel() and ident in seen:  # tied weights (embeddings = head) are stored once
             continue
         seen[ident] = key
         tensors[key] = t.detach().contiguous()
-    for name, q in quantized.items():
-        tensors.update({f"{name}.{k}": v for k, v in encode(q).items()})
-        if q.bias is not None:
-            tensors[f"{name}.bias"] = q.bias.detach().contiguous()
+    for name, parts in encoded.items():
+        tensors.update({f"{name}.{k}": v for k, v in parts.items()})
     return {k: v.cpu() for k, v in tensors.items()}
+
+
+def _encode_ct(name: str, q) -> dict[str, torch.Tensor]:
+    check_representable(name, q)
+    parts = encode(q)
+    if q.bias is not None:
+        parts["bias"] = q.bias.detach().contiguous()
+    return parts
+
+
+def write_quantized_folder(model: nn.Module, tokenizer, path, tensors: dict, record: dict,
+                           add_quantization_config) -> Path:
+    """Atomically write tensors, config.json (add_quantization_config(folder) adds the
+    format's quantization_config), our provenance record and the tokenizer."""
+
+    def write(tmp: Path) -> None:
+        weights = tmp / WEIGHTS_NAME
+        save_file(tensors, str(weights), metadata={"format": "pt"})
+        config = model.config.to_dict()
+        config.pop("quantization_config", None)
+        config["architectures"] = [type(model).__name__]
+        head = model.get_output_embeddings()
+        if head is not None and type(head) is not nn.Linear:  # a quantized head is not tied
+            config["tie_word_embeddings"] = False
+        (tmp / "config.json").write_text(json.dumps(config, indent=2, sort_keys=True, default=str))
+        add_quantization_config(tmp)
+        record["weights_sha256"] = file_sha256(weights)
+        (tmp / PROVENANCE_NAME).write_text(json.dumps(record, indent=2, sort_keys=True))
+        if tokenizer is not None:
+            tokenizer.save_pretrained(tmp)
+
+    return atomic_folder(path, write)
 
 
 def provenance(model: nn.Module, quant: QuantSpec | None, tweak: TweakSpec | None,
@@ -120,24 +150,9 @@ def save_quantized(model: nn.Module, tokenizer, path: str | os.PathLike, *,
     tensors = quantized_state_dict(model)
     schemes = {n: scheme_key(model.get_submodule(n)) for n in names}
     warn_serving_kernels(model)
-
-    def write(tmp: Path) -> None:
-        weights = tmp / WEIGHTS_NAME
-        save_file(tensors, str(weights), metadata={"format": "pt"})
-        config = model.config.to_dict()
-        config.pop("quantization_config", None)
-        config["architectures"] = [type(model).__name__]
-        head = model.get_output_embeddings()
-        if head is not None and type(head) is not nn.Linear:  # a quantized head is not tied
-            config["tie_word_embeddings"] = False
-        (tmp / "config.json").write_text(json.dumps(config, indent=2, sort_keys=True, default=str))
-        write_config(tmp, schemes, _ignored_linears(model, set(names)))
-        record["weights_sha256"] = file_sha256(weights)
-        (tmp / PROVENANCE_NAME).write_text(json.dumps(record, indent=2, sort_keys=True))
-        if tokenizer is not None:
-            tokenizer.save_pretrained(tmp)
-
-    return atomic_folder(path, write)
+    ignore = _ignored_linears(model, set(names))
+    return write_quantized_folder(model, tokenizer, path, tensors, record,
+                                  lambda folder: write_config(folder, schemes, ignore))
 
 
 def _save_native(model: nn.Module, tokenizer, path, record: dict) -> Path:
