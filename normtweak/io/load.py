@@ -187,13 +187,35 @@ _READERS = {LEGACY_METHOD: _legacy_modules, NATIVE_METHOD: _native_modules,
             "gptq": _gptq_modules}
 
 
+def _gguf_file(path: Path) -> Path | None:
+    """The GGUF file to read: `path` itself, or the only .gguf in a folder without config.json."""
+    if path.is_file() and path.suffix == ".gguf":
+        return path
+    if path.is_dir() and not (path / "config.json").exists():
+        found = sorted(path.glob("*.gguf"))
+        if len(found) > 1:
+            raise ValueError(f"{path} holds several .gguf files: pass the one to load")
+        return found[0] if found else None
+    return None
+
+
 def load_quantized(path: str | os.PathLike, device: str = "cpu", verify: bool = True):
     """Rebuild a quantized folder with QuantLinear modules: returns (model, tokenizer).
 
     Reads normtweak folders (compressed-tensors, and the version-1 "normtweak" layout),
-    compressed-tensors pack-quantized folders from any toolkit, and GPTQ folders (v1/v2).
+    compressed-tensors pack-quantized folders from any toolkit, GPTQ folders (v1/v2), and
+    GGUF files (Llama family; Q4_0/Q4_1/Q8_0 become codes, other types are dequantized).
     """
     path = Path(path)
+    gguf_file = _gguf_file(path)
+    if gguf_file is not None:
+        from normtweak.io.gguf import read_gguf
+
+        model = read_gguf(gguf_file)
+        folder = gguf_file.parent
+        tokenizer = (transformers.AutoTokenizer.from_pretrained(folder)
+                     if (folder / "tokenizer_config.json").is_file() else None)
+        return model.to(device).eval(), tokenizer
     qc = read_quantization_config(path)
     record = read_provenance(path)
     sha = (record or {}).get("weights_sha256") or qc.get("weights_sha256")
