@@ -1,5 +1,6 @@
 """Saving and loading quantized models (safetensors + config.json, atomic writes)."""
 
+from normtweak.io.attach import attach_quantized
 from normtweak.io.export import export_quantized
 from normtweak.io.load import load_quantized, read_quantization_config
 from normtweak.io.save import atomic_folder, dequantized_copy, export_dequantized, save_quantized
@@ -7,6 +8,7 @@ from normtweak.io.scales import round_scales
 
 __all__ = [
            "atomic_folder",
+           "attach_quantized",
            "dequantized_copy",
            "export_dequantized",
            "export_quantized",
