@@ -17,3 +17,7 @@ __all__ = [
            "round_scales",
            "save_quantized",
 ]
+
+from normtweak.io.guard import register_guards as _register_guards  # noqa: E402
+
+_register_guards()

@@ -141,3 +141,11 @@ def test_disk_full_leaves_no_partial_output_and_keeps_old_model(saved, make_tiny
     with pytest.raises(OSError, match="disk full"):
         save_quantized(_quantized(make_tiny, "llama"), tokenizer, saved.parent / "new", quant=QUANT)
     assert not (saved.parent / "new").exists()
+
+
+def test_plain_transformers_refuses_a_version_1_folder(make_tiny, tokenizer, tmp_path):
+    """Loading a 0.1 folder with from_pretrained must not give random linears silently: with
+    normtweak imported (as here) transformers raises, naming the conversion command."""
+    _legacy_folder(_quantized(make_tiny, "llama"), tokenizer, tmp_path / "old")
+    with pytest.raises(ValueError, match="normtweak export"):
+        AutoModelForCausalLM.from_pretrained(tmp_path / "old")
