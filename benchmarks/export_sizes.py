@@ -23,7 +23,13 @@ import torch
 from normtweak.assets import load_model
 from normtweak.config import QuantSpec
 from normtweak.evaluate.report import markdown_table, write_json
-from normtweak.io import export_dequantized, export_quantized, load_quantized, round_scales, save_quantized
+from normtweak.io import (
+    export_dequantized,
+    export_quantized,
+    load_quantized,
+    round_scales,
+    save_quantized,
+)
 from normtweak.quant.model import quantize_model
 
 

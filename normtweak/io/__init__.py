@@ -18,6 +18,6 @@ __all__ = [
            "save_quantized",
 ]
 
-from normtweak.io.guard import register_guards as _register_guards  # noqa: E402
+from normtweak.io.guard import register_guards as _register_guards
 
 _register_guards()

@@ -34,8 +34,8 @@ def register_guards() -> None:
         class Config(QuantizationConfigMixin):
             quant_method_name = method
 
-            def __init__(self, **kwargs):
-                self.quant_method = kwargs.get("quant_method", method)
+            def __init__(self, _method=method, **kwargs):
+                self.quant_method = kwargs.get("quant_method", _method)
                 self.details = kwargs
 
             @classmethod
