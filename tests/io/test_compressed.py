@@ -180,3 +180,26 @@ def test_gpt2_saved_natively_and_plain_transformers_fails_loudly(make_tiny, toke
             transformers.AutoModelForCausalLM.from_pretrained(tmp_path / "q")
     finally:
         quantizers["normtweak-native"], configs["normtweak-native"] = guard
+
+
+def test_quantized_head_is_untied_and_read_by_plain_transformers(make_tiny, tokenizer, tmp_path):
+    spec = QuantSpec(bits=4, group_size=32, symmetric=True, quantize_head=True)
+    model = _quantized(make_tiny, "llama", spec)
+    assert isinstance(model.lm_head, QuantLinear)
+    with pytest.warns(UserWarning):
+        save_quantized(model, tokenizer, tmp_path / "q", quant=spec)
+    assert json.loads((tmp_path / "q" / "config.json").read_text())["tie_word_embeddings"] is False
+    ours, _ = load_quantized(tmp_path / "q")
+    plain = transformers.AutoModelForCausalLM.from_pretrained(tmp_path / "q").eval()
+    ids = tiny_batch(2, 16, seed=5)
+    torch.testing.assert_close(_logits(ours, ids), _logits(model, ids), rtol=0, atol=0)
+    torch.testing.assert_close(_logits(plain, ids), _logits(ours, ids), rtol=1e-5, atol=1e-6)
+
+
+def test_marlin_problems_follow_vllm_rules():
+    from normtweak.io.serving import marlin_problems
+
+    assert marlin_problems(4, 128, 4096) == []
+    assert marlin_problems(8, -1, 256) == []
+    assert len(marlin_problems(3, 64, 576)) == 2  # 3 bits, and SmolLM2's 576 inputs
+    assert "group size 16" in marlin_problems(4, 16, 128)[0]
