@@ -47,3 +47,26 @@ def test_attach_refuses_another_architecture(make_tiny, tokenizer, tmp_path):
         save_quantized(quantized, tokenizer, tmp_path / "q", quant=spec)
     with pytest.raises(ValueError, match="same architecture"):
         attach_quantized(make_tiny("opt"), tmp_path / "q")
+
+
+def test_attach_to_block_swaps_one_block_and_keeps_its_norms(make_tiny, tokenizer, tmp_path):
+    from normtweak import arch
+    from normtweak.io import attach_to_block, load_quantized_linears
+
+    spec = QuantSpec(bits=4, group_size=32, symmetric=False)
+    quantized = make_tiny("llama")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        quantize_model(quantized, spec, progress=False)
+        save_quantized(quantized, tokenizer, tmp_path / "q", quant=spec)
+    linears = load_quantized_linears(tmp_path / "q")
+    model = make_tiny("llama")
+    blocks = arch.get_adapter(model).get_blocks(model)
+    before = {k: v.clone() for k, v in blocks[1].state_dict().items()}
+    names = attach_to_block(model, blocks[0], linears)
+    assert len(names) == 7 and all(isinstance(blocks[0].get_submodule(n), QuantLinear) for n in names)
+    assert not any(isinstance(m, QuantLinear) for m in blocks[1].modules())
+    assert all(torch.equal(blocks[1].state_dict()[k], v) for k, v in before.items())
+    q = blocks[0].get_submodule("self_attn.q_proj")
+    ref = quantized.get_submodule("model.layers.0.self_attn.q_proj")
+    assert torch.equal(q.dequantize(torch.float32), ref.dequantize(torch.float32))
