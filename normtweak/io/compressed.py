@@ -64,12 +64,13 @@ def encode(q: QuantLinear) -> dict[str, torch.Tensor]:
 
     bits, _, symmetric = scheme_key(q)
     out = {
-        "weight_packed": pack_to_int32(_signed(q.codes(), bits), bits),
+        "weight_packed": pack_to_int32(_signed(q.codes(), bits), bits).contiguous(),
         "weight_scale": q.scales.detach().contiguous(),
         "weight_shape": torch.tensor([q.out_features, q.in_features], dtype=torch.int64),
     }
     if not symmetric:
-        out["weight_zero_point"] = pack_to_int32(_signed(q.zeros.round(), bits), bits, packed_dim=0)
+        out["weight_zero_point"] = pack_to_int32(_signed(q.zeros.round(), bits), bits,
+                                                 packed_dim=0).contiguous()
     return out
 
 
