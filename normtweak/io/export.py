@@ -43,7 +43,9 @@ def export_quantized(model_dir: str | os.PathLike, fmt: str, save_dir: str | os.
     if fmt == "compressed-tensors":
         from normtweak.config import QuantSpec
 
-        quant = QuantSpec(**old["quant"]) if old.get("quant") else None
+        fields = set(QuantSpec.__dataclass_fields__)
+        quant = (QuantSpec(**{k: v for k, v in old["quant"].items() if k in fields})
+                 if old.get("quant") else None)
         return save_quantized(model, tokenizer, save_dir, quant=quant, **keep)
     record = provenance(model, None, keep["tweak"], keep["calibration_sha256"], keep["extra"])
     record["quant"] = old.get("quant")
