@@ -149,3 +149,21 @@ def test_plain_transformers_refuses_a_version_1_folder(make_tiny, tokenizer, tmp
     _legacy_folder(_quantized(make_tiny, "llama"), tokenizer, tmp_path / "old")
     with pytest.raises(ValueError, match="normtweak export"):
         AutoModelForCausalLM.from_pretrained(tmp_path / "old")
+
+
+def test_export_migrates_a_version_1_folder(make_tiny, tokenizer, tmp_path):
+    from click.testing import CliRunner
+
+    from normtweak.cli import main
+
+    model = _quantized(make_tiny, "llama")
+    _legacy_folder(model, tokenizer, tmp_path / "old")
+    res = CliRunner().invoke(main, ["export", "--model", str(tmp_path / "old"), "--format",
+                                    "compressed-tensors", "--save_dir", str(tmp_path / "new")])
+    assert res.exit_code == 0, res.output
+    from transformers import CompressedTensorsConfig
+
+    plain = AutoModelForCausalLM.from_pretrained(
+        tmp_path / "new", quantization_config=CompressedTensorsConfig(dequantize=True)).eval()
+    ids = tiny_batch(2, 16, seed=5)
+    torch.testing.assert_close(_logits(plain, ids), _logits(model, ids), rtol=1e-5, atol=1e-6)
