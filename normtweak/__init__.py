@@ -8,6 +8,8 @@ The public API (imported lazily, so `import normtweak` is cheap):
     generate_calibration(model, tokenizer, ...)        self-generated calibration data
     load_calibration(path, tokenizer=None)
     save_quantized(model, tokenizer, path, ...)        / load_quantized(path) / export_dequantized
+    export_quantized(folder, format, save_dir)         compressed-tensors, gptq, gguf, float
+    attach_quantized(float_model, path)                another toolkit's quantized linears
     perplexity(model, tokenizer, text, ...)
     load_model(name_or_path) / load_text(name, split)  offline assets
 """
@@ -27,6 +29,9 @@ _API = {
     "save_quantized": "normtweak.io:save_quantized",
     "load_quantized": "normtweak.io:load_quantized",
     "export_dequantized": "normtweak.io:export_dequantized",
+    "export_quantized": "normtweak.io:export_quantized",
+    "attach_quantized": "normtweak.io:attach_quantized",
+    "round_scales": "normtweak.io:round_scales",
     "perplexity": "normtweak.evaluate:perplexity",
     "load_model": "normtweak.assets:load_model",
     "load_text": "normtweak.assets:load_text",

@@ -161,9 +161,9 @@ def load_model(
 def _refuse_quantized(config, source: str) -> None:
     """A folder saved by normtweak.save_quantized is not a float model: say how to load it."""
     qc = getattr(config, "quantization_config", None)
-    if isinstance(qc, dict) and qc.get("quant_method") == "normtweak":
-        from normtweak.io.load import read_quantization_config
+    from normtweak.io.load import READ_METHODS, read_quantization_config
 
+    if isinstance(qc, dict) and qc.get("quant_method") in READ_METHODS:
         read_quantization_config(source)  # a newer format version gets its own message
         raise ValueError(f"{source} holds a model quantized by normtweak, not a float model: "
                          f"load it with normtweak.load_quantized; quantize the float model it "

@@ -19,6 +19,7 @@ COMMANDS: dict[str, str] = {
     "run": "normtweak.tweak.commands:run_cmd",
     "bench-norms": "normtweak.norms.commands:bench_norms",
     "precision": "normtweak.experiments.commands:precision_cmd",
+    "export": "normtweak.io.commands:export_cmd",
 }
 
 

@@ -23,9 +23,15 @@ PPL_COLUMNS = [("model", "model"), ("ppl", "ppl"), ("word_ppl", "word ppl"),
 def load_for_eval(name_or_path: str):
     """(model, tokenizer): a normtweak-quantized folder via normtweak.io, else assets."""
     config = Path(name_or_path) / "config.json"
+    if (Path(name_or_path) / "normtweak_quantization.json").is_file() and not config.is_file():
+        from normtweak.io import load_quantized  # a GGUF export
+
+        return load_quantized(name_or_path)
     if config.is_file():
         qc = json.loads(config.read_text(encoding="utf-8")).get("quantization_config") or {}
-        if qc.get("quant_method") == "normtweak":
+        from normtweak.io.load import READ_METHODS
+
+        if qc.get("quant_method") in READ_METHODS:
             from normtweak.io import load_quantized
 
             return load_quantized(name_or_path)

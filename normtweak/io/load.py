@@ -1,77 +1,232 @@
-"""Load a folder written by `save_quantized`: rebuild QuantLinears, verify, fill."""
+"""Load a quantized folder (ours in any version, or another toolkit's) into QuantLinear modules.
+
+The model is built with empty (meta) parameters, the quantized linears are replaced by
+QuantLinears made from the checkpoint's tensors, and every other tensor is assigned
+from the file: nothing is randomly initialized first.
+"""
 
 from __future__ import annotations
 
 import json
 import os
+import warnings
 from pathlib import Path
 
+import torch
 import transformers
-from safetensors import SafetensorError
-from safetensors.torch import load_model
+from safetensors import SafetensorError, safe_open
+from torch import nn
 
 from normtweak import arch
 from normtweak.config import QuantSpec
 from normtweak.io.format import (
-    FORMAT_VERSION,
-    QUANT_METHOD,
+    LEGACY_METHOD,
+    NATIVE_METHOD,
+    NATIVE_WEIGHTS_NAME,
+    PROVENANCE_NAME,
     WEIGHTS_NAME,
+    check_version,
     file_sha256,
+    read_provenance,
     replace_with_shells,
 )
 
 _SPEC_FIELDS = set(QuantSpec.__dataclass_fields__)
+READ_METHODS = ("compressed-tensors", "gptq", NATIVE_METHOD, LEGACY_METHOD)
 
 
-def read_quantization_config(path: str | os.PathLike) -> dict:
-    """The quantization_config of a saved folder, checked for method and format version."""
-    path = Path(path)
-    config_file = path / "config.json"
+def read_config(path: str | os.PathLike) -> dict:
+    """config.json of a model folder, as a dict."""
+    config_file = Path(path) / "config.json"
     if not config_file.is_file():
         raise FileNotFoundError(f"{path} is not a saved model folder (no config.json)")
     try:
-        qc = json.loads(config_file.read_text()).get("quantization_config")
+        return json.loads(config_file.read_text(encoding="utf-8"))
     except json.JSONDecodeError as err:
         raise ValueError(f"{config_file} is not valid JSON: {err}") from err
-    if not qc or qc.get("quant_method") != QUANT_METHOD:
-        raise ValueError(f"{path} was not saved by normtweak (no quantization_config with "
-                         f"quant_method '{QUANT_METHOD}'); load it with normtweak.load_model")
-    version = qc.get("format_version")
-    if not isinstance(version, int) or version > FORMAT_VERSION:
-        raise ValueError(f"{path} was saved in normtweak format version {version}, newer than this "
-                         f"normtweak reads ({FORMAT_VERSION}): upgrade normtweak")
+
+
+def read_quantization_config(path: str | os.PathLike) -> dict:
+    """The quantization_config of a quantized folder, checked for a method normtweak reads."""
+    qc = read_config(path).get("quantization_config") or {}
+    method = qc.get("quant_method")
+    if method not in READ_METHODS:
+        raise ValueError(f"{path} is not a quantized model normtweak reads (quantization_config "
+                         f"quant_method {method!r}; expected one of {READ_METHODS}), and was not "
+                         f"saved by normtweak; load a float model with normtweak.load_model")
+    if method in (LEGACY_METHOD, NATIVE_METHOD):
+        check_version(path, qc.get("format_version"))
+    read_provenance(Path(path))  # a newer normtweak's record is refused here
     return qc
 
 
+def is_quantized_folder(path: str | os.PathLike) -> bool:
+    """True if `path` holds a checkpoint `load_quantized` reads."""
+    try:
+        read_quantization_config(path)
+    except (FileNotFoundError, ValueError):
+        return False
+    return True
+
+
+def read_tensors(path: Path, verify: bool, sha256: str | None,
+                 name: str = WEIGHTS_NAME) -> dict[str, torch.Tensor]:
+    """Every tensor of model.safetensors (or its shards), sha256-checked when recorded."""
+    single, index = path / name, path / f"{name}.index.json"
+    if single.is_file():
+        files = [single]
+        if verify and sha256 and file_sha256(single) != sha256:
+            raise ValueError(f"{single} does not match the sha256 recorded when it was saved: the file "
+                             f"is truncated or was altered; save the model again")
+    elif index.is_file():
+        shards = sorted(set(json.loads(index.read_text())["weight_map"].values()))
+        files = [path / s for s in shards]
+    else:
+        raise FileNotFoundError(f"{single} is missing")
+    tensors = {}
+    for f in files:
+        try:
+            with safe_open(str(f), framework="pt") as st:
+                tensors.update({k: st.get_tensor(k) for k in st.keys()})  # noqa: SIM118
+        except (SafetensorError, OSError) as err:
+            raise ValueError(f"{f} cannot be read ({err}); it is truncated or corrupt") from err
+    return tensors
+
+
+def empty_model(config: transformers.PretrainedConfig, path) -> nn.Module:
+    """The model class of `config` with meta parameters (buffers such as rotary tables real)."""
+    from accelerate import init_empty_weights
+
+    arch_name = (config.architectures or [None])[0]
+    model_cls = getattr(transformers, arch_name, None) if arch_name else None
+    for auto in (transformers.AutoModelForCausalLM, transformers.AutoModelForMaskedLM):
+        if model_cls is None and type(config) in auto._model_mapping:
+            model_cls = auto._model_mapping[type(config)]
+    if model_cls is None:
+        raise ValueError(f"{path}: unknown model class {arch_name!r} in config.json")
+    with init_empty_weights(include_buffers=False):
+        model = model_cls(config)
+    return model
+
+
+def assemble(model: nn.Module, quantized: dict[str, nn.Module], rest: dict[str, torch.Tensor],
+             path) -> nn.Module:
+    """Put the QuantLinears in, assign every other tensor, tie, and check nothing is left empty."""
+    from normtweak.quant.model import set_submodule
+
+    for name, module in quantized.items():
+        set_submodule(model, name, module)
+    tied = getattr(model.config, "tie_word_embeddings", False)
+    emb, head = model.get_input_embeddings(), model.get_output_embeddings()
+    if tied and emb is not None and head is not None:  # a writer may keep either copy
+        names = {id(m): n for n, m in model.named_modules()}
+        emb_key, head_key = f"{names[id(emb)]}.weight", f"{names[id(head)]}.weight"
+        if emb_key not in rest and head_key in rest:
+            rest[emb_key] = rest[head_key]
+    _, unexpected = model.load_state_dict(rest, strict=False, assign=True)
+    if unexpected:
+        raise ValueError(f"{path}: tensors the model does not have: {sorted(unexpected)[:5]}")
+    if tied:
+        model.tie_weights()
+    empty = [n for n, t in [*model.named_parameters(), *model.named_buffers()] if t.is_meta]
+    if empty:
+        raise ValueError(f"{path}: the checkpoint has no values for {sorted(empty)[:5]}")
+    return model
+
+
+def _legacy_modules(model, qc, tensors, record):
+    """Format version 1: our buffer names, spec in config.json's quantization_config."""
+    warnings.warn("this folder was saved by normtweak < 0.2 (quant_method 'normtweak'): plain "
+                  "transformers loads it with randomly initialized linears (its load report "
+                  "lists them as MISSING). Convert it once with `normtweak export --model OLD "
+                  "--format compressed-tensors --save_dir NEW`", FutureWarning, stacklevel=3)
+    spec = QuantSpec(**{k: v for k, v in qc.items() if k in _SPEC_FIELDS})
+    replace_with_shells(model, spec, qc["quantized_modules"])
+    return {}, tensors
+
+
+def _native_modules(model, qc, tensors, record):
+    """Version-2 native layout: our buffer names, per-module specs in the provenance map."""
+    if record is None:
+        raise FileNotFoundError(f"{PROVENANCE_NAME} is missing: it lists the quantized modules")
+    for name, m in record["modules"].items():
+        spec = QuantSpec(bits=m["bits"], group_size=m["group_size"], symmetric=m["symmetric"])
+        replace_with_shells(model, spec, [name])
+    return {}, tensors
+
+
+def _ct_modules(model, qc, tensors, record):
+    from compressed_tensors.utils import match_named_modules
+
+    from normtweak.io.compressed import decode, parse_config
+
+    config = parse_config(qc)
+    quantized = {}
+    for scheme in config.config_groups.values():
+        for name, module in match_named_modules(model, scheme.targets, config.ignore):
+            if f"{name}.weight_packed" not in tensors or name in quantized:
+                continue
+            prefix = f"{name}."
+            own = {k[len(prefix):]: tensors.pop(k) for k in list(tensors)
+                   if k.startswith(prefix) and k[len(prefix):].startswith("weight_")}
+            quantized[name] = decode(own, scheme.weights, tensors.pop(f"{name}.bias", None))
+    left = [k for k in tensors if k.endswith(".weight_packed")]
+    if left:
+        raise ValueError(f"{left[0]} matches no config group of quantization_config")
+    return quantized, tensors
+
+
+def _gptq_modules(model, qc, tensors, record):
+    from normtweak.io.gptq import read_gptq_modules
+
+    return read_gptq_modules(model, qc, tensors)
+
+
+_READERS = {LEGACY_METHOD: _legacy_modules, NATIVE_METHOD: _native_modules,
+            "compressed-tensors": _ct_modules,
+            "gptq": _gptq_modules}
+
+
+def _gguf_file(path: Path) -> Path | None:
+    """The GGUF file to read: `path` itself, or the only .gguf in a folder without config.json."""
+    if path.is_file() and path.suffix == ".gguf":
+        return path
+    if path.is_dir() and not (path / "config.json").exists():
+        found = sorted(path.glob("*.gguf"))
+        if len(found) > 1:
+            raise ValueError(f"{path} holds several .gguf files: pass the one to load")
+        return found[0] if found else None
+    return None
+
+
 def load_quantized(path: str | os.PathLike, device: str = "cpu", verify: bool = True):
-    """Rebuild a saved quantized model with QuantLinear modules: returns (model, tokenizer)."""
+    """Rebuild a quantized folder with QuantLinear modules: returns (model, tokenizer).
+
+    Reads normtweak folders (compressed-tensors, and the version-1 "normtweak" layout),
+    compressed-tensors pack-quantized folders from any toolkit, GPTQ folders (v1/v2), and
+    GGUF files (Llama family; Q4_0/Q4_1/Q8_0 become codes, other types are dequantized).
+    """
     path = Path(path)
+    gguf_file = _gguf_file(path)
+    if gguf_file is not None:
+        from normtweak.io.gguf import read_gguf
+
+        model = read_gguf(gguf_file)
+        folder = gguf_file.parent
+        tokenizer = (transformers.AutoTokenizer.from_pretrained(folder)
+                     if (folder / "tokenizer_config.json").is_file() else None)
+        return model.to(device).eval(), tokenizer
     qc = read_quantization_config(path)
-    weights = path / WEIGHTS_NAME
-    if not weights.is_file():
-        raise FileNotFoundError(f"{weights} is missing")
-    if verify and qc.get("weights_sha256") and file_sha256(weights) != qc["weights_sha256"]:
-        raise ValueError(f"{weights} does not match the sha256 recorded in config.json: the file "
-                         f"is truncated or was altered; save the model again")
+    record = read_provenance(path)
+    sha = (record or {}).get("weights_sha256") or qc.get("weights_sha256")
+    name = NATIVE_WEIGHTS_NAME if qc["quant_method"] == NATIVE_METHOD else WEIGHTS_NAME
+    tensors = read_tensors(path, verify, sha, name)
     config = transformers.AutoConfig.from_pretrained(path)
     if hasattr(config, "quantization_config"):
         del config.quantization_config
-    arch_name = (config.architectures or [None])[0]
-    model_cls = getattr(transformers, arch_name, None) if arch_name else None
-    if model_cls is None:
-        raise ValueError(f"{path}: unknown model class {arch_name!r} in config.json")
-    model = arch.prepare_model(model_cls(config))
-    spec = QuantSpec(**{k: v for k, v in qc.items() if k in _SPEC_FIELDS})
-    replace_with_shells(model, spec, qc["quantized_modules"])
-    try:
-        missing, unexpected = load_model(model, str(weights), strict=False)
-    except (SafetensorError, OSError) as err:
-        raise ValueError(f"{weights} cannot be read ({err}); it is truncated or corrupt") from err
-    if missing or unexpected:
-        raise ValueError(f"{weights} does not match the model: missing {sorted(missing)[:5]}, "
-                         f"unexpected {sorted(unexpected)[:5]}")
-    if getattr(config, "tie_word_embeddings", False):
-        model.tie_weights()
+    model = arch.prepare_model(empty_model(config, path))
+    quantized, rest = _READERS[qc["quant_method"]](model, qc, tensors, record)
+    model = assemble(model, quantized, rest, path)
     model.config.quantization_config = qc
     tokenizer = None
     if (path / "tokenizer_config.json").is_file():

@@ -11,18 +11,23 @@ import tempfile
 from pathlib import Path
 
 import torch
-from safetensors.torch import save_model
+from safetensors.torch import save_file, save_model
 from torch import nn
 
 from normtweak import __version__, arch
 from normtweak.config import QuantSpec, TweakSpec
+from normtweak.io.compressed import CT_FORMAT, check_representable, encode, scheme_key, write_config
 from normtweak.io.format import (
     FORMAT_VERSION,
-    QUANT_METHOD,
+    NATIVE_METHOD,
+    NATIVE_WEIGHTS_NAME,
+    PROVENANCE_NAME,
     WEIGHTS_NAME,
     file_sha256,
+    quantization_map,
     quantized_module_names,
 )
+from normtweak.io.serving import warn_serving_kernels
 
 
 def atomic_folder(path: str | os.PathLike, write) -> Path:
@@ -50,40 +55,125 @@ def atomic_folder(path: str | os.PathLike, write) -> Path:
     return path
 
 
-def quantization_config(model: nn.Module, quant: QuantSpec, tweak: TweakSpec | None,
-                        calibration_sha256: str | None, extra: dict | None) -> dict:
+def quantized_state_dict(model: nn.Module, encode_module=None) -> dict[str, torch.Tensor]:
+    """The model's tensors with each QuantLinear replaced by encode_module(name, q); tied once.
+
+    encode_module defaults to compressed-tensors pack-quantized (refusing, before anything is
+    written, modules it cannot represent); it returns suffix -> tensor, bias included.
+    """
+    from normtweak.quant.linear import QuantLinear
+
+    encode_module = encode_module or _encode_ct
+    quantized = {n: m for n, m in model.named_modules() if isinstance(m, QuantLinear)}
+    encoded = {name: encode_module(name, q) for name, q in quantized.items()}
+    tensors, seen = {}, {}
+    for key, t in model.state_dict().items():
+        if key.rpartition(".")[0] in quantized:
+            continue
+        ident = (t.data_ptr(), t.dtype, tuple(t.shape), t.stride())
+        if t.numel() and ident in seen:  # tied weights (embeddings = head) are stored once
+            continue
+        seen[ident] = key
+        tensors[key] = t.detach().contiguous()
+    for name, parts in encoded.items():
+        tensors.update({f"{name}.{k}": v for k, v in parts.items()})
+    return {k: v.cpu() for k, v in tensors.items()}
+
+
+def _encode_ct(name: str, q) -> dict[str, torch.Tensor]:
+    check_representable(name, q)
+    parts = encode(q)
+    if q.bias is not None:
+        parts["bias"] = q.bias.detach().contiguous()
+    return parts
+
+
+def write_quantized_folder(model: nn.Module, tokenizer, path, tensors: dict, record: dict,
+                           add_quantization_config) -> Path:
+    """Atomically write tensors, config.json (add_quantization_config(folder) adds the
+    format's quantization_config), our provenance record and the tokenizer."""
+
+    def write(tmp: Path) -> None:
+        weights = tmp / WEIGHTS_NAME
+        save_file(tensors, str(weights), metadata={"format": "pt"})
+        config = model.config.to_dict()
+        config.pop("quantization_config", None)
+        config["architectures"] = [type(model).__name__]
+        head = model.get_output_embeddings()
+        if head is not None and type(head) is not nn.Linear:  # a quantized head is not tied
+            config["tie_word_embeddings"] = False
+        (tmp / "config.json").write_text(json.dumps(config, indent=2, sort_keys=True, default=str))
+        add_quantization_config(tmp)
+        record["weights_sha256"] = file_sha256(weights)
+        (tmp / PROVENANCE_NAME).write_text(json.dumps(record, indent=2, sort_keys=True))
+        if tokenizer is not None:
+            tokenizer.save_pretrained(tmp)
+
+    return atomic_folder(path, write)
+
+
+def provenance(model: nn.Module, quant: QuantSpec | None, tweak: TweakSpec | None,
+               calibration_sha256: str | None, extra: dict | None) -> dict:
+    """normtweak_quantization.json: our own record, which other loaders ignore."""
     return {
-        "quant_method": QUANT_METHOD,
         "format_version": FORMAT_VERSION,
         "normtweak_version": __version__,
-        **{k: v for k, v in quant.as_dict().items()},
+        "format": f"compressed-tensors/{CT_FORMAT}",
+        "quant": quant.as_dict() if quant is not None else None,
         "tweak": tweak.as_dict() if tweak is not None else None,
         "calibration_sha256": calibration_sha256,
-        "quantized_modules": quantized_module_names(model),
+        "modules": quantization_map(model),
         **(extra or {}),
     }
 
 
-def save_quantized(model: nn.Module, tokenizer, path: str | os.PathLike, *, quant: QuantSpec,
-                   tweak: TweakSpec | None = None, calibration_sha256: str | None = None,
-                   extra: dict | None = None) -> Path:
-    """Write a quantized model folder that `load_quantized` rebuilds exactly.
+def _ignored_linears(model: nn.Module, quantized: set[str]) -> list[str]:
+    return [n for n, m in model.named_modules()
+            if type(m) is nn.Linear and n not in quantized]
 
-    The sha256 of model.safetensors is recorded in config.json so a truncated or
-    altered file is refused on load.
+
+def save_quantized(model: nn.Module, tokenizer, path: str | os.PathLike, *,
+                   quant: QuantSpec | None = None, tweak: TweakSpec | None = None,
+                   calibration_sha256: str | None = None, extra: dict | None = None) -> Path:
+    """Write a compressed-tensors pack-quantized folder (vLLM, SGLang, transformers read it).
+
+    `load_quantized` rebuilds it exactly. Our provenance goes to normtweak_quantization.json
+    with the sha256 of model.safetensors, so a truncated or altered file is refused on load.
+    Unrepresentable models (act-order permuted groups) are refused before anything is written.
     """
-    if not quantized_module_names(model):
+    names = quantized_module_names(model)
+    if not names:
         raise ValueError("the model has no QuantLinear modules: quantize it before save_quantized")
+    record = provenance(model, quant, tweak, calibration_sha256, extra)
+    if arch.get_adapter(model).conv1d:
+        return _save_native(model, tokenizer, path, record)
+    tensors = quantized_state_dict(model)
+    schemes = {n: scheme_key(model.get_submodule(n)) for n in names}
+    warn_serving_kernels(model)
+    ignore = _ignored_linears(model, set(names))
+    return write_quantized_folder(model, tokenizer, path, tensors, record,
+                                  lambda folder: write_config(folder, schemes, ignore))
+
+
+def _save_native(model: nn.Module, tokenizer, path, record: dict) -> Path:
+    """Our own layout, for families compressed-tensors cannot hold (GPT-2's Conv1D linears).
+
+    The weights go to normtweak_model.safetensors, a name transformers never looks for, so
+    a plain `from_pretrained` fails loudly ("no file named model.safetensors") instead of
+    loading random linears; `load_quantized` reads it.
+    """
+    record = {**record, "format": NATIVE_METHOD}
 
     def write(tmp: Path) -> None:
-        weights = tmp / WEIGHTS_NAME
-        save_model(model, str(weights), metadata={"format": "pt", "normtweak_format": str(FORMAT_VERSION)})
+        weights = tmp / NATIVE_WEIGHTS_NAME
+        save_model(model, str(weights), metadata={"format": "pt"})
         config = model.config.to_dict()
         config["architectures"] = [type(model).__name__]
-        qc = quantization_config(model, quant, tweak, calibration_sha256, extra)
-        qc["weights_sha256"] = file_sha256(weights)
-        config["quantization_config"] = qc
+        config["quantization_config"] = {"quant_method": NATIVE_METHOD,
+                                         "format_version": FORMAT_VERSION}
         (tmp / "config.json").write_text(json.dumps(config, indent=2, sort_keys=True, default=str))
+        record["weights_sha256"] = file_sha256(weights)
+        (tmp / PROVENANCE_NAME).write_text(json.dumps(record, indent=2, sort_keys=True))
         if tokenizer is not None:
             tokenizer.save_pretrained(tmp)
 

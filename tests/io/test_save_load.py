@@ -10,6 +10,7 @@ from transformers import AutoModelForCausalLM, AutoModelForMaskedLM
 from normtweak.config import QuantSpec, TweakSpec
 from normtweak.io import export_dequantized, load_quantized, save_quantized
 from normtweak.io import save as save_module
+from normtweak.io.format import PROVENANCE_NAME
 from normtweak.quant import QuantLinear
 from normtweak.testing import tiny_batch
 from normtweak.tweak.pipeline import tweak_model
@@ -45,13 +46,46 @@ def test_save_load_identical_and_export_loads_in_plain_transformers(make_tiny, f
     torch.testing.assert_close(_logits(plain, ids), _logits(model, ids), atol=1e-4, rtol=0)
 
 
-def test_config_records_the_run(make_tiny, tokenizer, tmp_path):
+def test_provenance_records_the_run(make_tiny, tokenizer, tmp_path):
     save_quantized(_quantized(make_tiny, "llama"), tokenizer, tmp_path / "q", quant=QUANT,
                    tweak=TweakSpec(lr=1e-2), calibration_sha256="abc")
     qc = json.loads((tmp_path / "q" / "config.json").read_text())["quantization_config"]
-    assert qc["quant_method"] == "normtweak" and qc["bits"] == 3 and qc["group_size"] == 16
-    assert qc["tweak"]["lr"] == 1e-2 and qc["calibration_sha256"] == "abc"
-    assert len(qc["weights_sha256"]) == 64 and qc["quantized_modules"]
+    assert qc["quant_method"] == "compressed-tensors"
+    record = json.loads((tmp_path / "q" / PROVENANCE_NAME).read_text())
+    assert record["format_version"] == 2 and record["normtweak_version"]
+    assert record["quant"]["bits"] == 3 and record["quant"]["group_size"] == 16
+    assert record["tweak"]["lr"] == 1e-2 and record["calibration_sha256"] == "abc"
+    assert len(record["weights_sha256"]) == 64
+    assert record["modules"]["model.layers.0.self_attn.q_proj"] == {
+        "bits": 3, "group_size": 16, "symmetric": False, "in_features": 64, "out_features": 64,
+        "scale_dtype": "float32", "act_order_groups": False}
+
+
+def _legacy_folder(model, tokenizer, path):
+    """A folder exactly as normtweak format version 1 wrote it (quant_method "normtweak")."""
+    from safetensors.torch import save_model
+
+    from normtweak.io.format import file_sha256, quantized_module_names
+
+    path.mkdir()
+    save_model(model, str(path / "model.safetensors"), metadata={"format": "pt"})
+    config = model.config.to_dict()
+    config["architectures"] = [type(model).__name__]
+    config["quantization_config"] = {"quant_method": "normtweak", "format_version": 1,
+                                     **QUANT.as_dict(), "quantized_modules":
+                                     quantized_module_names(model),
+                                     "weights_sha256": file_sha256(path / "model.safetensors")}
+    (path / "config.json").write_text(json.dumps(config, default=str))
+    tokenizer.save_pretrained(path)
+
+
+def test_version_1_folders_still_load(make_tiny, tokenizer, tmp_path):
+    model = _quantized(make_tiny, "llama")
+    _legacy_folder(model, tokenizer, tmp_path / "old")
+    with pytest.warns(FutureWarning, match="normtweak export"):
+        loaded, _ = load_quantized(tmp_path / "old")
+    ids = tiny_batch(2, 16, seed=5)
+    torch.testing.assert_close(_logits(loaded, ids), _logits(model, ids), atol=0, rtol=0)
 
 
 @pytest.fixture
@@ -76,9 +110,9 @@ def test_tampered_and_truncated_weights_refused(saved):
 
 
 def test_newer_format_version_refused(saved):
-    cfg = json.loads((saved / "config.json").read_text())
-    cfg["quantization_config"]["format_version"] = 99
-    (saved / "config.json").write_text(json.dumps(cfg))
+    record = json.loads((saved / PROVENANCE_NAME).read_text())
+    record["format_version"] = 99
+    (saved / PROVENANCE_NAME).write_text(json.dumps(record))
     with pytest.raises(ValueError, match="format version 99, newer.*upgrade normtweak"):
         load_quantized(saved)
 
@@ -99,7 +133,7 @@ def test_disk_full_leaves_no_partial_output_and_keeps_old_model(saved, make_tiny
     def full(*args, **kwargs):
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr(save_module, "save_model", full)
+    monkeypatch.setattr(save_module, "save_file", full)
     with pytest.raises(OSError, match="disk full while saving"):
         save_quantized(_quantized(make_tiny, "llama"), tokenizer, saved, quant=QUANT)
     assert {p.name: p.read_bytes() for p in saved.iterdir()} == before
@@ -107,3 +141,29 @@ def test_disk_full_leaves_no_partial_output_and_keeps_old_model(saved, make_tiny
     with pytest.raises(OSError, match="disk full"):
         save_quantized(_quantized(make_tiny, "llama"), tokenizer, saved.parent / "new", quant=QUANT)
     assert not (saved.parent / "new").exists()
+
+
+def test_plain_transformers_refuses_a_version_1_folder(make_tiny, tokenizer, tmp_path):
+    """Loading a 0.1 folder with from_pretrained must not give random linears silently: with
+    normtweak imported (as here) transformers raises, naming the conversion command."""
+    _legacy_folder(_quantized(make_tiny, "llama"), tokenizer, tmp_path / "old")
+    with pytest.raises(ValueError, match="normtweak export"):
+        AutoModelForCausalLM.from_pretrained(tmp_path / "old")
+
+
+def test_export_migrates_a_version_1_folder(make_tiny, tokenizer, tmp_path):
+    from click.testing import CliRunner
+
+    from normtweak.cli import main
+
+    model = _quantized(make_tiny, "llama")
+    _legacy_folder(model, tokenizer, tmp_path / "old")
+    res = CliRunner().invoke(main, ["export", "--model", str(tmp_path / "old"), "--format",
+                                    "compressed-tensors", "--save_dir", str(tmp_path / "new")])
+    assert res.exit_code == 0, res.output
+    from transformers import CompressedTensorsConfig
+
+    plain = AutoModelForCausalLM.from_pretrained(
+        tmp_path / "new", quantization_config=CompressedTensorsConfig(dequantize=True)).eval()
+    ids = tiny_batch(2, 16, seed=5)
+    torch.testing.assert_close(_logits(plain, ids), _logits(model, ids), rtol=1e-5, atol=1e-6)

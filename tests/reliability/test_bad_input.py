@@ -216,16 +216,16 @@ def test_tampered_or_truncated_quantized_weights(work, saved, tmp_path, damage):
     report = tmp_path / "eval.json"
     args = ["eval", "--model", str(folder), "--text", str(work / "corpus.txt"), "--max-windows", "1",
             "--output", str(report)]
-    one_error(CliRunner().invoke(main, args), "does not match the sha256 recorded in config.json",
+    one_error(CliRunner().invoke(main, args), "does not match the sha256 recorded when it was saved",
               "truncated or was altered")
     assert not report.exists()
 
 
 def test_model_saved_by_a_newer_format_version(work, saved, tmp_path):
     folder = shutil.copytree(saved, tmp_path / "q")
-    config = json.loads((folder / "config.json").read_text())
-    config["quantization_config"]["format_version"] += 1
-    (folder / "config.json").write_text(json.dumps(config))
+    record = json.loads((folder / "normtweak_quantization.json").read_text())
+    record["format_version"] += 1
+    (folder / "normtweak_quantization.json").write_text(json.dumps(record))
     report = tmp_path / "eval.json"
     args = ["eval", "--model", str(folder), "--text", str(work / "corpus.txt"), "--max-windows", "1",
             "--output", str(report)]
@@ -254,15 +254,15 @@ def enospc(*args, **kwargs):
 def test_disk_full_while_saving_leaves_no_half_written_model(work, tmp_path, monkeypatch):
     from normtweak.io import save as save_module
 
-    real = save_module.save_model
+    real = save_module.save_file
 
-    def half_then_full(model, filename, metadata=None):  # some bytes reach the disk, then ENOSPC
-        real(model, filename, metadata=metadata)
+    def half_then_full(tensors, filename, metadata=None):  # some bytes reach the disk, then ENOSPC
+        real(tensors, filename, metadata=metadata)
         with open(filename, "r+b") as f:
             f.truncate(os.path.getsize(filename) // 3)
         enospc()
 
-    monkeypatch.setattr(save_module, "save_model", half_then_full)
+    monkeypatch.setattr(save_module, "save_file", half_then_full)
     out = tmp_path / "out"
     one_error(CliRunner().invoke(main, tweak_args(work, work / "good", out)),
               "disk full while saving to", "nothing was written")

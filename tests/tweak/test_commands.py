@@ -27,8 +27,8 @@ def test_tweak_command_saves_a_loadable_model(tmp_path, make_tiny, tokenizer):
                                     "--nbits", "3", "--group-size", "16", "--lr", "1e-3",
                                     "--export-dequantized", str(tmp_path / "plain")])
     assert res.exit_code == 0, res.output
-    qc = json.loads((out / "config.json").read_text())["quantization_config"]
-    assert qc["bits"] == 3 and qc["tweak"]["lr"] == 1e-3
+    record = json.loads((out / "normtweak_quantization.json").read_text())
+    assert record["quant"]["bits"] == 3 and record["tweak"]["lr"] == 1e-3
     load_quantized(out)
     assert (tmp_path / "plain" / "config.json").is_file()
 

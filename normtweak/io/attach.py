@@ -1,0 +1,82 @@
+"""Put a quantized checkpoint's linears into a float model: tweak a model someone else quantized."""
+
+from __future__ import annotations
+
+import os
+
+from torch import nn
+
+
+def attach_quantized(model: nn.Module, quantized_path: str | os.PathLike) -> list[str]:
+    """Replace `model`'s nn.Linears by the QuantLinears of the checkpoint at `quantized_path`.
+
+    Any format load_quantized reads (normtweak, compressed-tensors, GPTQ, GGUF). The float
+    model keeps its norms, embeddings and head (the targets of norm tweaking); only the
+    linears the checkpoint quantized are swapped, after checking each one's shape. The
+    QuantLinears move to the device and their scales keep the checkpoint's dtype.
+    Returns the replaced module names.
+    """
+    from normtweak.io.load import load_quantized
+    from normtweak.quant.linear import QuantLinear
+    from normtweak.quant.model import set_submodule
+
+    quantized, _ = load_quantized(quantized_path)
+    found = {n: m for n, m in quantized.named_modules() if isinstance(m, QuantLinear)}
+    if not found:
+        raise ValueError(f"{quantized_path} holds no quantized linears")
+    for name, q in found.items():
+        try:
+            target = model.get_submodule(name)
+        except AttributeError:
+            raise ValueError(f"{quantized_path} quantizes {name!r}, which the float model does "
+                             f"not have: is it the same architecture?") from None
+        if isinstance(target, QuantLinear):
+            raise ValueError(f"{name} is already quantized in the float model")
+        if not isinstance(target, nn.Linear) or (target.in_features, target.out_features) != (
+                q.in_features, q.out_features):
+            raise ValueError(f"{name}: the checkpoint's layer is {q.out_features}x{q.in_features}, "
+                             f"the float model has {target}")
+    device = next(model.parameters()).device
+    for name, q in found.items():
+        set_submodule(model, name, q.to(device))
+    return list(found)
+
+
+def load_quantized_linears(quantized_path: str | os.PathLike) -> dict:
+    """name (from the model's root) -> QuantLinear, of any checkpoint load_quantized reads."""
+    from normtweak.io.load import load_quantized
+    from normtweak.quant.linear import QuantLinear
+
+    quantized, _ = load_quantized(quantized_path)
+    found = {n: m for n, m in quantized.named_modules() if isinstance(m, QuantLinear)}
+    if not found:
+        raise ValueError(f"{quantized_path} holds no quantized linears")
+    return found
+
+
+def attach_to_block(model: nn.Module, block: nn.Module, linears: dict) -> list[str]:
+    """Swap the nn.Linears of one block of `model` for the imported QuantLinears, in place.
+
+    For the tweak pipeline: call it where quantize_block would run, after the float block
+    produced its targets. Every nn.Linear in the block must have an imported counterpart
+    (same name, same shape); returns the names replaced (relative to the block).
+    """
+    from normtweak import arch
+    from normtweak.quant.model import set_submodule
+
+    prefix = next((n for n, m in model.named_modules() if m is block), None)
+    if prefix is None:
+        raise ValueError("the block is not part of the model")
+    device = next(block.parameters()).device
+    replaced = []
+    for name, lin in arch.block_linears(block):
+        q = linears.get(f"{prefix}.{name}")
+        if q is None:
+            raise ValueError(f"the quantized checkpoint has no {prefix}.{name}")
+        if (q.in_features, q.out_features) != (lin.in_features, lin.out_features):
+            raise ValueError(f"{prefix}.{name}: the checkpoint's layer is {q.out_features}x"
+                             f"{q.in_features}, the float model's {lin.out_features}x"
+                             f"{lin.in_features}")
+        set_submodule(block, name, q.to(device))
+        replaced.append(name)
+    return replaced

@@ -1,0 +1,139 @@
+"""GPTQ checkpoints (AutoGPTQ / GPTQModel layout, quant_method "gptq").
+
+Per quantized linear `<name>` with b bits, G groups:
+  <name>.qweight  int32 [in*b/32, out]   codes packed along the INPUT dim (dense
+                  little-endian bit stream per output column; 3-bit straddles words)
+  <name>.qzeros   int32 [G, out*b/32]    zero points packed along the output dim;
+                  checkpoint_format "gptq" (v1) stores z - 1, "gptq_v2" stores z
+  <name>.scales   float16 [G, out]
+  <name>.g_idx    int32 [in]             group of each input column
+  <name>.bias     float16 [out] (if any)
+w[o, i] = scales[g_idx[i], o] * (code[i, o] - z[g_idx[i], o]).
+v1 cannot hold a zero point of 0 (z - 1 = -1 wraps to 2^b - 1), so v1 is written only when
+every zero point is >= 1 (always true for symmetric); v2 holds every case.
+"""
+
+from __future__ import annotations
+
+import json
+import warnings
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from normtweak.config import QuantSpec
+from normtweak.io.format import build_quant_linear
+from normtweak.quant.pack import pack, unpack
+
+GPTQ_FORMATS = {1: "gptq", 2: "gptq_v2"}
+
+
+def check_gptq(name: str, q, version: int) -> None:
+    """Raise ValueError if `q` cannot be written exactly in GPTQ `version`."""
+    if (q.in_features * q.bits) % 32 or (q.out_features * q.bits) % 32:
+        raise ValueError(f"{name}: GPTQ packs whole int32 words; in_features {q.in_features} and "
+                         f"out_features {q.out_features} times {q.bits} bits must be multiples of 32")
+    if version == 1 and bool((q.zeros < 1).any()):
+        raise ValueError(f"{name}: GPTQ v1 stores zero point - 1 and cannot hold a zero point of "
+                         f"0 (this model has some); write checkpoint_format gptq_v2 instead")
+    if q.scales.dtype != torch.float16:
+        s = q.scales.float()
+        if not torch.equal(s.half().float(), s):
+            warnings.warn(f"{name}: GPTQ stores scales as float16; rounding them changes the "
+                          f"weights slightly (round scales to float16 before tweaking: "
+                          f"normtweak.io.round_scales)", stacklevel=3)
+
+
+def encode_gptq(q, version: int = 2) -> dict[str, torch.Tensor]:
+    """The GPTQ tensors of one QuantLinear (suffix -> tensor)."""
+    zeros = q.zeros.round().to(torch.int32) - (1 if version == 1 else 0)
+    parts = {
+        "qweight": pack(q.codes(), q.bits).t().contiguous(),
+        "qzeros": pack(zeros.t() & ((1 << q.bits) - 1), q.bits),
+        "scales": q.scales.t().to(torch.float16).contiguous(),
+        "g_idx": q.g_idx.to(torch.int32).contiguous(),
+    }
+    if q.bias is not None:
+        parts["bias"] = q.bias.to(torch.float16)
+    return parts
+
+
+def decode_gptq(parts: dict[str, torch.Tensor], bits: int, symmetric: bool, version: int):
+    """A QuantLinear from one module's GPTQ tensors."""
+    qweight, scales = parts["qweight"], parts["scales"]
+    in_f, out_f = qweight.shape[0] * 32 // bits, qweight.shape[1]
+    codes = unpack(qweight.t().contiguous(), bits, in_f)
+    zeros = unpack(parts["qzeros"], bits, out_f).t()
+    if version == 1:  # as v1 kernels read it: stored + 1, unmasked
+        zeros = zeros + 1
+    groups = scales.shape[0]
+    spec = QuantSpec(bits=bits, group_size=in_f // groups if groups > 1 else -1,
+                     symmetric=symmetric)
+    g_idx = parts.get("g_idx")
+    if spec.group_size == -1:
+        g_idx = None
+    return build_quant_linear(codes, scales.t().contiguous(), zeros.to(scales.dtype), spec,
+                              g_idx=g_idx, bias=parts.get("bias"))
+
+
+def gptq_config(bits: int, group_size: int, symmetric: bool, act_order: bool, version: int) -> dict:
+    return {"quant_method": "gptq", "bits": bits, "group_size": group_size, "sym": symmetric,
+            "desc_act": act_order, "checkpoint_format": GPTQ_FORMATS[version],
+            "true_sequential": True}
+
+
+def write_gptq(model: nn.Module, tokenizer, path, record: dict, version: int = 2) -> Path:
+    """Write a GPTQ folder (checkpoint_format gptq_v2, or gptq (v1) when asked and exact)."""
+    from normtweak.io.compressed import is_symmetric
+    from normtweak.io.save import quantized_state_dict, write_quantized_folder
+    from normtweak.quant.linear import QuantLinear
+
+    if version not in GPTQ_FORMATS:
+        raise ValueError(f"GPTQ version must be 1 or 2, got {version}")
+    qs = {n: m for n, m in model.named_modules() if isinstance(m, QuantLinear)}
+    keys = {(m.bits, m.group_size if m.group_size > 0 else -1) for m in qs.values()}
+    if len(keys) != 1:
+        raise ValueError(f"GPTQ holds one bits/group_size for the whole model; this one has {keys}")
+    for name, q in qs.items():
+        check_gptq(name, q, version)
+    (bits, group_size), = keys
+    symmetric = all(is_symmetric(m) for m in qs.values())
+    act_order = any(m.group_size > 0 and not torch.equal(
+        m.g_idx.cpu(), torch.arange(m.in_features, dtype=torch.int32) // m.group_size)
+        for m in qs.values())
+    tensors = quantized_state_dict(model, lambda name, q: encode_gptq(q, version))
+    config = gptq_config(bits, group_size, symmetric, act_order, version)
+    record = {**record, "format": f"gptq/{GPTQ_FORMATS[version]}"}
+    return write_quantized_folder(model, tokenizer, path, tensors, record,
+                                  lambda folder: _add_config(folder, config))
+
+
+def _add_config(folder: Path, qc: dict) -> None:
+    path = folder / "config.json"
+    config = json.loads(path.read_text())
+    config["quantization_config"] = qc
+    path.write_text(json.dumps(config, indent=2, sort_keys=True))
+
+
+def read_gptq_modules(model: nn.Module, qc: dict, tensors: dict):
+    """(name -> QuantLinear, the other tensors) from a GPTQ checkpoint (v1 or v2)."""
+    fmt = qc.get("checkpoint_format", "gptq")
+    versions = {v: k for k, v in GPTQ_FORMATS.items()}
+    if fmt not in versions:
+        raise ValueError(f"GPTQ checkpoint_format {fmt!r} is not supported (gptq, gptq_v2)")
+    bits = int(qc["bits"])
+    symmetric = bool(qc.get("sym", True))
+    quantized = {}
+    for key in [k for k in tensors if k.endswith(".qweight")]:
+        name = key[: -len(".qweight")]
+        parts = {s: tensors.pop(f"{name}.{s}") for s in ("qweight", "qzeros", "scales", "g_idx",
+                                                            "bias") if f"{name}.{s}" in tensors}
+        q = decode_gptq(parts, bits, symmetric, versions[fmt])
+        target = model.get_submodule(name)
+        if (getattr(target, "in_features", q.in_features), getattr(
+                target, "out_features", q.out_features)) != (q.in_features, q.out_features):
+            raise ValueError(f"{name}: GPTQ tensors are {q.out_features}x{q.in_features}, the "
+                             f"model's layer is {target.out_features}x{target.in_features}")
+        quantized[name] = q
+    return quantized, tensors
