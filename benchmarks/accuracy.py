@@ -35,7 +35,8 @@ from normtweak.tweak.pipeline import tweak_model
 
 # name -> (QuantSpec overrides, TweakSpec or None). Norm tweaking as the paper has it,
 # and the joint modes (norms + clipping [+ rounding]) with float-stream targets and MSE,
-# SignRound's settings: batch 8, signed steps of 1 / steps; 3 passes (48 steps at 128 samples).
+# SignRound's settings: batch 8, 3 passes (48 steps at 128 samples); '-q': targets from
+# the quantized path's inputs (the paper's) instead of the float model's own stream.
 PAPER = dict(lr=1e-4, scale=5.0, iters=1, batch_size=1, loss="dist")
 JOINT = dict(lr=1e-4, scale=5.0, iters=3, batch_size=8, loss="mse", target="float_input")
 VARIANTS = {
@@ -46,6 +47,10 @@ VARIANTS = {
     "rtn+clip": ({"method": "rtn"}, {**JOINT, "quant_params": "clip"}),
     "rtn+round": ({"method": "rtn"}, {**JOINT, "quant_params": "clip_round"}),
     "gptq+round": ({"method": "gptq"}, {**JOINT, "quant_params": "clip_round"}),
+    "rtn+round-q": ({"method": "rtn"}, {**JOINT, "quant_params": "clip_round",
+                                        "target": "quantized_input"}),
+    "gptq+round-q": ({"method": "gptq"}, {**JOINT, "quant_params": "clip_round",
+                                          "target": "quantized_input"}),
     "rtn+round-only": ({"method": "rtn"}, {**JOINT, "quant_params": "clip_round", "lr": 0.0}),
 }
 

@@ -262,7 +262,7 @@ def train_norms(block, hidden, targets, extra_of, lr, tweak, loss_fn, device, ge
     """Adam on the block's norm parameters, `tweak.iters` passes over the batches.
 
     tunables: TunableQuantLinears of the block whose clipping/rounding train alongside,
-    by signed steps of tweak.quant_lr (default 1 / steps) decayed linearly to 0 (SignRound).
+    by signed steps of tweak.quant_lr (default min(1/steps, 2e-2)) decayed linearly to 0.
     """
     norms = norm_parameters(block)
     if not norms:
@@ -275,7 +275,7 @@ def train_norms(block, hidden, targets, extra_of, lr, tweak, loss_fn, device, ge
         p.requires_grad_(True)
     opt = torch.optim.Adam(norms, lr=lr) if lr > 0 else None
     steps, step = tweak.iters * len(hidden), 0
-    quant_lr = tweak.quant_lr if tweak.quant_lr is not None else 1.0 / steps
+    quant_lr = tweak.quant_lr if tweak.quant_lr is not None else min(1.0 / steps, 2e-2)
     try:
         with torch.enable_grad():
             for _ in range(tweak.iters):
