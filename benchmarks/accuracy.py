@@ -60,6 +60,14 @@ def parse_configs(text: str) -> list[tuple[int, int]]:
     return [(int(b), int(g)) for b, g in (item.split(":") for item in text.split(","))]
 
 
+def git_revision() -> str:
+    """The commit the run was made at (cached runs are reused only by settings: check it)."""
+    import subprocess
+
+    out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True)
+    return out.stdout.strip() or "unknown"
+
+
 def label(bits: int, group: int) -> str:
     return f"W{bits} " + ("per-channel" if group == -1 else f"g{group}")
 
@@ -138,6 +146,7 @@ def main(argv: list[str] | None = None) -> dict:
                 ppl = evaluate(qmodel, tokenizer, texts, args.max_windows)
                 del qmodel
                 row = {"config": label(bits, group), "variant": variant, "val": ppl["validation"],
+                       "git": git_revision(),
                        "test": ppl["test"], **info,
                        "peak_rss_gib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20}
                 write_json(path, row)
