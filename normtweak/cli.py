@@ -41,5 +41,44 @@ def main() -> None:
     """normtweak: low-bit post-training quantization with norm tweaking."""
 
 
+def _default(p: click.Option) -> str:
+    if p.required:
+        return "required"
+    if p.is_flag and p.secondary_opts:
+        return f"`{p.opts[0] if p.default else p.secondary_opts[0]}`"
+    if p.is_flag:
+        return "off"
+    if p.default is None or type(p.default).__name__ == "Sentinel" or p.default == ():
+        return "-"
+    return f"`{p.default}`"
+
+
+def _help(p: click.Option) -> str:
+    text = " ".join((p.help or "").split())
+    return text.replace("|", "\\|")
+
+
+def options_markdown() -> str:
+    """A Markdown table of every option of every command, from the click definitions.
+
+    One row per option spelling, default and help; the commands sharing it are listed
+    together. README.md holds this table (scripts/readme_options.py writes it; a test
+    checks it).
+    """
+    rows: dict[tuple, list[str]] = {}
+    for name in sorted(COMMANDS):
+        cmd = main.get_command(click.Context(main), name)
+        for p in cmd.params:
+            if not isinstance(p, click.Option) or p.hidden:
+                continue
+            spelling = " / ".join(f"`{o}`" for o in p.opts + p.secondary_opts)
+            key = (p.opts[0].lstrip("-"), spelling, _default(p), _help(p))
+            rows.setdefault(key, []).append(name)
+    lines = ["| option | commands | default | what |", "|---|---|---|---|"]
+    for (_, spelling, default, text), names in sorted(rows.items()):
+        lines.append(f"| {spelling} | {', '.join(names)} | {default} | {text} |")
+    return "\n".join(lines)
+
+
 if __name__ == "__main__":
     main()

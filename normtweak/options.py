@@ -90,7 +90,7 @@ def quant_options(fn):
                      help="GPTQ: columns per lazy-update block"),
         click.option("--true-sequential/--no-true-sequential", default=False, show_default=True,
                      help="GPTQ: quantize a block's linears group by group, each group's "
-                          "Hessian from the already quantized ones (quantize only)"),
+                          "Hessian from the already quantized ones"),
         click.option("--quantize-head/--no-quantize-head", default=d("quantize_head"),
                      show_default=True, help="also quantize the LM head"),
     ])
@@ -114,12 +114,17 @@ def tweak_options(fn):
     ])
 
 
+def device_option(fn):
+    return click.option("--device", default=DEFAULT_DEVICE, show_default=True, callback=_device,
+                        help="cpu, cuda, cuda:1 or auto; blocks are moved there one at a time")(fn)
+
+
 def run_options(fn):
     """--device --seed --batch-size."""
     return _decorate(fn, [
-        click.option("--device", default=DEFAULT_DEVICE, show_default=True, callback=_device,
-                     help="cpu, cuda, cuda:1 or auto; blocks are moved there one at a time"),
-        click.option("--seed", type=int, default=0, show_default=True),
+        device_option,
+        click.option("--seed", type=int, default=0, show_default=True,
+                     help="seed of every random choice (calibration, sample order)"),
         click.option("--batch-size", "--batch_size", "batch_size", type=int,
                      default=spec_default(TweakSpec, "batch_size"), show_default=True,
                      help="calibration samples per forward pass"),
@@ -132,15 +137,25 @@ def calibration_options(fn):
         click.option("--data", type=click.Path(dir_okay=False), default=None,
                      help="calibration set (.safetensors from `normtweak generate-data`)"),
         click.option("--from-text", "--from_text", "from_text", default=None, metavar="CORPUS",
-                     help="cut calibration windows from a corpus's train split instead "
-                          "(wikipedia, austen, a .txt/.jsonl)"),
+                     help=FROM_TEXT_HELP),
         click.option("--num-samples", "--num_samples", "num_samples", type=click.IntRange(min=1),
-                     default=DEFAULT_NUM_SAMPLES, show_default=True,
-                     help="calibration samples (the first N of --data)"),
+                     default=DEFAULT_NUM_SAMPLES, show_default=True, help=NUM_SAMPLES_HELP),
         click.option("--seq-len", "--seq_len", "seq_len", type=click.IntRange(min=1),
-                     default=DEFAULT_SEQ_LEN, show_default=True,
-                     help="tokens per calibration sample (with --from-text or generation)"),
+                     default=DEFAULT_SEQ_LEN, show_default=True, help=SEQ_LEN_HELP),
     ])
+
+
+MODEL_HELP = "'smollm2-135m', 'minilm-l6', a local model folder or a hub id"
+SEQ_LEN_HELP = "tokens per calibration sample"
+NUM_SAMPLES_HELP = "calibration samples (the first N of --data)"
+FROM_TEXT_HELP = ("cut calibration windows from a corpus's train split instead of generating "
+                  "them (wikipedia, austen, a .txt/.jsonl)")
+
+
+def model_option(default: str | None = None):
+    """--model: required unless a default is given."""
+    return click.option("--model", "model_ref", default=default, required=default is None,
+                        show_default=default is not None, help=MODEL_HELP)
 
 
 def eval_windows_option(fn):

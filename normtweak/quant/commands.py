@@ -10,8 +10,7 @@ from normtweak import options as o
 
 
 @click.command("quantize", cls=o.Command)
-@click.option("--model", "model_ref", required=True,
-              help="'smollm2-135m', 'minilm-l6', a local folder or a hub id.")
+@o.model_option()
 @o.calibration_options
 @o.save_dir_option(required=True, help="folder for the quantized model")
 @o.overwrite_option

@@ -49,7 +49,7 @@ def _check_checkpoints(checkpoint_dir, resume, overwrite) -> None:
 
 
 @click.command("tweak", cls=o.Command, list_options=("--grid-search-lr", "--grid-search-scale"))
-@click.option("--model", "model_ref", required=True, help="'smollm2-135m', a folder or a hub id")
+@o.model_option()
 @o.calibration_options
 @o.save_dir_option(required=True, help="folder for the tweaked model (a grid search: for "
                    "grid.json, grid.png, best/ and with --save-all every point)")
@@ -225,14 +225,13 @@ def _print_grid(result, target) -> None:
 
 
 @click.command("run", cls=o.Command)
-@click.option("--model", "model_ref", default="smollm2-135m", show_default=True,
-              help="'smollm2-135m', a folder or a hub id")
+@o.model_option("smollm2-135m")
 @click.option("--calibration", type=click.Choice(["selfgen", "text"]), default="selfgen",
               show_default=True, help="self-generated (the paper's way) or Wikipedia train windows")
 @click.option("--num-samples", "--num_samples", "num_samples", type=click.IntRange(min=1),
-              default=o.DEFAULT_NUM_SAMPLES, show_default=True, help="calibration samples")
+              default=o.DEFAULT_NUM_SAMPLES, show_default=True, help=o.NUM_SAMPLES_HELP)
 @click.option("--seq-len", "--seq_len", "seq_len", type=click.IntRange(min=1),
-              default=o.DEFAULT_SEQ_LEN, show_default=True, help="tokens per calibration sample")
+              default=o.DEFAULT_SEQ_LEN, show_default=True, help=o.SEQ_LEN_HELP)
 @click.option("--data-dir", type=click.Path(file_okay=False), default=None,
               help="calibration cache folder [default: <cache>/calibration, shared with "
                    "generate-data]")
