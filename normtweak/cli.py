@@ -8,6 +8,7 @@ in COMMANDS: name -> "module:function".
 from __future__ import annotations
 
 import importlib
+import os
 
 import click
 
@@ -35,8 +36,18 @@ class LazyGroup(click.Group):
         return getattr(importlib.import_module(module), attr)
 
 
+def _set_cache(ctx, param, value):
+    if value:  # the edge: read once here and by normtweak.outputs.user_cache_dir
+        os.environ["NORMTWEAK_CACHE"] = str(value)
+    return value
+
+
 @click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="normtweak")
+@click.option("--cache-dir", type=click.Path(file_okay=False), default=None, expose_value=False,
+              callback=_set_cache, is_eager=True,
+              help="normtweak's cache (converted offline models, calibration sets) "
+                   "[default: $NORMTWEAK_CACHE, else ~/.cache/normtweak]")
 def main() -> None:
     """normtweak: low-bit post-training quantization with norm tweaking."""
 
@@ -66,8 +77,9 @@ def options_markdown() -> str:
     checks it).
     """
     rows: dict[tuple, list[str]] = {}
-    for name in sorted(COMMANDS):
-        cmd = main.get_command(click.Context(main), name)
+    commands = [("normtweak OPTION COMMAND", main)] + [
+        (name, main.get_command(click.Context(main), name)) for name in sorted(COMMANDS)]
+    for name, cmd in commands:
         for p in cmd.params:
             if not isinstance(p, click.Option) or p.hidden:
                 continue

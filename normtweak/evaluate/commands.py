@@ -17,7 +17,6 @@ import click
 
 from normtweak import options as o
 
-DEFAULT_CACHE = Path("~/.cache/normtweak/lm_eval")
 PPL_COLUMNS = [("model", "model"), ("ppl", "ppl"), ("word_ppl", "word ppl"),
                ("bits_per_byte", "bits/byte"), ("tokens", "tokens"), ("windows", "windows")]
 
@@ -93,8 +92,8 @@ def _check_outputs(output: Path, overwrite: bool) -> None:
 @click.option("--compare", multiple=True, metavar="LABEL=PATH",
               help="Compare models' perplexity; labels float and quant give the gap column.")
 @o.device_option
-@click.option("--cache-dir", type=click.Path(path_type=Path), default=DEFAULT_CACHE,
-              show_default=True, help="Where local task data is generated.")
+@click.option("--cache-dir", type=click.Path(path_type=Path), default=None,
+              help="Where local task data is generated [default: <cache>/lm_eval].")
 @click.option("--output", type=click.Path(path_type=Path), default=None,
               help="JSON path (a .md beside it); default results/eval-<model>.json.")
 @o.overwrite_option
@@ -144,7 +143,10 @@ def _run_tasks(model_ref, tasks, payload, cache_dir, limit, batch_size, window, 
     from normtweak.evaluate.harness import results_rows, run_tasks
     from normtweak.evaluate.report import markdown_table
 
+    from normtweak.outputs import user_cache_dir
+
     names = [t.strip() for t in tasks.split(",") if t.strip()]
+    cache_dir = cache_dir or user_cache_dir() / "lm_eval"
     model, tok = load_for_eval(model_ref)
     results = run_tasks(model, tok, names, cache_dir=cache_dir, limit=limit,
                         batch_size=batch_size, max_length=window, num_fewshot=num_fewshot,

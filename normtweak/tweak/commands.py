@@ -91,9 +91,11 @@ def tweak_cmd(ctx, model_ref, data, from_text, num_samples, seq_len, save_dir, o
 
         budget = ActivationBudget(activation_budget)
         grid = bool(grid_search_lr or grid_search_scale)
-        if grid and (lazy_load or checkpoint_dir or resume or opts["true_sequential"]):
-            raise ValueError("--lazy-load, --checkpoint-dir/--resume and --true-sequential work "
-                             "for one run, not a grid search")
+        single_only = {"--lazy-load": lazy_load, "--checkpoint-dir": checkpoint_dir,
+                       "--resume": resume, "--true-sequential": opts["true_sequential"]}
+        for flag, given in single_only.items():
+            if grid and given:
+                raise ValueError(f"{flag} works for one run, not a grid search")
         _check_checkpoints(checkpoint_dir, resume, overwrite)
         check_target(save_dir, overwrite)
         if export_dequantized:
