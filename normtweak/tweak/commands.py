@@ -199,7 +199,7 @@ def _grid(model, tok, ids, quant, spec, lrs, scales, validation_text, windows, d
             test_text=load_text(validation_text, "test"),
             max_windows=windows, devices=devices, save_dir=str(work), seed=seed, activations=budget,
         )
-        for p in result.points + ([result.best] if result.best else []):
+        for p in {id(p): p for p in result.points + [result.best] if p is not None}.values():
             if p.saved_to:
                 p.saved_to = str(target / Path(p.saved_to).relative_to(work))
         write_grid(result, work)

@@ -31,6 +31,7 @@ class GridPoint:
     test_ppl: float
     seconds: float
     saved_to: str | None = None
+    error: str | None = None  # why the point failed (its perplexities are then NaN)
 
 
 @dataclass
@@ -68,9 +69,12 @@ class _PointJob:
     activations: object
 
 
-def _evaluate(job: _PointJob, model, device) -> tuple[float, float]:
+def _evaluate(job: _PointJob, model, device, label: str) -> tuple[float, float]:
     from normtweak.evaluate import perplexity
 
+    windows = f"{job.max_windows} windows" if job.max_windows else "all windows"
+    print(f"{label}: perplexity on the validation and test splits ({windows} each) ...",
+          flush=True)
     v = perplexity(model, job.tokenizer, job.validation_text, max_windows=job.max_windows,
                    device=device).ppl
     t = perplexity(model, job.tokenizer, job.test_text, max_windows=job.max_windows,
@@ -87,12 +91,19 @@ def _run_point(job: _PointJob, start, point: tuple[float, float], device):
     from normtweak.io import save_quantized
     from normtweak.tweak.checkpoint import calibration_hash
 
-    lr, scale = point
+    from normtweak.tweak.pipeline import NonFiniteActivationError
+
+    lr, scale, number, total = point
+    print(f"grid point {number}/{total}: lr {lr:g}, scale {scale:g}", flush=True)
     spec = replace(job.tweak, lr=lr, scale=scale)
     candidate = copy.deepcopy(job.model)
-    run = tweak_model(candidate, job.ids, job.quant, spec, device=device, start=start,
-                      progress=job.progress, seed=job.seed)
-    v, t = _evaluate(job, candidate, device)
+    try:
+        run = tweak_model(candidate, job.ids, job.quant, spec, device=device, start=start,
+                          progress=job.progress, seed=job.seed)
+    except NonFiniteActivationError as err:  # this point diverged; the others go on
+        print(f"grid point {number}/{total} failed: {err}", flush=True)
+        return GridPoint(lr, scale, math.nan, math.nan, 0.0, error=str(err).split(";")[0]), None
+    v, t = _evaluate(job, candidate, device, f"grid point {number}/{total}")
     result = GridPoint(lr, scale, v, t, run.seconds)
     if job.save_all_dir is not None:
         path = Path(job.save_all_dir) / f"lr{lr:g}_scale{scale:g}"
@@ -149,16 +160,18 @@ def grid_search(
                     seed, progress and len(devices) == 1,
                     save_dir if save_dir is not None and grid.save_all else None, activations)
     start = _setup(job, device)
-    fv, ft = (float_ppl["validation"], float_ppl["test"]) if float_ppl else _evaluate(job, model, device)
+    fv, ft = ((float_ppl["validation"], float_ppl["test"]) if float_ppl
+              else _evaluate(job, model, device, "float model"))
     plain = copy.deepcopy(model)
     tweak_model(plain, ids, quant, replace(tweak, loss="none"), device=device, start=start,
                 progress=progress, seed=seed)
-    qv, qt = _evaluate(job, plain, device)
+    qv, qt = _evaluate(job, plain, device, "plain quantization (baseline, no tweak)")
     del plain
     result = GridResult({"validation": fv, "test": ft}, {"validation": qv, "test": qt})
     points: dict[int, GridPoint] = {}
     best_key, best_model = None, None
-    for index, (point, candidate) in map_jobs(_run_point, job, grid.points, devices, _setup, start):
+    numbered = [(lr, s, i + 1, len(grid.points)) for i, (lr, s) in enumerate(grid.points)]
+    for index, (point, candidate) in map_jobs(_run_point, job, numbered, devices, _setup, start):
         points[index] = point
         key = (point.validation_ppl, index)  # ties go to the earlier point, whatever finishes first
         if math.isfinite(point.validation_ppl) and (best_key is None or key < best_key):
