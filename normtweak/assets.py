@@ -130,12 +130,22 @@ def hub_reachable(timeout: float = 2.0) -> bool:
     if os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "") or \
             os.environ.get("TRANSFORMERS_OFFLINE", "0") not in ("0", ""):
         return False
+    import threading
+
     url = urlparse(os.environ.get("HF_ENDPOINT", "https://huggingface.co"))
-    try:
-        with socket.create_connection((url.hostname, url.port or 443), timeout=timeout):
-            return True
-    except OSError:
-        return False
+    answer: list[bool] = []
+
+    def connect() -> None:  # in a thread: a hanging DNS lookup ignores socket timeouts
+        try:
+            with socket.create_connection((url.hostname, url.port or 443), timeout=timeout):
+                answer.append(True)
+        except OSError:
+            answer.append(False)
+
+    worker = threading.Thread(target=connect, daemon=True)
+    worker.start()
+    worker.join(timeout)
+    return bool(answer and answer[0])
 
 
 def _hub_source(name: str, original: str) -> dict:

@@ -12,6 +12,7 @@ seed, size), so a renamed or foreign file is never taken for the wanted set.
 from __future__ import annotations
 
 import re
+import time
 from pathlib import Path
 from typing import Any
 
@@ -50,3 +51,37 @@ def find_cached(folder: Path, name: str, tokenizer: Any, num_samples: int, seq_l
     same = (len(calib) == num_samples and calib.seq_len == seq_len
             and str(calib.metadata.get("seed")) == str(seed))
     return calib if same else None
+
+
+def calibration_ids(model, tokenizer, model_ref: str, method: str, num_samples: int, seq_len: int,
+                    data_dir: str | None, seed: int, echo=print, device: str = "cpu"):
+    """The cached set for (model, tokenizer, method, size, seed) when there is one, else make it.
+
+    method: 'selfgen' (the model writes it) or 'text' (Wikipedia train windows). The cache
+    is the one `normtweak generate-data` writes.
+    """
+    from normtweak.calib.generate import generate_calibration
+    from normtweak.calib.text import calibration_from_text
+
+    folder = calibration_dir(data_dir)
+    method_name = "selfgen" if method == "selfgen" else "text-wikipedia"
+    name = cache_name(model_ref, method_name, num_samples, seq_len, seed, tokenizer)
+    cached = find_cached(folder, name, tokenizer, num_samples, seq_len, seed)
+    if cached is not None:
+        echo(f"calibration: reusing {folder / name}")
+        return cached
+    t0 = time.perf_counter()
+    if method == "selfgen":
+        echo(f"calibration: generating {num_samples} x {seq_len} tokens with the model ...")
+        home = next(model.parameters()).device
+        model.to(device)
+        try:
+            calib = generate_calibration(model, tokenizer, num_samples=num_samples,
+                                         seq_len=seq_len, seed=seed, model_name=model_ref)
+        finally:
+            model.to(home)
+    else:
+        calib = calibration_from_text(tokenizer, "wikipedia", num_samples, seq_len, seed)
+    path = calib.save(folder / name)
+    echo(f"calibration: {method} {num_samples}x{seq_len} in {time.perf_counter() - t0:.0f} s -> {path}")
+    return calib

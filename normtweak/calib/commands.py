@@ -27,6 +27,26 @@ def open_calibration(path: str | Path):
     return CalibrationSet.load(path)
 
 
+def command_calibration(calib, from_text, model, tokenizer, model_ref, num_samples, seq_len, seed,
+                        device):
+    """Token ids [N, T] for a command: --data (checked against the tokenizer), --from-text,
+    else the self-generated set of the calibration cache (made and cached when missing)."""
+    from normtweak.calib.cache import calibration_ids
+    from normtweak.calib.text import calibration_from_text
+
+    if calib is not None:
+        calib.check_tokenizer(tokenizer)
+        source = click.get_current_context().get_parameter_source("num_samples")
+        if source == click.core.ParameterSource.COMMANDLINE:
+            calib.check_size(min_samples=num_samples)
+        return calib.input_ids[:num_samples]
+    if from_text:
+        return calibration_from_text(tokenizer, from_text, num_samples, seq_len, seed).input_ids
+    click.echo("no --data or --from-text: using the self-generated calibration set of the cache")
+    return calibration_ids(model, tokenizer, model_ref, "selfgen", num_samples, seq_len, None,
+                           seed, click.echo, device).input_ids
+
+
 def _safetensors_header(head: bytes, path: Path) -> bool:
     """Does the file start like a safetensors file (an 8-byte header length that fits)?"""
     if len(head) < 8:

@@ -22,20 +22,17 @@ def quantize_cmd(model_ref, data, from_text, num_samples, seq_len, save_dir, ove
 
     try:
         spec = o.quant_spec(opts)
-        if spec.method == "gptq" and data is None and from_text is None:
-            raise ValueError("--method gptq needs calibration data: --data CALIB.safetensors "
-                             "(make one with `normtweak generate-data`) or --from-text wikipedia")
         check_target(save_dir, overwrite)
         from normtweak.assets import load_model
         from normtweak.quant.model import quantize_model
-        from normtweak.tweak.commands import _calibration_ids, _open_calibration
+        from normtweak.calib.commands import command_calibration, open_calibration
 
-        calib = _open_calibration(data) if spec.method == "gptq" else None
+        calib = open_calibration(data) if data and spec.method == "gptq" else None
         model, tokenizer = load_model(model_ref)
         calibration = None
         if spec.method == "gptq":
-            calibration = _calibration_ids(calib, from_text, tokenizer, num_samples, seq_len,
-                                           opts["seed"])
+            calibration = command_calibration(calib, from_text, model, tokenizer, model_ref,
+                                              num_samples, seq_len, opts["seed"], opts["device"])
         start = time.perf_counter()
         quantize_model(model, spec, calibration=calibration, device=opts["device"],
                        batch_size=opts["batch_size"], true_sequential=opts["true_sequential"])

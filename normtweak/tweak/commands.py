@@ -83,6 +83,7 @@ def tweak_cmd(ctx, model_ref, data, from_text, num_samples, seq_len, save_dir, o
               checkpoint_dir, resume, export_dequantized, activation_budget, lazy_load, devices,
               **opts):
     """Quantize a model and tweak its norms block by block; save it (optionally a grid search)."""
+    from normtweak.calib.commands import command_calibration, open_calibration
     from normtweak.outputs import check_target
 
     try:
@@ -100,9 +101,10 @@ def tweak_cmd(ctx, model_ref, data, from_text, num_samples, seq_len, save_dir, o
         check_target(save_dir, overwrite)
         if export_dequantized:
             check_target(export_dequantized, overwrite, "--export-dequantized")
-        calib = _open_calibration(data)
+        calib = open_calibration(data) if data else None
         model, tok, loader = _load(model_ref, lazy_load)
-        ids = _calibration_ids(calib, from_text, tok, num_samples, seq_len, opts["seed"])
+        ids = command_calibration(calib, from_text, model, tok, model_ref, num_samples, seq_len,
+                                  opts["seed"], opts["device"])
         if grid:
             _grid(model, tok, ids, quant, spec, grid_search_lr or (spec.lr,),
                   grid_search_scale or (spec.scale,), validation_text, eval_windows,
@@ -115,29 +117,6 @@ def tweak_cmd(ctx, model_ref, data, from_text, num_samples, seq_len, save_dir, o
             _interrupted(ctx, checkpoint_dir)
     except o.USER_ERRORS as err:
         raise click.ClickException(str(err)) from err
-
-
-def _open_calibration(data):
-    if data is None:
-        return None
-    from normtweak.calib.commands import open_calibration
-
-    return open_calibration(data)
-
-
-def _calibration_ids(calib, from_text, tokenizer, num_samples, seq_len, seed):
-    """Token ids from a calibration set (checked against the tokenizer) or a corpus's train split."""
-    from normtweak.calib import calibration_from_text
-
-    if calib is not None:
-        calib.check_tokenizer(tokenizer)
-        explicit = click.get_current_context().get_parameter_source("num_samples")
-        if explicit == click.core.ParameterSource.COMMANDLINE:
-            calib.check_size(min_samples=num_samples)
-        return calib.input_ids[:num_samples]
-    if from_text:
-        return calibration_from_text(tokenizer, from_text, num_samples, seq_len, seed).input_ids
-    raise click.UsageError("give calibration data: --data FILE.safetensors or --from-text CORPUS")
 
 
 def _load(model_ref, lazy):

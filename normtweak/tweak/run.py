@@ -12,6 +12,7 @@ import time
 from dataclasses import asdict, replace
 from pathlib import Path
 
+from normtweak.calib.cache import calibration_ids  # noqa: F401  (benchmarks import it here)
 from normtweak.config import QuantSpec, TweakSpec
 
 
@@ -24,39 +25,6 @@ def spec_slug(quant: QuantSpec) -> str:
 def default_save_dir(model_ref: str, quant: QuantSpec) -> Path:
     """models/<model>-<spec>-tweaked, relative to the current directory."""
     return Path("models") / f"{Path(str(model_ref).rstrip('/')).name}-{spec_slug(quant)}-tweaked"
-
-
-def calibration_ids(model, tokenizer, model_ref: str, method: str, num_samples: int, seq_len: int,
-                    data_dir: str | None, seed: int, echo=print, device: str = "cpu"):
-    """The cached set for (model, tokenizer, method, size, seed) when there is one, else make it.
-
-    The cache is the one `normtweak generate-data` writes (normtweak.calib.cache).
-    """
-    from normtweak.calib import calibration_from_text, generate_calibration
-    from normtweak.calib.cache import cache_name, calibration_dir, find_cached
-
-    folder = calibration_dir(data_dir)
-    method_name = "selfgen" if method == "selfgen" else "text-wikipedia"
-    name = cache_name(model_ref, method_name, num_samples, seq_len, seed, tokenizer)
-    cached = find_cached(folder, name, tokenizer, num_samples, seq_len, seed)
-    if cached is not None:
-        echo(f"calibration: reusing {folder / name}")
-        return cached
-    t0 = time.perf_counter()
-    if method == "selfgen":
-        echo(f"calibration: generating {num_samples} x {seq_len} tokens with the model ...")
-        home = next(model.parameters()).device
-        model.to(device)
-        try:
-            calib = generate_calibration(model, tokenizer, num_samples=num_samples,
-                                         seq_len=seq_len, seed=seed, model_name=model_ref)
-        finally:
-            model.to(home)
-    else:
-        calib = calibration_from_text(tokenizer, "wikipedia", num_samples, seq_len, seed)
-    path = calib.save(folder / name)
-    echo(f"calibration: {method} {num_samples}x{seq_len} in {time.perf_counter() - t0:.0f} s -> {path}")
-    return calib
 
 
 def main_job(model_ref: str, quant: QuantSpec, tweak: TweakSpec, *, calibration: str = "selfgen",

@@ -57,7 +57,6 @@ def test_quantize_gptq_end_to_end(tiny_folder, tmp_path, saved):
 
 
 @pytest.mark.parametrize("extra, message", [
-    (["--method", "gptq"], "--data"),
     (["--group-size", "48"], "48 does not divide in_features 64"),
     (["--bits", "9"], "bits must be"),
 ])
