@@ -12,6 +12,7 @@ aliases, and list options take space- or comma-separated values
 from __future__ import annotations
 
 import dataclasses
+import functools
 import re
 import shlex
 
@@ -68,7 +69,7 @@ def parse_floats(ctx, param, value):
 
 def quant_options(fn):
     """--method --bits --group-size --symmetric and the GPTQ options; defaults from QuantSpec."""
-    d = lambda name: spec_default(QuantSpec, name)  # noqa: E731
+    d = functools.partial(spec_default, QuantSpec)
     return _decorate(fn, [
         click.option("--method", "--quantizer", "method", type=click.Choice(QUANT_METHODS),
                      default=d("method"), show_default=True, help="weight quantizer"),
@@ -98,7 +99,7 @@ def quant_options(fn):
 
 def tweak_options(fn):
     """--lr --scale --iters --loss --target; defaults from TweakSpec."""
-    d = lambda name: spec_default(TweakSpec, name)  # noqa: E731
+    d = functools.partial(spec_default, TweakSpec)
     return _decorate(fn, [
         click.option("--lr", type=float, default=d("lr"), show_default=True,
                      help="norm-tweak Adam learning rate of block 0"),

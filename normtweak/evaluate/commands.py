@@ -142,7 +142,6 @@ def _run_tasks(model_ref, tasks, payload, cache_dir, limit, batch_size, window, 
                device) -> str:
     from normtweak.evaluate.harness import results_rows, run_tasks
     from normtweak.evaluate.report import markdown_table
-
     from normtweak.outputs import user_cache_dir
 
     names = [t.strip() for t in tasks.split(",") if t.strip()]

@@ -24,8 +24,8 @@ def quantize_cmd(model_ref, data, from_text, num_samples, seq_len, save_dir, ove
         spec = o.quant_spec(opts)
         check_target(save_dir, overwrite)
         from normtweak.assets import load_model
-        from normtweak.quant.model import quantize_model
         from normtweak.calib.commands import command_calibration, open_calibration
+        from normtweak.quant.model import quantize_model
 
         calib = open_calibration(data) if data and spec.method == "gptq" else None
         model, tokenizer = load_model(model_ref)

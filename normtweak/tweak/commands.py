@@ -106,9 +106,15 @@ def tweak_cmd(ctx, model_ref, data, from_text, num_samples, seq_len, save_dir, o
         ids = command_calibration(calib, from_text, model, tok, model_ref, num_samples, seq_len,
                                   opts["seed"], opts["device"])
         if grid:
-            _grid(model, tok, ids, quant, spec, grid_search_lr or (spec.lr,),
-                  grid_search_scale or (spec.scale,), validation_text, eval_windows,
-                  devices or opts["device"], save_dir, save_all, opts["seed"], budget, overwrite)
+            try:
+                _grid(model, tok, ids, quant, spec, grid_search_lr or (spec.lr,),
+                      grid_search_scale or (spec.scale,), validation_text, eval_windows,
+                      devices or opts["device"], save_dir, save_all, opts["seed"], budget,
+                      overwrite)
+            except KeyboardInterrupt:
+                click.echo(f"\ninterrupted: the grid search wrote nothing to {save_dir} (its "
+                           f"points are not checkpointed; run it again)", err=True)
+                ctx.exit(130)
             return
         try:
             _single(model, tok, ids, quant, spec, opts, save_dir, checkpoint_dir, resume,

@@ -90,7 +90,6 @@ def _run_point(job: _PointJob, start, point: tuple[float, float], device):
     """Tweak a copy of the float model at (lr, scale), score it: (GridPoint, model on the CPU)."""
     from normtweak.io import save_quantized
     from normtweak.tweak.checkpoint import calibration_hash
-
     from normtweak.tweak.pipeline import NonFiniteActivationError
 
     lr, scale, number, total = point

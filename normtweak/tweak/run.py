@@ -12,7 +12,7 @@ import time
 from dataclasses import asdict, replace
 from pathlib import Path
 
-from normtweak.calib.cache import calibration_ids  # noqa: F401  (benchmarks import it here)
+from normtweak.calib.cache import calibration_ids  # benchmarks import it from here
 from normtweak.config import QuantSpec, TweakSpec
 
 

@@ -49,7 +49,7 @@ def test_quantize_gptq_end_to_end(tiny_folder, tmp_path, saved):
                                   "--group-size", "32", "--method", "gptq", "--data", str(calib),
                                   "--save_dir", str(out)])
     assert r.exit_code == 0, r.output
-    (model, path, spec, sha), = saved
+    (model, _, spec, sha), = saved
     assert (out / "config.json").is_file() and (out / "normtweak-output.json").is_file()
     assert spec.method == "gptq" and spec.group_size == 32
     assert sha == calibration_hash(tiny_batch(4, 16))
