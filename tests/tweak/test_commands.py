@@ -61,3 +61,27 @@ def test_without_data_the_cached_self_generated_set_is_used(tmp_path, make_tiny,
     assert len(cached) == 1 and f"-> {cached[0]}" in res.output
     res = CliRunner().invoke(main, [*args, "--save-dir", str(tmp_path / "b")])
     assert res.exit_code == 0 and f"calibration: reusing {cached[0]}" in res.output
+
+
+def test_run_prints_where_it_wrote_and_never_overwrites_unasked(tmp_path, make_tiny, tokenizer,
+                                                                 monkeypatch):
+    monkeypatch.setenv("NORMTWEAK_CACHE", str(tmp_path / "cache"))
+    model_dir, corpus = _folder(tmp_path, make_tiny, tokenizer)
+    out = tmp_path / "out"
+    args = ["run", "--model", str(model_dir), "--num-samples", "2", "--seq-len", "16",
+            "--text", str(corpus), "--eval-windows", "1", "--group-size", "16",
+            "--save-dir", str(out)]
+    res = CliRunner().invoke(main, args)
+    assert res.exit_code == 0, res.output
+    report = tmp_path / "out.run.json"
+    assert f"saved the tweaked model to {out}; report: {report}" in res.output
+    assert "plain quantization, no tweak" in res.output
+    assert json.loads(report.read_text())["saved_to"] == str(out)
+    before = (out / "model.safetensors").read_bytes()
+    res = CliRunner().invoke(main, [*args, "--lr", "1e-2"])
+    assert res.exit_code == 1 and "--overwrite" in res.output
+    assert (out / "model.safetensors").read_bytes() == before
+    res = CliRunner().invoke(main, [*args, "--lr", "1e-2", "--overwrite"])
+    assert res.exit_code == 0, res.output
+    assert "calibration: reusing" in res.output
+    assert json.loads(report.read_text())["tweak"]["lr"] == 1e-2
