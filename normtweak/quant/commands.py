@@ -28,6 +28,10 @@ def quantize_cmd(model_ref, data, from_text, num_samples, seq_len, save_dir, ove
         from normtweak.quant.model import quantize_model
 
         calib = open_calibration(data) if data and spec.method == "gptq" else None
+        if from_text and spec.method == "gptq":
+            from normtweak.tweak.commands import _check_corpora
+
+            _check_corpora(from_text)
         model, tokenizer = load_model(model_ref)
         calibration = None
         if spec.method == "gptq":

@@ -102,6 +102,7 @@ def tweak_cmd(ctx, model_ref, data, from_text, num_samples, seq_len, save_dir, o
         if export_dequantized:
             check_target(export_dequantized, overwrite, "--export-dequantized")
         calib = open_calibration(data) if data else None
+        _check_corpora(from_text, validation_text if grid else None)
         model, tok, loader = _load(model_ref, lazy_load)
         ids = command_calibration(calib, from_text, model, tok, model_ref, num_samples, seq_len,
                                   opts["seed"], opts["device"])
@@ -123,6 +124,15 @@ def tweak_cmd(ctx, model_ref, data, from_text, num_samples, seq_len, save_dir, o
             _interrupted(ctx, checkpoint_dir)
     except o.USER_ERRORS as err:
         raise click.ClickException(str(err)) from err
+
+
+def _check_corpora(*names) -> None:
+    """A mistyped corpus fails before the model is loaded (documents are cached once read)."""
+    from normtweak.assets import load_documents
+
+    for name in names:
+        if name:
+            load_documents(name, "train")
 
 
 def _load(model_ref, lazy):
