@@ -118,3 +118,11 @@ def test_data_paths_are_checked_before_the_model_loads(tmp_path, no_model_load, 
     res = CliRunner().invoke(main, [*base, "--data", str(text)])
     assert res.exit_code == 1 and "not a calibration set" in res.output
     assert f"use --from-text {text}" in res.output and "corrupt" not in res.output
+
+
+def test_other_sampling_settings_get_their_own_cache_name(cache, model_dir):
+    res = CliRunner().invoke(main, ["generate-data", "--model", str(model_dir), "--num-samples", "2",
+                                    "--seq-len", "16", "--temperature", "0.7"])
+    assert res.exit_code == 0, res.output
+    (written,) = (cache / "calibration").glob("*.safetensors")
+    assert written.name.startswith("tiny-llama_selfgen-") and "_2x16_seed0_" in written.name

@@ -55,6 +55,21 @@ def _safetensors_header(head: bytes, path: Path) -> bool:
     return 2 <= size <= path.stat().st_size - 8
 
 
+def _settings_tag() -> str:
+    """'' for the default sampling settings, else '-<hash>' so the cache never mistakes a set
+    made with other languages or sampling for the default one that `run` looks up."""
+    import hashlib
+    import json
+
+    ctx = click.get_current_context()
+    names = ("languages", "greedy_tokens", "temperature", "top_k", "top_p")
+    changed = {n: ctx.params[n] for n in names
+               if ctx.params[n] != next(p.default for p in ctx.command.params if p.name == n)}
+    if not changed:
+        return ""
+    return "-" + hashlib.sha256(json.dumps(changed, sort_keys=True).encode()).hexdigest()[:8]
+
+
 def print_samples(calib, tokenizer, count: int = 3, chars: int = 600) -> None:
     """Echo the first `count` samples decoded (each cut to `chars` characters)."""
     for i, ids in enumerate(calib.input_ids[:count]):
@@ -79,7 +94,11 @@ def print_samples(calib, tokenizer, count: int = 3, chars: int = 600) -> None:
               help="first-token languages, comma-separated (self-generation only)")
 @click.option("--from-text", "--from_text", "from_text", default=None, metavar="CORPUS",
               help=o.FROM_TEXT_HELP)
-@o.run_options
+@o.device_option
+@click.option("--seed", type=int, default=0, show_default=True,
+              help="seed of every random choice (calibration, sample order)")
+@click.option("--batch-size", "--batch_size", "batch_size", default=16, show_default=True,
+              type=click.IntRange(min=1), help="samples generated together")
 @click.option("--greedy-tokens", default=4, show_default=True, type=click.IntRange(min=0))
 @click.option("--temperature", default=1.0, show_default=True, type=float)
 @click.option("--top-k", default=50, show_default=True, type=click.IntRange(min=0))
@@ -103,7 +122,7 @@ def generate_data(model_ref, save_dir, output, overwrite, num_samples, seq_len, 
 
             load_documents(from_text, "train")  # a mistyped corpus fails before the model loads
         model, tokenizer = load_model(model_ref)
-        method = "selfgen" if not from_text else f"text-{Path(from_text).stem}"
+        method = "selfgen" + _settings_tag() if not from_text else f"text-{Path(from_text).stem}"
         path = Path(output) if output else calibration_dir(save_dir) / cache_name(
             model_ref, method, num_samples, seq_len, seed, tokenizer)
         check_target(path, overwrite, "--output")
