@@ -18,6 +18,7 @@ import shlex
 
 import click
 
+from normtweak import config
 from normtweak.config import QUANT_METHODS, TWEAK_LOSSES, TWEAK_TARGETS, QuantSpec, TweakSpec
 
 DEFAULT_NUM_SAMPLES = 128  # calibration samples (the paper's 128)
@@ -36,6 +37,11 @@ def spec_default(cls, name: str):
             if f.default_factory is not dataclasses.MISSING:
                 return f.default_factory()
     raise KeyError(f"{cls.__name__} has no field {name!r} with a default")
+
+
+def _if_field(cls, name: str, make) -> list:
+    """[make()] when `cls` has dataclass field `name`, else [] (fields added over time)."""
+    return [make()] if any(f.name == name for f in dataclasses.fields(cls)) else []
 
 
 def _decorate(fn, options):
@@ -94,6 +100,10 @@ def quant_options(fn):
                           "Hessian from the already quantized ones"),
         click.option("--quantize-head/--no-quantize-head", default=d("quantize_head"),
                      show_default=True, help="also quantize the LM head"),
+        *_if_field(QuantSpec, "group_params", lambda: click.option(
+            "--group-params", type=click.Choice(config.GROUP_PARAMS), default=d("group_params"),
+            show_default=True, help="GPTQ without static groups: a group's parameters from "
+                                    "the updated columns (ours) or as the reference code")),
     ])
 
 
@@ -112,6 +122,17 @@ def tweak_options(fn):
         click.option("--target", type=click.Choice(TWEAK_TARGETS), default=d("target"),
                      show_default=True,
                      help="float targets from the quantized path's inputs (paper) or the float model's"),
+        *_if_field(TweakSpec, "quant_params", lambda: click.option(
+            "--quant-params", type=click.Choice(config.QUANT_PARAMS), default=d("quant_params"),
+            show_default=True, help="also train each linear's clipping ('clip') and rounding "
+                                    "('clip_round') with the norms (beyond the paper)")),
+        *_if_field(TweakSpec, "quant_lr", lambda: click.option(
+            "--quant-lr", type=float, default=d("quant_lr"),
+            help="signed-step size for --quant-params [default: 1 / steps per block]")),
+        *([click.option("--preset", type=click.Choice(sorted(config.TWEAK_PRESETS)), default=None,
+                        help="named tweak settings ('paper': Algorithm 1 as written); options "
+                             "given on the command line override it")]
+          if hasattr(config, "TWEAK_PRESETS") else []),
     ])
 
 
@@ -175,18 +196,28 @@ def save_dir_option(required: bool = False, default=None, help: str = "output fo
                         required=required, default=default, help=help)
 
 
+def _spec(cls, opts: dict):
+    """cls(**the parsed options that are fields of cls)."""
+    return cls(**{f.name: opts[f.name] for f in dataclasses.fields(cls)
+                  if f.init and f.name in opts})
+
+
 def quant_spec(opts: dict) -> QuantSpec:
     """QuantSpec from the parsed quant_options."""
-    return QuantSpec(bits=opts["bits"], group_size=opts["group_size"], symmetric=opts["symmetric"],
-                     method=opts["method"], damp=opts["damp"], act_order=opts["act_order"],
-                     block_size=opts["block_size"], static_groups=opts["static_groups"],
-                     quantize_head=opts["quantize_head"])
+    return _spec(QuantSpec, opts)
 
 
 def tweak_spec(opts: dict) -> TweakSpec:
-    """TweakSpec from the parsed tweak_options and run_options."""
-    return TweakSpec(lr=opts["lr"], scale=opts["scale"], iters=opts["iters"], loss=opts["loss"],
-                     batch_size=opts["batch_size"], target=opts["target"])
+    """TweakSpec from the parsed tweak_options and run_options; with --preset, the preset's
+    fields, overridden by the options given on the command line."""
+    preset = opts.get("preset")
+    if not preset:
+        return _spec(TweakSpec, opts)
+    ctx = click.get_current_context()
+    given = {k: v for k, v in opts.items()
+             if ctx.get_parameter_source(k) == click.core.ParameterSource.COMMANDLINE}
+    return TweakSpec.preset(preset, **{f.name: given[f.name] for f in dataclasses.fields(TweakSpec)
+                                       if f.name in given})
 
 
 _NUMBER = re.compile(r"^[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?$")
