@@ -104,3 +104,18 @@ def test_help_works_for_every_command():
     for name in COMMANDS:
         res = CliRunner().invoke(main, [name, "--help"])
         assert res.exit_code == 0, (name, res.output)
+
+
+def test_a_preset_is_a_named_option_and_given_options_override_it():
+    from normtweak import config, options
+
+    if not hasattr(config, "TWEAK_PRESETS"):
+        pytest.skip("config has no tweak presets on this branch")
+    cmd = main.get_command(None, "tweak")
+    ctx = cmd.make_context("tweak", ["--model", "m", "--save-dir", "o", "--preset", "paper",
+                                     "--iters", "3", "--lr", "1e-5"])
+    with ctx:
+        spec = options.tweak_spec(ctx.params)
+    # Algorithm 1: batch 1, the channel-wise distribution loss, targets from the quantized inputs
+    assert (spec.batch_size, spec.loss, spec.target) == (1, "dist", "quantized_input")
+    assert (spec.iters, spec.lr) == (3, 1e-5)
