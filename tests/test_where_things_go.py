@@ -6,7 +6,7 @@ import time
 import pytest
 from click.testing import CliRunner
 
-from normtweak import assets
+from normtweak import assets, hub
 from normtweak.cli import main
 
 
@@ -95,7 +95,7 @@ def test_hub_check_is_a_short_connect(monkeypatch):
         port = s.getsockname()[1]
     monkeypatch.setenv("HF_ENDPOINT", f"http://127.0.0.1:{port}")
     t0 = time.perf_counter()
-    assert assets.hub_reachable(timeout=1.0) is False
+    assert hub.hub_reachable(timeout=1.0) is False
     assert time.perf_counter() - t0 < 3
 
 
