@@ -54,6 +54,14 @@ def foreign_files(folder: Path) -> list[str] | None:
     return sorted(_files(folder) - ours - {MARKER})
 
 
+def _older_normtweak_model(folder: Path) -> bool:
+    try:
+        config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return (config.get("quantization_config") or {}).get("quant_method") == "normtweak"
+
+
 def check_target(path: str | os.PathLike, overwrite: bool, flag: str = "--save-dir") -> Path:
     """Raise TargetExistsError unless writing `path` is allowed by the rule above."""
     path = Path(path)
@@ -69,6 +77,11 @@ def check_target(path: str | os.PathLike, overwrite: bool, flag: str = "--save-d
                 f"{flag} {path} exists and is {what} ({_listing(path)}); pass --overwrite to "
                 f"replace it, or choose a new path" + ("" if foreign is not None else
                                                        f" such as {path / 'NAME'}"))
+        if foreign is None and _older_normtweak_model(path):
+            raise TargetExistsError(
+                f"{flag} {path} holds a model saved by an earlier normtweak, without the "
+                f"{MARKER} that lets --overwrite replace it; delete it yourself if you mean "
+                f"to, or choose a new path")
         if foreign is None:
             raise TargetExistsError(
                 f"{flag} {path} holds files normtweak did not write ({_listing(path)}); "

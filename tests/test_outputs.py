@@ -94,3 +94,12 @@ def test_user_cache_dir_follows_env(monkeypatch, tmp_path):
     monkeypatch.delenv("NORMTWEAK_CACHE")
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "x"))
     assert user_cache_dir() == tmp_path / "x" / "normtweak"
+
+
+def test_a_model_saved_before_the_marker_existed_is_named_not_deleted(tmp_path):
+    old = tmp_path / "old"
+    old.mkdir()
+    (old / "config.json").write_text(json.dumps({"quantization_config": {"quant_method": "normtweak"}}))
+    with pytest.raises(TargetExistsError, match="earlier normtweak"):
+        check_target(old, overwrite=True)
+    assert (old / "config.json").is_file()
