@@ -85,7 +85,8 @@ def _check_outputs(output: Path, overwrite: bool) -> None:
 @click.option("--split", default="test", type=click.Choice(["train", "validation", "test"]))
 @click.option("--window", type=int, default=None, help="Tokens per window (default min(context, 1024)).")
 @click.option("--stride", type=int, default=None, help="Sliding-window stride (< window).")
-@click.option("--max-windows", type=int, default=None, help="Score only the first N windows.")
+@click.option("--max-windows", "--eval-windows", "max_windows", type=int, default=None,
+              help="Score only the first N windows [default: all].")
 @click.option("--batch-size", type=int, default=1, show_default=True)
 @click.option("--limit", type=int, default=None, help="lm-eval: first N documents per task.")
 @click.option("--num-fewshot", type=int, default=None)
