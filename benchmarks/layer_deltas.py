@@ -41,7 +41,7 @@ def tweaked_model(model, tok, args, spec):
     from normtweak.tweak.run import calibration_ids
 
     n, t = (int(v) for v in args.calib.split("x"))
-    calib = calibration_ids(model, tok, args.model, "selfgen", n, t, "data", 0)
+    calib = calibration_ids(model, tok, args.model, "selfgen", n, t, None, 0)
     tweaked = copy.deepcopy(model)
     tweak_model(tweaked, calib.input_ids, spec, TweakSpec(lr=args.tweak_lr, scale=args.tweak_scale),
                 progress=False)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import resource
 import sys
 import time
@@ -38,6 +39,10 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
+def _numbers(values: list[str]) -> tuple[float, ...]:
+    return tuple(float(x) for v in values for x in re.split(r"[,\s]+", v) if x)
+
+
 def main(argv=None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", default="smollm2-135m")
@@ -45,8 +50,10 @@ def main(argv=None) -> dict:
     ap.add_argument("--num-samples", type=int, default=128)
     ap.add_argument("--seq-len", type=int, default=128)
     ap.add_argument("--configs", default=DEFAULT_CONFIGS)
-    ap.add_argument("--lrs", default="1e-5,1e-4")
-    ap.add_argument("--scales", default="5")
+    ap.add_argument("--grid-search-lr", "--lrs", dest="lrs", nargs="+", default=["1e-5,1e-4"],
+                    help="learning rates, space- or comma-separated (as `normtweak tweak`)")
+    ap.add_argument("--grid-search-scale", "--scales", dest="scales", nargs="+", default=["5"],
+                    help="layer scales, space- or comma-separated")
     ap.add_argument("--loss", default="dist")
     ap.add_argument("--iters", type=int, default=1)
     ap.add_argument("--eval-windows", type=int, default=8, help="1024-token windows per split")
@@ -65,14 +72,13 @@ def main(argv=None) -> dict:
 
     model, tok = load_model(args.model)
     calib = calibration_ids(model, tok, args.model, args.calibration, args.num_samples,
-                            args.seq_len, "data", 0)
+                            args.seq_len, None, 0)
     val, test = load_text("wikipedia", "validation"), load_text("wikipedia", "test")
     t0 = time.perf_counter()
     float_ppl = {"validation": perplexity(model, tok, val, max_windows=args.eval_windows).ppl,
                  "test": perplexity(model, tok, test, max_windows=args.eval_windows).ppl}
     print(f"float: {float_ppl} ({time.perf_counter() - t0:.0f} s)", flush=True)
-    grid = GridSpec(lrs=tuple(float(x) for x in args.lrs.split(",")),
-                    scales=tuple(float(x) for x in args.scales.split(",")))
+    grid = GridSpec(lrs=_numbers(args.lrs), scales=_numbers(args.scales))
     rows = []
     for name in args.configs.split(","):
         quant = QuantSpec(**CONFIGS[name])

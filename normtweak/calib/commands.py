@@ -2,20 +2,72 @@
 
 from __future__ import annotations
 
-import datetime
-import re
 from pathlib import Path
 
 import click
 
+from normtweak import options as o
 
-def output_name(model: str, method: str, num_samples: int, seq_len: int,
-                date: datetime.date | None = None) -> str:
-    """File name saying model, method, size and date: smollm2-135m_selfgen_8x128_20261123.safetensors."""
-    slug = re.sub(r"[^a-z0-9.-]+", "-", Path(str(model).rstrip("/")).name.lower()).strip("-")
-    method = re.sub(r"[^a-z0-9.-]+", "-", method.lower()).strip("-")
-    day = (date or datetime.date.today()).strftime("%Y%m%d")
-    return f"{slug or 'model'}_{method}_{num_samples}x{seq_len}_{day}.safetensors"
+
+def open_calibration(path: str | Path):
+    """Read a calibration set before any model is loaded, with errors a user can act on."""
+    from normtweak.calib.store import CalibrationSet
+
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"--data {path}: no such file")
+    if path.is_dir():
+        raise ValueError(f"--data {path} is a folder; give a calibration .safetensors file")
+    with open(path, "rb") as f:
+        head = f.read(8)
+    if path.suffix in (".txt", ".jsonl", ".json", ".md") or not _safetensors_header(head, path):
+        raise ValueError(f"--data {path} is not a calibration set (a .safetensors file from "
+                         f"`normtweak generate-data`); to cut calibration windows from a text "
+                         f"file use --from-text {path}")
+    return CalibrationSet.load(path)
+
+
+def command_calibration(calib, from_text, model, tokenizer, model_ref, num_samples, seq_len, seed,
+                        device):
+    """Token ids [N, T] for a command: --data (checked against the tokenizer), --from-text,
+    else the self-generated set of the calibration cache (made and cached when missing)."""
+    from normtweak.calib.cache import calibration_ids
+    from normtweak.calib.text import calibration_from_text
+
+    if calib is not None:
+        calib.check_tokenizer(tokenizer)
+        source = click.get_current_context().get_parameter_source("num_samples")
+        if source == click.core.ParameterSource.COMMANDLINE:
+            calib.check_size(min_samples=num_samples)
+        return calib.input_ids[:num_samples]
+    if from_text:
+        return calibration_from_text(tokenizer, from_text, num_samples, seq_len, seed).input_ids
+    click.echo("no --data or --from-text: using the self-generated calibration set of the cache")
+    return calibration_ids(model, tokenizer, model_ref, "selfgen", num_samples, seq_len, None,
+                           seed, click.echo, device).input_ids
+
+
+def _safetensors_header(head: bytes, path: Path) -> bool:
+    """Does the file start like a safetensors file (an 8-byte header length that fits)?"""
+    if len(head) < 8:
+        return False
+    size = int.from_bytes(head, "little")
+    return 2 <= size <= path.stat().st_size - 8
+
+
+def _settings_tag() -> str:
+    """'' for the default sampling settings, else '-<hash>' so the cache never mistakes a set
+    made with other languages or sampling for the default one that `run` looks up."""
+    import hashlib
+    import json
+
+    ctx = click.get_current_context()
+    names = ("languages", "greedy_tokens", "temperature", "top_k", "top_p")
+    changed = {n: ctx.params[n] for n in names
+               if ctx.params[n] != next(p.default for p in ctx.command.params if p.name == n)}
+    if not changed:
+        return ""
+    return "-" + hashlib.sha256(json.dumps(changed, sort_keys=True).encode()).hexdigest()[:8]
 
 
 def print_samples(calib, tokenizer, count: int = 3, chars: int = 600) -> None:
@@ -27,23 +79,24 @@ def print_samples(calib, tokenizer, count: int = 3, chars: int = 600) -> None:
         click.echo(text[:chars] + cut)
 
 
-@click.command("generate-data")
-@click.option("--model", "model_name", default="smollm2-135m", show_default=True,
-              help="model name (offline: smollm2-135m) or local folder or hub id")
-@click.option("--save-dir", "--save_dir", "save_dir", default="data/calib", show_default=True,
-              type=click.Path(file_okay=False), help="folder for the .safetensors file")
+@click.command("generate-data", cls=o.Command)
+@o.model_option("smollm2-135m")
+@o.save_dir_option(help="folder for the .safetensors file [default: the calibration cache, "
+                   "<cache>/calibration, where `normtweak run` finds it]")
 @click.option("--output", type=click.Path(dir_okay=False), default=None,
               help="exact output path (overrides --save-dir and the automatic name)")
-@click.option("--num-samples", "--num_samples", "num_samples", default=128, show_default=True,
-              type=click.IntRange(min=1))
-@click.option("--seq-len", "--seq_len", "seq_len", default=None, type=click.IntRange(min=1),
-              help="tokens per sample [default: 2048 or the model's context if shorter]")
+@o.overwrite_option
+@click.option("--num-samples", "--num_samples", "num_samples", default=o.DEFAULT_NUM_SAMPLES,
+              show_default=True, type=click.IntRange(min=1), help=o.NUM_SAMPLES_HELP)
+@click.option("--seq-len", "--seq_len", "seq_len", default=o.DEFAULT_SEQ_LEN, show_default=True,
+              type=click.IntRange(min=1), help=o.SEQ_LEN_HELP)
 @click.option("--languages", default="en,es,pt,zh,fr", show_default=True,
               help="first-token languages, comma-separated (self-generation only)")
 @click.option("--from-text", "--from_text", "from_text", default=None, metavar="CORPUS",
-              help="take windows of a corpus's train split instead (wikipedia, austen, a .txt/.jsonl)")
-@click.option("--seed", default=0, show_default=True, type=int)
-@click.option("--device", default="cpu", show_default=True, help="cpu, cuda, cuda:1, ...")
+              help=o.FROM_TEXT_HELP)
+@o.device_option
+@click.option("--seed", type=int, default=0, show_default=True,
+              help="seed of every random choice (calibration, sample order)")
 @click.option("--batch-size", "--batch_size", "batch_size", default=16, show_default=True,
               type=click.IntRange(min=1), help="samples generated together")
 @click.option("--greedy-tokens", default=4, show_default=True, type=click.IntRange(min=0))
@@ -51,34 +104,39 @@ def print_samples(calib, tokenizer, count: int = 3, chars: int = 600) -> None:
 @click.option("--top-k", default=50, show_default=True, type=click.IntRange(min=0))
 @click.option("--top-p", default=0.95, show_default=True, type=float)
 @click.option("--print", "show", is_flag=True, help="print a few decoded samples")
-def generate_data(model_name, save_dir, output, num_samples, seq_len, languages, from_text, seed,
-                  device, batch_size, greedy_tokens, temperature, top_k, top_p, show) -> None:
+def generate_data(model_ref, save_dir, output, overwrite, num_samples, seq_len, languages,
+                  from_text, device, seed, batch_size, greedy_tokens, temperature, top_k, top_p,
+                  show) -> None:
     """Write a calibration set: self-generated by the model (default) or from a corpus."""
-    import torch
-
     from normtweak.assets import load_model
-    from normtweak.calib.generate import SamplingSpec, default_seq_len, generate_calibration
+    from normtweak.calib.cache import cache_name, calibration_dir
+    from normtweak.calib.generate import SamplingSpec, generate_calibration
     from normtweak.calib.text import calibration_from_text
+    from normtweak.outputs import check_target
 
     try:
-        if device.startswith("cuda") and not torch.cuda.is_available():
-            raise ValueError(f"--device {device}: CUDA is not available on this machine")
-        model, tokenizer = load_model(model_name)
-        seq_len = seq_len or default_seq_len(model)
+        if output:
+            check_target(output, overwrite, "--output")
+        if from_text:
+            from normtweak.assets import load_documents
+
+            load_documents(from_text, "train")  # a mistyped corpus fails before the model loads
+        model, tokenizer = load_model(model_ref)
+        method = "selfgen" + _settings_tag() if not from_text else f"text-{Path(from_text).stem}"
+        path = Path(output) if output else calibration_dir(save_dir) / cache_name(
+            model_ref, method, num_samples, seq_len, seed, tokenizer)
+        check_target(path, overwrite, "--output")
         if from_text:
             calib = calibration_from_text(tokenizer, from_text, num_samples, seq_len, seed,
-                                          model_name=model_name)
-            method = f"text-{Path(from_text).stem}"
+                                          model_name=model_ref)
         else:
             spec = SamplingSpec(greedy_tokens, temperature, top_k, top_p)
             model.to(device)
             calib = generate_calibration(model, tokenizer, num_samples, seq_len, languages, seed,
-                                         spec, batch_size, model_name=model_name)
-            method = "selfgen"
-        path = Path(output) if output else Path(save_dir) / output_name(
-            model_name, method, num_samples, seq_len)
+                                         spec, batch_size, model_name=model_ref)
+        check_target(path, overwrite, "--output")
         calib.save(path)
-    except (ValueError, FileNotFoundError) as err:
+    except o.USER_ERRORS as err:
         raise click.ClickException(str(err)) from err
     click.echo(f"wrote {path}: {len(calib)} x {calib.seq_len} tokens ({calib.metadata['method']}, "
                f"seed {seed})")

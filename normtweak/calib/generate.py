@@ -159,9 +159,10 @@ def generate_batch(
     ids = torch.empty(first.shape[0], seq_len, dtype=torch.int64, device=first.device)
     ids[:, 0] = first
     step_input, cache = ids[:, :1], None
+    key = _cache_argument(model)
     for pos in range(1, seq_len):
-        out = model(input_ids=step_input, past_key_values=cache, use_cache=True)
-        cache = out.past_key_values
+        out = model(input_ids=step_input, use_cache=True, **{key: cache})
+        cache = getattr(out, key)
         logits = out.logits[:, -1, : banned.shape[0]].float()
         logits = logits.masked_fill(banned, float("-inf"))
         ids[:, pos] = _next_tokens(logits, pos <= spec.greedy_tokens, spec, generator)
@@ -169,6 +170,14 @@ def generate_batch(
         if progress is not None:
             progress.update(first.shape[0])
     return ids
+
+
+def _cache_argument(model: Any) -> str:
+    """'cache' (transformers >= 5.2x) or 'past_key_values' (older, deprecated since)."""
+    import inspect
+
+    params = inspect.signature(model.forward).parameters
+    return "cache" if "cache" in params else "past_key_values"
 
 
 def _banned_mask(tokenizer: Any, model: Any, vocab: int, device: torch.device) -> torch.Tensor:

@@ -145,7 +145,7 @@ def _scored_text(tokenizer, text: str, ids: list[int], n_scored: int) -> str:
     if n_scored >= len(ids):
         return text
     if getattr(tokenizer, "is_fast", False):
-        enc = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
+        enc = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True, verbose=False)
         return text[: enc["offset_mapping"][n_scored - 1][1]]
     return tokenizer.decode(ids[:n_scored])
 
@@ -203,7 +203,7 @@ def perplexity(
     bos = tokenizer.bos_token_id if tokenizer.bos_token_id is not None else tokenizer.eos_token_id
     if bos is None:
         raise ValueError("the tokenizer has neither a BOS nor an EOS token to start documents with")
-    ids = [tokenizer(d, add_special_tokens=False)["input_ids"] for d in docs]
+    ids = [tokenizer(d, add_special_tokens=False, verbose=False)["input_ids"] for d in docs]
     if sum(len(i) for i in ids) == 0:
         raise ValueError("the text is empty: nothing to score")
     plan = plan_windows([len(i) for i in ids], window, stride)[:max_windows]

@@ -18,10 +18,13 @@ from normtweak.evaluate.taskdata import write_atomic
 
 
 def gap_recovered(float_ppl: float, quant_ppl: float, tweaked_ppl: float) -> float:
-    """Percent of the float-to-quantized perplexity gap that tweaking recovers."""
+    """Percent of the float-to-quantized perplexity gap that tweaking recovers (NaN when the
+    tweaked perplexity is not finite: a diverged run)."""
     gap = quant_ppl - float_ppl
-    if not all(math.isfinite(x) for x in (float_ppl, quant_ppl, tweaked_ppl)):
-        raise ValueError("perplexities must be finite")
+    if not math.isfinite(tweaked_ppl):
+        return math.nan  # a diverged (NaN/Inf) tweak recovers nothing measurable
+    if not all(math.isfinite(x) for x in (float_ppl, quant_ppl)):
+        raise ValueError("the float and quantized perplexities must be finite")
     if gap == 0:
         raise ValueError(
             f"the quantized model has the float model's perplexity ({float_ppl}): no gap to recover"

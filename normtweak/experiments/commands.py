@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import sys
 import time
 from pathlib import Path
@@ -26,27 +27,33 @@ import click
 @click.option("--device", default="cpu", show_default=True)
 @click.option("--threads", type=int, default=None, help="torch CPU threads")
 @click.option("--out-dir", default="results/precision", show_default=True)
+@click.option("--overwrite", is_flag=True, help="replace the summary files of an earlier run")
 def precision_cmd(model, data, precisions, seeds, train_size, test_size, epochs, batch_size, norm, tweak_lr,
-                  device, threads, out_dir):
+                  device, threads, out_dir, overwrite):
     """Train a classifier and compare precisions: accuracy, time, memory (JSON per run + table)."""
     import torch
 
-    from normtweak.experiments.run import markdown, run_study, write_json
-    from normtweak.tweak.checkpoint import atomic_write_bytes
+    from normtweak.experiments.run import markdown, run_study
+    from normtweak.outputs import check_target, write_file
 
     if threads:
         torch.set_num_threads(threads)
     t0 = time.perf_counter()
+    out = Path(out_dir)
+    md_path, json_path = out / f"{model}_{data}_{norm}.md", out / f"{model}_{data}_{norm}.json"
     try:
+        check_target(md_path, overwrite, "--out-dir")
+        check_target(json_path, overwrite, "--out-dir")
         report = run_study(model, data, tuple(precisions.split(",")), tuple(int(s) for s in seeds.split(",")),
                            train_size, test_size, epochs, batch_size, None, norm, tweak_lr=tweak_lr, device=device,
                            out_dir=out_dir, echo=lambda line: None)
-    except (ValueError, FileNotFoundError) as err:
+    except (ValueError, FileNotFoundError, OSError) as err:
         raise click.ClickException(str(err)) from err
     args = sys.argv[2:] if sys.argv[1:2] == ["precision"] else sys.argv[1:]  # CLI or examples/ wrapper
     command = "normtweak precision " + " ".join(args)
     text = markdown(report, command) + f"\nwall time {time.perf_counter() - t0:.0f} s\n"
     click.echo(text)
-    out = Path(out_dir)
-    atomic_write_bytes(out / f"{model}_{data}_{norm}.md", text.encode())
-    write_json(out / f"{model}_{data}_{norm}.json", {"command": command, **report})
+    write_file(md_path, text, overwrite=overwrite)
+    write_file(json_path, json.dumps({"command": command, **report}, indent=2, default=str) + "\n",
+               overwrite=overwrite)
+    click.echo(f"wrote {md_path} and {json_path}")

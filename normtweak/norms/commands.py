@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 
@@ -28,18 +29,25 @@ def _command_line() -> str:
 @click.option("--device", default=None, help="cuda or cpu (default: cuda when available)")
 @click.option("--threads", type=int, default=None, help="torch CPU threads")
 @click.option("--out", default=None, help="JSON path (default results/norms_<cpu|cuda>.json)")
-def bench_norms(hiddens, rows, dtypes, kinds, impls, device, threads, out):
+@click.option("--overwrite", is_flag=True, help="replace an existing --out file")
+def bench_norms(hiddens, rows, dtypes, kinds, impls, device, threads, out, overwrite):
     """Time our norms (fwd, bwd, fwd+bwd) against eager torch and torch.compile."""
     import torch
 
-    from normtweak.evaluate.report import markdown_table, write_json
+    from normtweak.evaluate.report import markdown_table
     from normtweak.norms.bench import run
+    from normtweak.outputs import check_target, write_file
 
     if threads:
         torch.set_num_threads(threads)
     gpu = (device or ("cuda" if torch.cuda.is_available() else "cpu")).startswith("cuda")
     hiddens = _ints(hiddens) if hiddens else ((1024, 2048, 4096, 8192, 16384) if gpu else (1024, 4096))
     rows = _ints(rows) if rows else ((4096, 32768) if gpu else (4096,))
+    path = Path(out or f"results/norms_{'cuda' if gpu else 'cpu'}.json")
+    try:
+        check_target(path, overwrite, "--out")
+    except FileExistsError as err:
+        raise click.ClickException(str(err)) from err
     report = run(hiddens, rows, tuple(dtypes.split(",")), tuple(kinds.split(",")), device,
                  tuple(impls.split(",")))
     report["command"] = _command_line()
@@ -49,8 +57,7 @@ def bench_norms(hiddens, rows, dtypes, kinds, impls, device, threads, out):
     click.echo(f"device {report['device']}, triton {report['triton']}, copy {report['copy_GBps']:.1f} GB/s, "
                f"threads {report['threads']}")
     click.echo(markdown_table(table, cols))
-    path = Path(out or f"results/norms_{'cuda' if gpu else 'cpu'}.json")
-    write_json(path, report)
+    write_file(path, json.dumps(report, indent=2, default=str) + "\n", overwrite=overwrite)
     click.echo(f"wrote {path}")
     return report
 

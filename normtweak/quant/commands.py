@@ -6,67 +6,43 @@ import time
 
 import click
 
-from normtweak.config import QUANT_METHODS
+from normtweak import options as o
 
 
-@click.command("quantize")
-@click.option("--model", "model_ref", required=True,
-              help="'smollm2-135m', 'minilm-l6', a local folder or a hub id.")
-@click.option("--bits", type=int, default=4, show_default=True, help="2..8")
-@click.option("--group-size", "--group_size", "group_size", type=int, default=128,
-              show_default=True, help="-1 per output channel, 0 per tensor, or a divisor of "
-              "every layer's in_features.")
-@click.option("--method", type=click.Choice(QUANT_METHODS), default="rtn", show_default=True)
-@click.option("--symmetric/--asymmetric", default=False, show_default=True)
-@click.option("--data", "data", type=click.Path(dir_okay=False), default=None,
-              help="Calibration set (.safetensors from `normtweak generate-data`); GPTQ needs it.")
-@click.option("--num-samples", type=int, default=None, help="Use only the first N samples.")
-@click.option("--damp", type=float, default=0.01, show_default=True)
-@click.option("--act-order/--no-act-order", default=False, show_default=True)
-@click.option("--static-groups/--no-static-groups", default=False, show_default=True)
-@click.option("--block-size", type=int, default=128, show_default=True, help="GPTQ lazy block.")
-@click.option("--true-sequential/--no-true-sequential", default=False, show_default=True,
-              help="GPTQ: quantize a block's linears group by group (one pass per group).")
-@click.option("--quantize-head/--no-quantize-head", default=False, show_default=True)
-@click.option("--device", default="cpu", show_default=True)
-@click.option("--batch-size", type=int, default=1, show_default=True)
-@click.option("--save-dir", "--save_dir", "save_dir", type=click.Path(file_okay=False),
-              required=True)
-def quantize_cmd(model_ref, bits, group_size, method, symmetric, data, num_samples, damp,
-                 act_order, static_groups, block_size, true_sequential, quantize_head, device,
-                 batch_size, save_dir):
+@click.command("quantize", cls=o.Command)
+@o.model_option()
+@o.calibration_options
+@o.save_dir_option(required=True, help="folder for the quantized model")
+@o.overwrite_option
+@o.quant_options
+@o.run_options
+def quantize_cmd(model_ref, data, from_text, num_samples, seq_len, save_dir, overwrite, **opts):
     """Quantize a model's block linears (RTN or GPTQ) and save it."""
-    from normtweak.config import QuantSpec
+    from normtweak.outputs import check_target, write_folder
 
     try:
-        spec = QuantSpec(bits=bits, group_size=group_size, symmetric=symmetric, method=method,
-                         damp=damp, act_order=act_order, block_size=block_size,
-                         static_groups=static_groups, quantize_head=quantize_head)
-        if method == "gptq" and data is None:
-            raise ValueError("--method gptq needs --data CALIB.safetensors (make one with "
-                             "`normtweak generate-data`)")
-        if num_samples is not None and num_samples < 1:
-            raise ValueError(f"--num-samples must be >= 1, got {num_samples}")
+        spec = o.quant_spec(opts)
+        check_target(save_dir, overwrite)
         from normtweak.assets import load_model
+        from normtweak.calib.commands import command_calibration, open_calibration
         from normtweak.quant.model import quantize_model
 
+        calib = open_calibration(data) if data and spec.method == "gptq" else None
+        if from_text and spec.method == "gptq":
+            from normtweak.tweak.commands import _check_corpora
+
+            _check_corpora(from_text)
         model, tokenizer = load_model(model_ref)
         calibration = None
-        if data is not None and method == "gptq":
-            from normtweak.calib.store import load_calibration
-
-            calibration = load_calibration(data, tokenizer).input_ids[:num_samples]
+        if spec.method == "gptq":
+            calibration = command_calibration(calib, from_text, model, tokenizer, model_ref,
+                                              num_samples, seq_len, opts["seed"], opts["device"])
         start = time.perf_counter()
-        quantize_model(model, spec, calibration=calibration, device=device,
-                       batch_size=batch_size, true_sequential=true_sequential)
+        quantize_model(model, spec, calibration=calibration, device=opts["device"],
+                       batch_size=opts["batch_size"], true_sequential=opts["true_sequential"])
         elapsed = time.perf_counter() - start
-    except (ValueError, FileNotFoundError) as err:
-        raise click.ClickException(str(err)) from err
-    try:
         from normtweak.io import save_quantized
-    except ImportError as err:
-        raise click.ClickException(f"saving needs normtweak.io.save_quantized: {err}") from err
-    try:
+
         calib_sha = None
         if calibration is not None:
             from normtweak.tweak.checkpoint import calibration_hash
@@ -74,11 +50,12 @@ def quantize_cmd(model_ref, bits, group_size, method, symmetric, data, num_sampl
             calib_sha = calibration_hash(calibration)
         from normtweak.dist import on_main
 
-        path = on_main(save_quantized, model, tokenizer, save_dir, quant=spec,
-                              calibration_sha256=calib_sha,
-                              extra={"quantize_seconds": round(elapsed, 2), "data": data,
-                                     "true_sequential": true_sequential})
-    except (ValueError, FileNotFoundError, OSError) as err:
-        raise click.ClickException(f"could not save to {save_dir}: {err}") from err
-    click.echo(f"quantized {model_ref} ({method}, W{bits}, group_size {group_size}) in "
-               f"{elapsed:.1f} s; saved to {path or save_dir}")
+        extra = {"quantize_seconds": round(elapsed, 2), "data": data, "from_text": from_text,
+                 "true_sequential": opts["true_sequential"]}
+        path = on_main(write_folder, save_dir, lambda p: save_quantized(
+            model, tokenizer, p, quant=spec, calibration_sha256=calib_sha, extra=extra),
+            overwrite=overwrite, command="quantize")
+    except o.USER_ERRORS as err:
+        raise click.ClickException(str(err)) from err
+    click.echo(f"quantized {model_ref} ({spec.method}, W{spec.bits}, group_size "
+               f"{spec.group_size}) in {elapsed:.1f} s; saved the quantized model to {path}")

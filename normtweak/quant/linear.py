@@ -39,9 +39,11 @@ class QuantLinear(nn.Module):
     (zero buffers of the right shapes) to be filled by `load_state_dict`.
     use_kernel: on CUDA, without autograd through x, 2/4/8-bit layers run the fused
     Triton dequant-matmul (normtweak.quant.kernels) instead of dequantize + F.linear.
+    Off by default: the kernel is tested for correctness but was never timed against
+    dequantize + cuBLAS; set `QuantLinear.use_kernel = True` (or per layer) to use it.
     """
 
-    use_kernel: bool = True
+    use_kernel: bool = False
 
     def __init__(
         self,

@@ -58,6 +58,23 @@ def atomic_save_file(tensors: dict[str, torch.Tensor], path: Path, metadata: dic
         raise
 
 
+def finished_blocks(folder: str | os.PathLike) -> list[int]:
+    """Indices 0..k-1 of the leading blocks checkpointed in `folder` (empty if none)."""
+    folder, done = Path(folder), 0
+    while (folder / f"block_{done:04d}.safetensors").is_file():
+        done += 1
+    return list(range(done))
+
+
+def describe_blocks(blocks: list[int]) -> str:
+    """'checkpoints of blocks 0–7' (or 'no checkpoints')."""
+    if not blocks:
+        return "no checkpoints"
+    if len(blocks) == 1:
+        return f"a checkpoint of block {blocks[0]}"
+    return f"checkpoints of blocks {blocks[0]}\u2013{blocks[-1]}"
+
+
 class CheckpointDir:
     """The checkpoints of one tweak run."""
 
@@ -72,28 +89,35 @@ class CheckpointDir:
     def block_file(self, index: int) -> Path:
         return self.folder / f"block_{index:04d}.safetensors"
 
-    def start(self, resume: bool) -> int:
+    def start(self, resume: bool, overwrite: bool = False) -> int:
         """Prepare the folder; return how many leading blocks are already done.
 
-        Without `resume`, existing block checkpoints are removed. With it, the stored
-        run description must match this run's, else ValueError says what differs.
+        With `resume`, the stored run description must match this run's, else ValueError
+        says what differs. Without it, finished checkpoints are never dropped silently:
+        ValueError names them unless `overwrite` (then only our block files and run.json
+        are removed; other files in the folder are left alone).
         """
         self.folder.mkdir(parents=True, exist_ok=True)
         for torn in self.folder.glob(".block_*.tmp"):  # a write cut short by a crash
             torn.unlink()
+        found = finished_blocks(self.folder)
         if resume and self.run_file.is_file():
             stored = json.loads(self.run_file.read_text())
             diff = sorted(k for k in set(stored) | set(self.run_info)
                           if stored.get(k) != self.run_info.get(k))
             if diff:
                 raise ValueError(
-                    f"cannot resume from {self.folder}: the checkpoints were made by a different "
-                    f"run (differs in {diff}); use another --checkpoint-dir or drop --resume"
+                    f"cannot resume from {self.folder}: its checkpoints "
+                    f"({describe_blocks(found)}) were made by a different run (differs in "
+                    f"{diff}); use another --checkpoint-dir, or --overwrite (without "
+                    f"--resume) to discard them and start over"
                 )
-            done = 0
-            while self.block_file(done).is_file():
-                done += 1
-            return done
+            return len(found)
+        if found and not overwrite:
+            raise ValueError(
+                f"--checkpoint-dir {self.folder} already holds {describe_blocks(found)}; pass "
+                f"--resume to continue that run, or --overwrite to discard them and start over"
+            )
         for old in self.folder.glob("block_*.safetensors"):
             old.unlink()
         atomic_write_bytes(self.run_file, json.dumps(self.run_info, indent=2, sort_keys=True).encode())

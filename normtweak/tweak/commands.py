@@ -3,106 +3,90 @@
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 import click
 
-from normtweak.config import GridSpec, QuantSpec, TweakSpec
-
-USER_ERRORS = (ValueError, FileNotFoundError, OSError)
-
-
-def _floats(ctx, param, value):
-    if value is None:
-        return None
-    try:
-        return tuple(float(v) for v in value.split(",") if v.strip())
-    except ValueError as err:
-        raise click.BadParameter(f"expected comma-separated numbers, got {value!r}") from err
+from normtweak import options as o
+from normtweak.config import GridSpec
 
 
-def quant_options(fn):
-    """The quantizer flags shared by `tweak` and `run`."""
-    for opt in reversed([
-        click.option("--quantizer", type=click.Choice(["rtn", "gptq"]), default="rtn", show_default=True),
-        click.option("--nbits", "--bits", "bits", type=int, default=4, show_default=True),
-        click.option("--group-size", type=int, default=-1, show_default=True,
-                     help="-1 per output channel, 0 per tensor, g > 0 groups of g inputs"),
-        click.option("--symmetric/--asymmetric", default=False, show_default=True),
-        click.option("--act-order/--no-act-order", default=False, help="GPTQ: quantize columns by "
-                     "decreasing Hessian diagonal"),
-    ]):
-        fn = opt(fn)
-    return fn
+def _interrupted(ctx, checkpoint_dir) -> None:
+    """After Ctrl-C: say what was saved and how to resume; exit 130 (as a shell does)."""
+    from normtweak.tweak.checkpoint import describe_blocks, finished_blocks
+
+    if checkpoint_dir is None:
+        click.echo("\ninterrupted: nothing was saved (no --checkpoint-dir). Pass "
+                   "--checkpoint-dir DIR to be able to resume an interrupted run.", err=True)
+    else:
+        done = finished_blocks(checkpoint_dir)
+        click.echo(f"\ninterrupted: {describe_blocks(done)} in {checkpoint_dir}.", err=True)
+        if done:
+            click.echo("resume with:\n  " + o.command_line(ctx, ("--resume",)), err=True)
+    ctx.exit(130)
 
 
-def tweak_options(fn):
-    for opt in reversed([
-        click.option("--lr", type=float, default=TweakSpec.lr, show_default=True),
-        click.option("--scale", type=float, default=TweakSpec.scale, show_default=True,
-                     help="layer scale: block l of L trains at lr * (1 + scale * l / L)"),
-        click.option("--iters", type=int, default=1, show_default=True),
-        click.option("--loss", type=click.Choice(["dist", "dist_mse", "mse", "none"]), default="dist",
-                     show_default=True),
-        click.option("--batch-size", type=int, default=1, show_default=True),
-        click.option("--target", type=click.Choice(["quantized_input", "float_input"]),
-                     default="quantized_input", show_default=True,
-                     help="float targets from the quantized path's inputs (paper) or the float model's"),
-        click.option("--device", default="cpu", show_default=True),
-        click.option("--seed", type=int, default=0, show_default=True),
-    ]):
-        fn = opt(fn)
-    return fn
+def _check_checkpoints(checkpoint_dir, resume, overwrite) -> None:
+    """Refuse early (before loading anything) to drop finished checkpoints unasked."""
+    from normtweak.tweak.checkpoint import describe_blocks, finished_blocks
+
+    if resume and checkpoint_dir is None:
+        raise click.UsageError("--resume needs --checkpoint-dir (the folder of the interrupted run)")
+    if checkpoint_dir is None:
+        return
+    done = finished_blocks(checkpoint_dir)
+    if resume:
+        if done:
+            click.echo(f"{describe_blocks(done)} found in {checkpoint_dir}: resuming from "
+                       f"block {len(done)}")
+        else:
+            click.echo(f"no checkpoints in {checkpoint_dir} yet: starting from block 0")
+    elif done and not overwrite:
+        raise ValueError(f"--checkpoint-dir {checkpoint_dir} already holds {describe_blocks(done)}; "
+                         f"pass --resume to continue that run, or --overwrite to discard them "
+                         f"and start over")
 
 
-def load_calibration_ids(data, from_text, tokenizer, num_samples, seq_len, seed):
-    """Token ids from a calibration file (checked against the tokenizer) or a corpus's train split."""
-    from normtweak.calib import calibration_from_text, load_calibration
-
-    if data:
-        calib = load_calibration(data, tokenizer)
-        if num_samples:
-            calib.check_size(min_samples=num_samples)
-        return calib.input_ids[:num_samples] if num_samples else calib.input_ids
-    if from_text:
-        return calibration_from_text(tokenizer, from_text, num_samples or 128, seq_len, seed).input_ids
-    raise click.UsageError("give calibration data: --data FILE.safetensors or --from-text CORPUS")
-
-
-@click.command("tweak")
-@click.option("--model", "model_ref", required=True, help="'smollm2-135m', a folder or a hub id")
-@click.option("--data", type=click.Path(), help="calibration set (.safetensors) from generate-data")
-@click.option("--from-text", help="cut calibration windows from a corpus's train split instead")
-@click.option("--num-samples", type=int, default=None, help="use the first N calibration samples")
-@click.option("--seq-len", type=int, default=512, show_default=True, help="with --from-text")
-@click.option("--save_dir", "--save-dir", "save_dir", required=True, type=click.Path())
-@quant_options
-@tweak_options
-@click.option("--grid-search-lr", callback=_floats, help="comma-separated learning rates")
-@click.option("--grid-search-scale", callback=_floats, help="comma-separated layer scales")
+@click.command("tweak", cls=o.Command, list_options=("--grid-search-lr", "--grid-search-scale"))
+@o.model_option()
+@o.calibration_options
+@o.save_dir_option(required=True, help="folder for the tweaked model (a grid search: for "
+                   "grid.json, grid.png, best/ and with --save-all every point)")
+@o.overwrite_option
+@o.quant_options
+@o.tweak_options
+@o.run_options
+@click.option("--grid-search-lr", callback=o.parse_floats,
+              help="learning rates, space- or comma-separated: 0 0.0001 0.00001")
+@click.option("--grid-search-scale", callback=o.parse_floats,
+              help="layer scales, space- or comma-separated: 1 5")
 @click.option("--validation-text", default="wikipedia", show_default=True,
               help="corpus whose validation split selects the grid point (test split reported)")
-@click.option("--eval-windows", type=int, default=8, show_default=True)
+@o.eval_windows_option
 @click.option("--save-all", is_flag=True, help="grid search: save every point's model")
-@click.option("--checkpoint-dir", type=click.Path(), help="per-block checkpoints (for --resume)")
+@click.option("--checkpoint-dir", type=click.Path(file_okay=False),
+              help="write each finished block here, so an interrupted run can --resume")
 @click.option("--resume", is_flag=True, help="continue an interrupted run from --checkpoint-dir")
-@click.option("--export-dequantized", type=click.Path(), help="also write a plain float folder here")
+@click.option("--export-dequantized", type=click.Path(file_okay=False),
+              help="also write a plain float folder here")
 @click.option("--activation-budget", default=None, metavar="SIZE",
               help="calibration activations kept in RAM (e.g. 8GiB); the rest go to a "
                    "memory-mapped file in $TMPDIR [default: all in RAM]")
 @click.option("--lazy-load", is_flag=True, help="read each block's weights from the model's "
               "safetensors only when its turn comes (models larger than RAM)")
 @click.option("--devices", default=None, hidden=True, help="gone: use torchrun (README, Scaling)")
-def tweak_cmd(model_ref, data, from_text, num_samples, seq_len, save_dir, quantizer, bits, group_size,
-              symmetric, act_order, lr, scale, iters, loss, batch_size, target, device, seed, grid_search_lr,
-              grid_search_scale, validation_text, eval_windows, save_all, checkpoint_dir, resume,
-              export_dequantized, activation_budget, lazy_load, devices):
+@click.pass_context
+def tweak_cmd(ctx, model_ref, data, from_text, num_samples, seq_len, save_dir, overwrite,
+              grid_search_lr, grid_search_scale, validation_text, eval_windows, save_all,
+              checkpoint_dir, resume, export_dequantized, activation_budget, lazy_load, devices,
+              **opts):
     """Quantize a model and tweak its norms block by block; save it (optionally a grid search)."""
+    from normtweak.calib.commands import command_calibration, open_calibration
+    from normtweak.outputs import check_target
+
     try:
-        quant = QuantSpec(bits=bits, group_size=group_size, symmetric=symmetric, method=quantizer,
-                          act_order=act_order)
-        spec = TweakSpec(lr=lr, scale=scale, iters=iters, loss=loss, batch_size=batch_size,
-                         target=target)
+        quant, spec = o.quant_spec(opts), o.tweak_spec(opts)
         from normtweak.tweak.activations import ActivationBudget
 
         budget = ActivationBudget(activation_budget)
@@ -110,19 +94,47 @@ def tweak_cmd(model_ref, data, from_text, num_samples, seq_len, save_dir, quanti
             raise ValueError("--devices is gone: spread the work with torchrun instead, e.g. "
                              "`torchrun --nproc-per-node 2 -m normtweak tweak ... --device cuda`")
         grid = bool(grid_search_lr or grid_search_scale)
-        if lazy_load and grid:
-            raise ValueError("--lazy-load works for one run, not a grid search (each point "
-                             "copies the whole float model)")
+        single_only = {"--lazy-load": lazy_load, "--checkpoint-dir": checkpoint_dir,
+                       "--resume": resume, "--true-sequential": opts["true_sequential"]}
+        for flag, given in single_only.items():
+            if grid and given:
+                raise ValueError(f"{flag} works for one run, not a grid search")
+        _check_checkpoints(checkpoint_dir, resume, overwrite)
+        check_target(save_dir, overwrite)
+        if export_dequantized:
+            check_target(export_dequantized, overwrite, "--export-dequantized")
+        calib = open_calibration(data) if data else None
+        _check_corpora(from_text, validation_text if grid else None)
         model, tok, loader = _load(model_ref, lazy_load)
-        ids = load_calibration_ids(data, from_text, tok, num_samples, seq_len, seed)
+        ids = command_calibration(calib, from_text, model, tok, model_ref, num_samples, seq_len,
+                                  opts["seed"], opts["device"])
         if grid:
-            _grid(model, tok, ids, quant, spec, grid_search_lr or (lr,), grid_search_scale or (scale,),
-                  validation_text, eval_windows, device, save_dir, save_all, seed, budget)
+            try:
+                _grid(model, tok, ids, quant, spec, grid_search_lr or (spec.lr,),
+                      grid_search_scale or (spec.scale,), validation_text, eval_windows,
+                      opts["device"], save_dir, save_all, opts["seed"], budget,
+                      overwrite)
+            except KeyboardInterrupt:
+                click.echo(f"\ninterrupted: the grid search wrote nothing to {save_dir} (its "
+                           f"points are not checkpointed; run it again)", err=True)
+                ctx.exit(130)
             return
-        _single(model, tok, ids, quant, spec, device, save_dir, checkpoint_dir, resume, seed,
-                export_dequantized, budget, loader)
-    except USER_ERRORS as err:
+        try:
+            _single(model, tok, ids, quant, spec, opts, save_dir, checkpoint_dir, resume,
+                    overwrite, export_dequantized, budget, loader)
+        except KeyboardInterrupt:
+            _interrupted(ctx, checkpoint_dir)
+    except o.USER_ERRORS as err:
         raise click.ClickException(str(err)) from err
+
+
+def _check_corpora(*names) -> None:
+    """A mistyped corpus fails before the model is loaded (documents are cached once read)."""
+    from normtweak.assets import load_documents
+
+    for name in names:
+        if name:
+            load_documents(name, "train")
 
 
 def _load(model_ref, lazy):
@@ -139,82 +151,124 @@ def _load(model_ref, lazy):
     return model, tok, loader
 
 
-def _single(model, tok, ids, quant, spec, device, save_dir, checkpoint_dir, resume, seed, export,
-            budget, loader):
-    from normtweak.dist import on_main
+def _single(model, tok, ids, quant, spec, opts, save_dir, checkpoint_dir, resume, overwrite,
+            export, budget, loader):
     from normtweak.io import export_dequantized, save_quantized
+    from normtweak.dist import on_main
+    from normtweak.outputs import write_folder
     from normtweak.tweak.checkpoint import calibration_hash
     from normtweak.tweak.pipeline import tweak_model
 
-    result = tweak_model(model, ids, quant, spec, device=device, checkpoint_dir=checkpoint_dir,
-                         resume=resume, seed=seed, activations=budget, block_loader=loader)
-    path = on_main(save_quantized, model, tok, save_dir, quant=quant, tweak=spec,
-                          calibration_sha256=calibration_hash(ids),
-                          extra={"tweak_result": result.as_dict()})
-    click.echo(f"tweaked {len(result.blocks)} blocks in {result.seconds:.1f} s; saved to {path}")
+    result = tweak_model(model, ids, quant, spec, device=opts["device"],
+                         checkpoint_dir=checkpoint_dir, resume=resume, overwrite=overwrite,
+                         seed=opts["seed"], activations=budget, block_loader=loader,
+                         true_sequential=opts["true_sequential"])
+    extra = {"tweak_result": result.as_dict(), "true_sequential": opts["true_sequential"]}
+    path = on_main(write_folder, save_dir, lambda p: save_quantized(
+        model, tok, p, quant=quant, tweak=spec, calibration_sha256=calibration_hash(ids),
+        extra=extra), overwrite=overwrite, command="tweak")
+    restored = sum(b.resumed for b in result.blocks)
+    note = f" ({restored} restored from {checkpoint_dir})" if restored else ""
+    click.echo(f"tweaked {len(result.blocks)} blocks{note} in {result.seconds:.1f} s; "
+               f"saved the quantized model to {path}")
     if export:
-        click.echo(f"dequantized float copy: {on_main(export_dequantized, model, tok, export)}")
+        out = on_main(write_folder, export, lambda p: export_dequantized(model, tok, p),
+                      overwrite=overwrite,
+                           command="tweak --export-dequantized", flag="--export-dequantized")
+        click.echo(f"dequantized float copy: {out}")
 
 
 def _grid(model, tok, ids, quant, spec, lrs, scales, validation_text, windows, device, save_dir,
-          save_all, seed, budget):
+          save_all, seed, budget, overwrite):
+    """Run the grid into a staging folder beside save_dir; rename it into place at the end."""
+    import shutil
+
     from normtweak.assets import load_text
     from normtweak.dist import on_main
-    from normtweak.evaluate.report import gap_recovered
+    from normtweak.outputs import check_target, publish_folder, staging_folder
     from normtweak.tweak.grid import grid_search, write_grid
 
     grid = GridSpec(lrs=lrs, scales=scales, save_all=save_all)
-    result, _ = grid_search(
-        model, tok, ids, quant, spec, grid,
-        validation_text=load_text(validation_text, "validation"),
-        test_text=load_text(validation_text, "test"),
-        max_windows=windows, device=device, save_dir=save_dir, seed=seed, activations=budget,
-    )
-    json_path, png_path = on_main(write_grid, result, save_dir)
+    target = check_target(save_dir, overwrite)
+    stage = staging_folder(target)
+    try:
+        work = stage / "out"
+        result, _ = grid_search(
+            model, tok, ids, quant, spec, grid,
+            validation_text=load_text(validation_text, "validation"),
+            test_text=load_text(validation_text, "test"),
+            max_windows=windows, device=device, save_dir=str(work), seed=seed, activations=budget,
+        )
+        for p in {id(p): p for p in result.points + [result.best] if p is not None}.values():
+            if p.saved_to:
+                p.saved_to = str(target / Path(p.saved_to).relative_to(work))
+        on_main(write_grid, result, work)
+        on_main(publish_folder, work, target, overwrite, "tweak (grid search)")
+    finally:
+        shutil.rmtree(stage, ignore_errors=True)
+    _print_grid(result, target)
+
+
+def _print_grid(result, target) -> None:
+    from normtweak.evaluate.report import gap_recovered
+
     click.echo(f"float: validation {result.float_ppl['validation']:.3f}  test {result.float_ppl['test']:.3f}")
-    click.echo(f"quantized, no tweak: validation {result.quant_ppl['validation']:.3f}  "
-               f"test {result.quant_ppl['test']:.3f}")
+    click.echo(f"plain quantization (baseline, no tweak): validation "
+               f"{result.quant_ppl['validation']:.3f}  test {result.quant_ppl['test']:.3f}")
     click.echo(f"{'lr':>10} {'scale':>6} {'val ppl':>9} {'test ppl':>9} {'gap rec. %':>10}")
     for p in result.points:
         gap = gap_recovered(result.float_ppl["test"], result.quant_ppl["test"], p.test_ppl)
         mark = "  <- best (validation)" if p is result.best else ""
-        mark = f"  failed: {p.error}" if p.error else mark
-        click.echo(f"{p.lr:>10g} {p.scale:>6g} {p.validation_ppl:>9.3f} {p.test_ppl:>9.3f} {gap:>10.1f}{mark}")
-    click.echo(f"saved best model to {result.best.saved_to}; grid: {json_path}, {png_path}")
+        failed = f"  failed: {p.error}" if getattr(p, "error", None) else ""
+        click.echo(f"{p.lr:>10g} {p.scale:>6g} {p.validation_ppl:>9.3f} {p.test_ppl:>9.3f} "
+                   f"{gap:>10.1f}{mark}{failed}")
+    click.echo(f"saved the best model to {result.best.saved_to}; grid: {target / 'grid.json'}, "
+               f"{target / 'grid.png'}")
 
 
-@click.command("run")
-@click.option("--model", "model_ref", default="smollm2-135m", show_default=True)
+@click.command("run", cls=o.Command)
+@o.model_option("smollm2-135m")
 @click.option("--calibration", type=click.Choice(["selfgen", "text"]), default="selfgen",
               show_default=True, help="self-generated (the paper's way) or Wikipedia train windows")
-@click.option("--num-samples", type=int, default=128, show_default=True)
-@click.option("--seq-len", type=int, default=128, show_default=True)
-@click.option("--data-dir", type=click.Path(), default="data", show_default=True)
+@click.option("--num-samples", "--num_samples", "num_samples", type=click.IntRange(min=1),
+              default=o.DEFAULT_NUM_SAMPLES, show_default=True, help=o.NUM_SAMPLES_HELP)
+@click.option("--seq-len", "--seq_len", "seq_len", type=click.IntRange(min=1),
+              default=o.DEFAULT_SEQ_LEN, show_default=True, help=o.SEQ_LEN_HELP)
+@click.option("--data-dir", type=click.Path(file_okay=False), default=None,
+              help="calibration cache folder [default: <cache>/calibration, shared with "
+                   "generate-data]")
 @click.option("--text", default="wikipedia", show_default=True, help="evaluation corpus (test split)")
-@click.option("--eval-windows", type=int, default=16, show_default=True,
-              help="1024-token windows of the test split scored per model")
-@click.option("--save_dir", "--save-dir", "save_dir", type=click.Path(), default=None,
-              help="where the tweaked model goes (default models/<model>-<spec>-tweaked)")
-@quant_options
-@tweak_options
+@o.eval_windows_option
+@o.save_dir_option(help="where the tweaked model goes [default: models/<model>-<spec>-tweaked]")
+@o.overwrite_option
+@o.quant_options
+@o.tweak_options
+@o.run_options
 def run_cmd(model_ref, calibration, num_samples, seq_len, data_dir, text, eval_windows, save_dir,
-            quantizer, bits, group_size, symmetric, act_order, lr, scale, iters, loss, batch_size,
-            target, device, seed):
+            overwrite, **opts):
     """The main job: calibration data, quantize, tweak, evaluate; print float | quantized | tweaked."""
-    try:
-        from normtweak.dist import on_main
-        from normtweak.tweak.run import main_job
+    from normtweak.dist import on_main
+    from normtweak.outputs import check_target, write_file
+    from normtweak.tweak.run import default_save_dir, main_job
 
-        quant = QuantSpec(bits=bits, group_size=group_size, symmetric=symmetric, method=quantizer,
-                          act_order=act_order)
-        spec = TweakSpec(lr=lr, scale=scale, iters=iters, loss=loss, batch_size=batch_size,
-                         target=target)
+    try:
+        quant, spec = o.quant_spec(opts), o.tweak_spec(opts)
+        save_dir = Path(save_dir or default_save_dir(model_ref, quant))
+        report_path = save_dir.parent / f"{save_dir.name}.run.json"
+        check_target(save_dir, overwrite)
+        check_target(report_path, overwrite, "report")
+        click.echo(f"the tweaked model will be saved to {save_dir}, the report to {report_path}")
         report = main_job(model_ref, quant, spec, calibration=calibration, num_samples=num_samples,
                           seq_len=seq_len, data_dir=data_dir, text=text, eval_windows=eval_windows,
-                          save_dir=save_dir, device=device, seed=seed, echo=click.echo)
-        out = Path(report["saved_to"]).parent / f"{Path(report['saved_to']).name}.run.json"
-        on_main(out.write_text, json.dumps(report, indent=2))
-        click.echo(f"report: {out}")
-    except USER_ERRORS as err:
+                          save_dir=str(save_dir), device=opts["device"], seed=opts["seed"],
+                          echo=click.echo, overwrite=overwrite,
+                          true_sequential=opts["true_sequential"])
+        on_main(write_file, report_path, json.dumps(report, indent=2), overwrite=overwrite,
+                flag="report")
+        click.echo(f"saved the tweaked model to {report['saved_to']}; report: {report_path}")
+    except KeyboardInterrupt:
+        click.echo("\ninterrupted: nothing of this run was saved (the calibration cache is kept)",
+                   err=True)
+        sys.exit(130)
+    except o.USER_ERRORS as err:
         raise click.ClickException(str(err)) from err
-

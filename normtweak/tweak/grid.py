@@ -72,9 +72,12 @@ class _PointJob:
     activations: object
 
 
-def _evaluate(job: _PointJob, model, device) -> tuple[float, float]:
+def _evaluate(job: _PointJob, model, device, label: str) -> tuple[float, float]:
     from normtweak.evaluate import perplexity
 
+    windows = f"{job.max_windows} windows" if job.max_windows else "all windows"
+    print(f"{label}: perplexity on the validation and test splits ({windows} each) ...",
+          flush=True)
     v = perplexity(model, job.tokenizer, job.validation_text, max_windows=job.max_windows,
                    device=device).ppl
     t = perplexity(model, job.tokenizer, job.test_text, max_windows=job.max_windows,
@@ -90,13 +93,19 @@ def _run_point(job: _PointJob, start, point: tuple[float, float], device):
     """Tweak a copy of the float model at (lr, scale), score it: (GridPoint, model on the CPU)."""
     from normtweak.io import save_quantized
     from normtweak.tweak.checkpoint import calibration_hash
+    from normtweak.tweak.pipeline import NonFiniteActivationError
 
-    lr, scale = point
+    lr, scale, number, total = point
+    print(f"grid point {number}/{total}: lr {lr:g}, scale {scale:g}", flush=True)
     spec = replace(job.tweak, lr=lr, scale=scale)
     candidate = copy.deepcopy(job.model)
-    run = tweak_model(candidate, job.ids, job.quant, spec, device=device, start=start,
-                      progress=job.progress, seed=job.seed)
-    v, t = _evaluate(job, candidate, device)
+    try:
+        run = tweak_model(candidate, job.ids, job.quant, spec, device=device, start=start,
+                          progress=job.progress, seed=job.seed)
+    except NonFiniteActivationError as err:  # this point diverged; the others go on
+        print(f"grid point {number}/{total} failed: {err}", flush=True)
+        return GridPoint(lr, scale, math.nan, math.nan, 0.0, error=str(err).split(";")[0]), None
+    v, t = _evaluate(job, candidate, device, f"grid point {number}/{total}")
     result = GridPoint(lr, scale, v, t, run.seconds)
     if job.save_all_dir is not None:
         path = Path(job.save_all_dir) / f"lr{lr:g}_scale{scale:g}"
@@ -149,7 +158,8 @@ def grid_search(
     job = _PointJob(model, tokenizer, ids, quant, tweak, validation_text, test_text, max_windows,
                     seed, progress and not dist.is_distributed(),
                     save_dir if save_dir is not None and grid.save_all else None, activations)
-    items = ([] if float_ppl else ["float"]) + ["quantized"] + list(grid.points)
+    numbered = [(lr, s, i + 1, len(grid.points)) for i, (lr, s) in enumerate(grid.points)]
+    items = ([] if float_ppl else ["float"]) + ["quantized"] + numbered
     local: dict = {"start": None, "key": None, "model": None}  # this rank's start and best
     results = dist.map_over_ranks(lambda i, item: _run_job(job, local, i, item, device), items)
     baselines = dict(zip(items, results))
@@ -176,14 +186,14 @@ def grid_search(
 def _run_job(job: _PointJob, local: dict, index: int, item, device):
     """One job of the grid on this rank: a baseline's (validation, test) or a GridPoint."""
     if item == "float":
-        return _evaluate(job, job.model, device)
+        return _evaluate(job, job.model, device, "float model")
     if local["start"] is None:
         local["start"] = _setup(job, device)
     if item == "quantized":
         plain = copy.deepcopy(job.model)
         tweak_model(plain, job.ids, job.quant, replace(job.tweak, loss="none"), device=device,
                     start=local["start"], progress=job.progress, seed=job.seed)
-        return _evaluate(job, plain, device)
+        return _evaluate(job, plain, device, "plain quantization (baseline, no tweak)")
     point, candidate = _run_point(job, local["start"], item, device)
     key = (point.validation_ppl, index)  # ties go to the earlier point
     if math.isfinite(point.validation_ppl) and (local["key"] is None or key < local["key"]):

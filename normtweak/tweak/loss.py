@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import torch
 
+STD_EPS = 1e-12  # added to a variance before its square root (dist_mse): finite gradient at 0
+
 
 def channel_stats(y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-sample, per-channel mean and (population) variance over tokens: two [batch, C]."""
@@ -32,7 +34,9 @@ def distribution_mse_loss(y_float: torch.Tensor, y_quant: torch.Tensor) -> torch
     """The authors' code variant: MSE of the channel means plus MSE of the channel stds."""
     mf, vf = channel_stats(y_float)
     mq, vq = channel_stats(y_quant)
-    return (mf - mq).pow(2).mean() + (vf.sqrt() - vq.clamp_min(0).sqrt()).pow(2).mean()
+    # sqrt(var + eps): a finite gradient where a channel is constant (var = 0)
+    std_f, std_q = (vf + STD_EPS).sqrt(), (vq.clamp_min(0) + STD_EPS).sqrt()
+    return (mf - mq).pow(2).mean() + (std_f - std_q).pow(2).mean()
 
 
 def output_mse_loss(y_float: torch.Tensor, y_quant: torch.Tensor) -> torch.Tensor:

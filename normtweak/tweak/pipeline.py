@@ -127,6 +127,7 @@ def tweak_model(
     device: torch.device | str = "cpu",
     checkpoint_dir: str | None = None,
     resume: bool = False,
+    overwrite: bool = False,
     progress: bool = True,
     seed: int = 0,
     start: Start | None = None,
@@ -134,12 +135,14 @@ def tweak_model(
     activations=None,
     block_loader: BlockLoader | None = None,
     kernel_norms: bool | None = None,
+    true_sequential: bool = False,
 ) -> TweakResult:
     """Quantize `model` block by block and tweak each block's norms, in place.
 
     calibration: token ids [N, T] or a CalibrationSet (tweak.num_samples caps N).
     checkpoint_dir/resume: write each finished block there; with resume, skip the
-    blocks already there (the result is identical to an uninterrupted run).
+    blocks already there (the result is identical to an uninterrupted run). Existing
+    checkpoints without resume: ValueError, unless overwrite (then they are discarded).
     on_block_done(index): called after each block's checkpoint is written.
     activations: ActivationBudget or size ('8GiB') for the activations kept in memory;
     beyond it they go to a memory-mapped temp file (default: start's budget, else all
@@ -147,6 +150,7 @@ def tweak_model(
     block_loader(index, block): fills a block's weights before its turn (lazy loading).
     kernel_norms: train through normtweak.norms modules (Triton kernels) instead of the
     model's own norm modules; default: on CUDA devices, where the kernels run compiled.
+    true_sequential: GPTQ quantizes a block's linears group by group (quant.model).
     """
     ids = as_input_ids(calibration)
     if kernel_norms is None:
@@ -170,13 +174,14 @@ def tweak_model(
     if checkpoint_dir is not None:
         ckpt = CheckpointDir(checkpoint_dir, _run_info(model, quant, tweak, start, seed))
         ckpt = dist.main_rank_checkpoint(ckpt)  # rank 0 reads and writes the files
-        done = ckpt.start(resume)
+        done = ckpt.start(resume, overwrite)
     result = TweakResult()
     t0 = time.perf_counter()
     hidden = start.inputs.hidden
     float_hidden = start.inputs.hidden  # the float model's own stream, for target="float_input"
     from_float = tweak.target == "float_input"
-    bar = tqdm(range(len(blocks)), desc=f"normtweak {quant.method} W{quant.bits}",
+    label = "normtweak" if tweak.enabled else "plain quantization (baseline, no tweak)"
+    bar = tqdm(range(len(blocks)), desc=f"{label} {quant.method} W{quant.bits}",
                disable=not progress or not dist.is_main())
     for index in bar:
         block = blocks[index]
@@ -205,7 +210,8 @@ def tweak_model(
             float_hidden = targets if from_float else float_hidden
             with norm_modules(block, kernel_norms, adapter.norm_offset):
                 hidden, res = _process_block(block, index, len(blocks), hidden, targets, start.inputs,
-                                             quant, tweak, device, seed, new_store())
+                                             quant, tweak, device, seed, new_store(),
+                                             true_sequential)
             res.seconds = time.perf_counter() - tb
             targets = None  # free this block's targets before the next block makes its own
         block.to(home)
@@ -213,7 +219,9 @@ def tweak_model(
         if ckpt is not None and index >= done:
             ckpt.save_block(index, block)
         result.blocks.append(res)
-        bar.set_postfix(loss=f"{res.loss_before:.3g}->{res.loss_after:.3g}")
+        bar.set_postfix(loss="restored from checkpoint" if res.resumed else
+                        f"{res.loss_before:.3g}->{res.loss_after:.3g}" if tweak.enabled else
+                        f"{res.loss_after:.3g}")
         if own_start and index == 0:  # nobody else shares the start: free its activations
             start.inputs.hidden, start.targets0 = [], None
         if on_block_done is not None and index >= done:
@@ -223,11 +231,12 @@ def tweak_model(
 
 
 def _process_block(block, index, num_blocks, hidden, targets, inputs, quant, tweak, device, seed,
-                   out):
+                   out, true_sequential=False):
     """Quantize one block, tweak its norms, and return (next inputs in `out`, BlockResult)."""
     tune = tweak.enabled and tweak.quant_params != "none"
     floats = {n: lin.weight.detach().clone() for n, lin in arch.block_linears(block)} if tune else {}
-    quantized = quantize_block(block, quant, lambda: _run_all(block, hidden, inputs, index, device))
+    quantized = quantize_block(block, quant, lambda: _run_all(block, hidden, inputs, index, device),
+                               true_sequential)
     lr = tweak.block_lr(index, num_blocks)
     loss_fn = get_loss(tweak.loss if tweak.loss != "none" else "dist")
     # Plain quantization: the loss before equals the loss after; skip a pass over the data.

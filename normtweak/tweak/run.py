@@ -12,6 +12,7 @@ import time
 from dataclasses import asdict, replace
 from pathlib import Path
 
+from normtweak.calib.cache import calibration_ids  # benchmarks import it from here
 from normtweak.config import QuantSpec, TweakSpec
 
 
@@ -21,52 +22,41 @@ def spec_slug(quant: QuantSpec) -> str:
     return f"{quant.method}-w{quant.bits}-{group}" + ("-sym" if quant.symmetric else "")
 
 
-def calibration_ids(model, tokenizer, model_ref: str, method: str, num_samples: int, seq_len: int,
-                    data_dir: str, seed: int, echo=print):
-    """Reuse data/<model>_<method>_<N>x<T>_*.safetensors when one exists (same tokenizer), else make it."""
-    from normtweak.calib import calibration_from_text, generate_calibration, load_calibration
-    from normtweak.calib.commands import output_name
-
-    name = output_name(model_ref, method, num_samples, seq_len)
-    pattern = name.rsplit("_", 1)[0] + "_*.safetensors"
-    for existing in sorted(Path(data_dir).glob(pattern)):
-        calib = load_calibration(existing, tokenizer)
-        if calib.metadata.get("seed") in (seed, str(seed)):
-            echo(f"calibration: reusing {existing}")
-            return calib
-    t0 = time.perf_counter()
-    if method == "selfgen":
-        calib = generate_calibration(model, tokenizer, num_samples=num_samples, seq_len=seq_len,
-                                     seed=seed, model_name=model_ref)
-    else:
-        calib = calibration_from_text(tokenizer, "wikipedia", num_samples, seq_len, seed)
-    path = calib.save(Path(data_dir) / name)
-    echo(f"calibration: {method} {num_samples}x{seq_len} in {time.perf_counter() - t0:.0f} s -> {path}")
-    return calib
+def default_save_dir(model_ref: str, quant: QuantSpec) -> Path:
+    """models/<model>-<spec>-tweaked, relative to the current directory."""
+    return Path("models") / f"{Path(str(model_ref).rstrip('/')).name}-{spec_slug(quant)}-tweaked"
 
 
 def main_job(model_ref: str, quant: QuantSpec, tweak: TweakSpec, *, calibration: str = "selfgen",
-             num_samples: int = 128, seq_len: int = 128, data_dir: str = "data",
+             num_samples: int = 128, seq_len: int = 128, data_dir: str | None = None,
              text: str = "wikipedia", eval_windows: int | None = 16, save_dir: str | None = None,
-             device: str = "cpu", seed: int = 0, echo=print) -> dict:
-    """Run the whole pipeline once and return a report (also echoed as a table)."""
+             device: str = "cpu", seed: int = 0, echo=print, overwrite: bool = False,
+             true_sequential: bool = False) -> dict:
+    """Run the whole pipeline once and return a report (also echoed as a table).
+
+    The model stays on the CPU; `device` gets one block at a time (and the whole model
+    only while a perplexity is computed). save_dir: default models/<model>-<spec>-tweaked;
+    an existing output there is replaced only with `overwrite` (normtweak.outputs).
+    """
     from normtweak.assets import load_model, load_text
     from normtweak.dist import on_main
     from normtweak.evaluate import perplexity
     from normtweak.evaluate.report import compare_rows, markdown_table
     from normtweak.io import save_quantized
+    from normtweak.outputs import check_target, write_folder
     from normtweak.tweak.checkpoint import calibration_hash
     from normtweak.tweak.pipeline import prepare_start, tweak_model
 
     t_start = time.perf_counter()
-    model, tok = load_model(model_ref)
-    model.to(device)
-    calib = on_main(calibration_ids, model, tok, model_ref, calibration, num_samples, seq_len,
-                    data_dir, seed, echo)
-    ids = calib.input_ids
+    save_dir = check_target(save_dir or default_save_dir(model_ref, quant), overwrite)
     test_text = load_text(text, "test")
+    model, tok = load_model(model_ref)
+    calib = on_main(calibration_ids, model, tok, model_ref, calibration, num_samples, seq_len,
+                    data_dir, seed, echo, device)  # made (or read) once, sent to every rank
+    ids = calib.input_ids
 
     def score(m, label):
+        echo(f"{label}: scoring perplexity on {eval_windows or 'all'} windows of {text}/test ...")
         t0 = time.perf_counter()
         r = on_main(perplexity, m, tok, test_text, max_windows=eval_windows, device=device)
         echo(f"{label}: perplexity {r.ppl:.3f} ({r.windows} windows, {time.perf_counter() - t0:.0f} s)")
@@ -75,15 +65,18 @@ def main_job(model_ref: str, quant: QuantSpec, tweak: TweakSpec, *, calibration:
     results = {"float": score(model, "float")}
     start = prepare_start(model, ids, tweak.batch_size, device)
     plain = copy.deepcopy(model)
-    tweak_model(plain, ids, quant, replace(tweak, loss="none"), device=device, start=start, seed=seed)
-    results["quant"] = score(plain, f"quantized ({spec_slug(quant)})")
+    tweak_model(plain, ids, quant, replace(tweak, loss="none"), device=device, start=start, seed=seed,
+                true_sequential=true_sequential)
+    results["quant"] = score(plain, f"plain quantization, no tweak ({spec_slug(quant)})")
     del plain
-    run = tweak_model(model, ids, quant, tweak, device=device, start=start, seed=seed)
+    run = tweak_model(model, ids, quant, tweak, device=device, start=start, seed=seed,
+                      true_sequential=true_sequential)
     results["tweaked"] = score(model, "tweaked")
-    save_dir = save_dir or f"models/{Path(model_ref).name}-{spec_slug(quant)}-tweaked"
-    saved = on_main(save_quantized, model, tok, save_dir, quant=quant, tweak=tweak,
-                           calibration_sha256=calibration_hash(ids),
-                           extra={"tweak_result": run.as_dict()})
+    saved = on_main(write_folder, save_dir, lambda p: save_quantized(
+        model, tok, p, quant=quant, tweak=tweak, calibration_sha256=calibration_hash(ids),
+        extra={"tweak_result": run.as_dict(), "true_sequential": true_sequential}),
+        overwrite=overwrite, command="run")
+    echo(f"saved the tweaked model to {saved}")
     rows = compare_rows(results, "float", "quant")
     table = markdown_table(rows, [("model", "model"), ("ppl", "perplexity"), ("bits_per_byte", "bits/byte"),
                                   ("word_ppl", "word ppl"), ("gap_recovered_%", "gap recovered %")])

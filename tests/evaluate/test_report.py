@@ -1,6 +1,7 @@
 """Gap recovered and tables on hand cases."""
 
 import json
+import math
 
 import pytest
 
@@ -14,6 +15,13 @@ def test_gap_recovered_hand_cases():
     assert gap_recovered(10.0, 20.0, 22.0) == pytest.approx(-20.0)
     with pytest.raises(ValueError, match="no gap"):
         gap_recovered(10.0, 10.0, 9.0)
+
+
+def test_gap_recovered_of_a_diverged_run_is_nan():
+    assert math.isnan(gap_recovered(10.0, 20.0, float("nan")))
+    assert math.isnan(gap_recovered(10.0, 20.0, float("inf")))
+    with pytest.raises(ValueError, match="must be finite"):
+        gap_recovered(float("nan"), 20.0, 12.0)
 
 
 def test_compare_table_hand_case(tmp_path):

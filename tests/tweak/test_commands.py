@@ -47,5 +47,41 @@ def test_tweak_command_errors_are_clear(tmp_path, make_tiny, tokenizer):
                                "--save_dir", str(tmp_path / "o"), "--group-size", "48"])
     assert res.exit_code == 1 and "group_size 48 does not divide in_features 64" in res.output
     assert not (tmp_path / "o").exists()
-    res = runner.invoke(main, ["tweak", "--model", str(model_dir), "--save_dir", str(tmp_path / "o")])
-    assert res.exit_code != 0 and "--data" in res.output
+
+
+def test_without_data_the_cached_self_generated_set_is_used(tmp_path, make_tiny, tokenizer,
+                                                            monkeypatch):
+    monkeypatch.setenv("NORMTWEAK_CACHE", str(tmp_path / "cache"))
+    model_dir, _ = _folder(tmp_path, make_tiny, tokenizer)
+    args = ["tweak", "--model", str(model_dir), "--num-samples", "2", "--seq-len", "16",
+            "--group-size", "16"]
+    res = CliRunner().invoke(main, [*args, "--save-dir", str(tmp_path / "a")])
+    assert res.exit_code == 0, res.output
+    cached = list((tmp_path / "cache" / "calibration").glob("tiny_selfgen_2x16_seed0_*.safetensors"))
+    assert len(cached) == 1 and f"-> {cached[0]}" in res.output
+    res = CliRunner().invoke(main, [*args, "--save-dir", str(tmp_path / "b")])
+    assert res.exit_code == 0 and f"calibration: reusing {cached[0]}" in res.output
+
+
+def test_run_prints_where_it_wrote_and_never_overwrites_unasked(tmp_path, make_tiny, tokenizer,
+                                                                 monkeypatch):
+    monkeypatch.setenv("NORMTWEAK_CACHE", str(tmp_path / "cache"))
+    model_dir, corpus = _folder(tmp_path, make_tiny, tokenizer)
+    out = tmp_path / "out"
+    args = ["run", "--model", str(model_dir), "--num-samples", "2", "--seq-len", "16",
+            "--text", str(corpus), "--eval-windows", "1", "--group-size", "16",
+            "--save-dir", str(out)]
+    res = CliRunner().invoke(main, args)
+    assert res.exit_code == 0, res.output
+    report = tmp_path / "out.run.json"
+    assert f"saved the tweaked model to {out}; report: {report}" in res.output
+    assert "plain quantization, no tweak" in res.output
+    assert json.loads(report.read_text())["saved_to"] == str(out)
+    before = (out / "model.safetensors").read_bytes()
+    res = CliRunner().invoke(main, [*args, "--lr", "1e-2"])
+    assert res.exit_code == 1 and "--overwrite" in res.output
+    assert (out / "model.safetensors").read_bytes() == before
+    res = CliRunner().invoke(main, [*args, "--lr", "1e-2", "--overwrite"])
+    assert res.exit_code == 0, res.output
+    assert "calibration: reusing" in res.output
+    assert json.loads(report.read_text())["tweak"]["lr"] == 1e-2

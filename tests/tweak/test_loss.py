@@ -56,3 +56,13 @@ def test_losses_are_zero_on_equal_outputs_and_differentiable():
         assert get_loss(name)(y, y.clone()).item() == pytest.approx(0.0, abs=1e-6)
     with pytest.raises(ValueError, match="unknown tweak loss"):
         get_loss("kl")
+
+
+def test_dist_mse_has_a_finite_gradient_at_zero_variance():
+    y_f = torch.tensor([[[1.0, 0.0], [3.0, 4.0]]], dtype=torch.float64)
+    y_q = torch.tensor([[[2.0, 1.0], [2.0, 1.0]]], dtype=torch.float64, requires_grad=True)  # var 0
+    loss = distribution_mse_loss(y_f, y_q)
+    loss.backward()
+    assert torch.isfinite(y_q.grad).all()
+    # hand value (stds 1, 2 vs 0, 0; means 2, 2 vs 2, 1): (0 + 1) / 2 + (1 + 4) / 2
+    assert loss.item() == pytest.approx(3.0, rel=1e-5)
