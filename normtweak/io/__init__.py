@@ -1,6 +1,11 @@
 """Saving and loading quantized models (safetensors + config.json, atomic writes)."""
 
-from normtweak.io.attach import attach_quantized, attach_to_block, load_quantized_linears
+from normtweak.io.attach import (
+    attach_quantized,
+    attach_to_block,
+    imported_spec,
+    load_quantized_linears,
+)
 from normtweak.io.export import export_quantized
 from normtweak.io.load import load_quantized, read_quantization_config
 from normtweak.io.save import atomic_folder, dequantized_copy, export_dequantized, save_quantized
@@ -13,6 +18,7 @@ __all__ = [
            "dequantized_copy",
            "export_dequantized",
            "export_quantized",
+           "imported_spec",
            "load_quantized",
            "load_quantized_linears",
            "read_quantization_config",

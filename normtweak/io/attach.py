@@ -80,3 +80,15 @@ def attach_to_block(model: nn.Module, block: nn.Module, linears: dict) -> list[s
         set_submodule(block, name, q.to(device))
         replaced.append(name)
     return replaced
+
+
+def imported_spec(linears: dict):
+    """The QuantSpec every imported QuantLinear shares (bits, group size, symmetry).
+
+    Tweaking checkpoints and resumes one spec per run: mixed precision is refused here.
+    """
+    specs = {(q.spec.bits, q.spec.group_size, q.spec.symmetric) for q in linears.values()}
+    if len(specs) != 1:
+        raise ValueError(f"the quantized checkpoint mixes quantization settings {sorted(specs)}: "
+                         "tweaking it needs one (bits, group_size, symmetric) for every linear")
+    return next(iter(linears.values())).spec

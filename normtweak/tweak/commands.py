@@ -76,11 +76,16 @@ def _check_checkpoints(checkpoint_dir, resume, overwrite) -> None:
 @click.option("--lazy-load", is_flag=True, help="read each block's weights from the model's "
               "safetensors only when its turn comes (models larger than RAM)")
 @click.option("--devices", default=None, hidden=True, help="gone: use torchrun (README, Scaling)")
+@click.option("--quantized", "--precomputed-tensors-path", "quantized",
+              type=click.Path(file_okay=False),
+              help="a checkpoint someone else quantized (compressed-tensors, GPTQ, GGUF, normtweak): "
+                   "its linears are kept, only the norms (and --quant-params) are tweaked; "
+                   "--model is the float model that gives the targets")
 @click.pass_context
 def tweak_cmd(ctx, model_ref, data, from_text, num_samples, seq_len, save_dir, overwrite,
               grid_search_lr, grid_search_scale, validation_text, eval_windows, save_all,
               checkpoint_dir, resume, export_dequantized, activation_budget, lazy_load, devices,
-              **opts):
+              quantized, **opts):
     """Quantize a model and tweak its norms block by block; save it (optionally a grid search)."""
     from normtweak.calib.commands import command_calibration, open_calibration
     from normtweak.outputs import check_target
@@ -95,7 +100,10 @@ def tweak_cmd(ctx, model_ref, data, from_text, num_samples, seq_len, save_dir, o
                              "`torchrun --nproc-per-node 2 -m normtweak tweak ... --device cuda`")
         grid = bool(grid_search_lr or grid_search_scale)
         single_only = {"--lazy-load": lazy_load, "--checkpoint-dir": checkpoint_dir,
-                       "--resume": resume, "--true-sequential": opts["true_sequential"]}
+                       "--resume": resume, "--true-sequential": opts["true_sequential"],
+                       "--quantized": quantized}
+        if quantized and not Path(quantized).is_dir():
+            raise FileNotFoundError(f"--quantized {quantized}: no such folder")
         for flag, given in single_only.items():
             if grid and given:
                 raise ValueError(f"{flag} works for one run, not a grid search")
@@ -106,6 +114,14 @@ def tweak_cmd(ctx, model_ref, data, from_text, num_samples, seq_len, save_dir, o
         calib = open_calibration(data) if data else None
         _check_corpora(from_text, validation_text if grid else None)
         model, tok, loader = _load(model_ref, lazy_load)
+        imported = None
+        if quantized:
+            from normtweak.io import imported_spec, load_quantized_linears
+
+            imported = load_quantized_linears(quantized)
+            quant = imported_spec(imported)
+            click.echo(f"tweaking the linears of {quantized}: W{quant.bits}, group_size "
+                       f"{quant.group_size}, {'symmetric' if quant.symmetric else 'asymmetric'}")
         ids = command_calibration(calib, from_text, model, tok, model_ref, num_samples, seq_len,
                                   opts["seed"], opts["device"])
         if grid:
@@ -121,7 +137,7 @@ def tweak_cmd(ctx, model_ref, data, from_text, num_samples, seq_len, save_dir, o
             return
         try:
             _single(model, tok, ids, quant, spec, opts, save_dir, checkpoint_dir, resume,
-                    overwrite, export_dequantized, budget, loader)
+                    overwrite, export_dequantized, budget, loader, imported)
         except KeyboardInterrupt:
             _interrupted(ctx, checkpoint_dir)
     except o.USER_ERRORS as err:
@@ -152,9 +168,9 @@ def _load(model_ref, lazy):
 
 
 def _single(model, tok, ids, quant, spec, opts, save_dir, checkpoint_dir, resume, overwrite,
-            export, budget, loader):
-    from normtweak.io import export_dequantized, save_quantized
+            export, budget, loader, imported=None):
     from normtweak.dist import on_main
+    from normtweak.io import export_dequantized, save_quantized
     from normtweak.outputs import write_folder
     from normtweak.tweak.checkpoint import calibration_hash
     from normtweak.tweak.pipeline import tweak_model
@@ -162,7 +178,7 @@ def _single(model, tok, ids, quant, spec, opts, save_dir, checkpoint_dir, resume
     result = tweak_model(model, ids, quant, spec, device=opts["device"],
                          checkpoint_dir=checkpoint_dir, resume=resume, overwrite=overwrite,
                          seed=opts["seed"], activations=budget, block_loader=loader,
-                         true_sequential=opts["true_sequential"])
+                         true_sequential=opts["true_sequential"], imported=imported)
     extra = {"tweak_result": result.as_dict(), "true_sequential": opts["true_sequential"]}
     path = on_main(write_folder, save_dir, lambda p: save_quantized(
         model, tok, p, quant=quant, tweak=spec, calibration_sha256=calibration_hash(ids),

@@ -136,6 +136,7 @@ def tweak_model(
     block_loader: BlockLoader | None = None,
     kernel_norms: bool | None = None,
     true_sequential: bool = False,
+    imported: dict | None = None,
 ) -> TweakResult:
     """Quantize `model` block by block and tweak each block's norms, in place.
 
@@ -144,6 +145,9 @@ def tweak_model(
     blocks already there (the result is identical to an uninterrupted run). Existing
     checkpoints without resume: ValueError, unless overwrite (then they are discarded).
     on_block_done(index): called after each block's checkpoint is written.
+    imported: name -> QuantLinear of a checkpoint someone else quantized
+    (normtweak.io.load_quantized_linears): each block takes these instead of being
+    quantized here (`quant` must describe them: normtweak.io.imported_spec).
     activations: ActivationBudget or size ('8GiB') for the activations kept in memory;
     beyond it they go to a memory-mapped temp file (default: start's budget, else all
     in memory).
@@ -162,6 +166,12 @@ def tweak_model(
     for i, block in enumerate(blocks):
         for name, lin in arch.block_linears(block):
             quant.check_layer(f"block {i}: {name}", lin.in_features)
+    attach = None
+    if imported is not None:
+        from normtweak.io.attach import attach_to_block
+
+        def attach(block):
+            return {n: block.get_submodule(n) for n in attach_to_block(model, block, imported)}
     own_start = start is None
     if own_start:
         start = prepare_start(model, ids, tweak.batch_size, device, activations, block_loader)
@@ -211,7 +221,7 @@ def tweak_model(
             with norm_modules(block, kernel_norms, adapter.norm_offset):
                 hidden, res = _process_block(block, index, len(blocks), hidden, targets, start.inputs,
                                              quant, tweak, device, seed, new_store(),
-                                             true_sequential)
+                                             true_sequential, attach)
             res.seconds = time.perf_counter() - tb
             targets = None  # free this block's targets before the next block makes its own
         block.to(home)
@@ -231,12 +241,17 @@ def tweak_model(
 
 
 def _process_block(block, index, num_blocks, hidden, targets, inputs, quant, tweak, device, seed,
-                   out, true_sequential=False):
-    """Quantize one block, tweak its norms, and return (next inputs in `out`, BlockResult)."""
+                   out, true_sequential=False, attach=None):
+    """Quantize one block (or attach its imported QuantLinears), tweak its norms, and return
+    (next inputs in `out`, BlockResult)."""
     tune = tweak.enabled and tweak.quant_params != "none"
     floats = {n: lin.weight.detach().clone() for n, lin in arch.block_linears(block)} if tune else {}
-    quantized = quantize_block(block, quant, lambda: _run_all(block, hidden, inputs, index, device),
-                               true_sequential)
+    if attach is not None:
+        quantized = attach(block)
+    else:
+        quantized = quantize_block(block, quant,
+                                   lambda: _run_all(block, hidden, inputs, index, device),
+                                   true_sequential)
     lr = tweak.block_lr(index, num_blocks)
     loss_fn = get_loss(tweak.loss if tweak.loss != "none" else "dist")
     # Plain quantization: the loss before equals the loss after; skip a pass over the data.

@@ -2,6 +2,8 @@
 
 import json
 
+import torch
+
 from click.testing import CliRunner
 
 from normtweak.cli import main
@@ -85,3 +87,28 @@ def test_run_prints_where_it_wrote_and_never_overwrites_unasked(tmp_path, make_t
     assert res.exit_code == 0, res.output
     assert "calibration: reusing" in res.output
     assert json.loads(report.read_text())["tweak"]["lr"] == 1e-2
+
+
+def test_tweak_a_model_quantized_elsewhere(tmp_path, make_tiny, tokenizer):
+    """--quantized (alias --precomputed-tensors-path): the checkpoint's codes are kept and
+    its spec (not the flags') is used; a missing folder fails before any model loads."""
+    from normtweak.io import load_quantized, load_quantized_linears
+
+    model_dir, corpus = _folder(tmp_path, make_tiny, tokenizer)
+    runner = CliRunner()
+    common = ["--model", str(model_dir), "--from-text", str(corpus), "--num-samples", "2",
+              "--seq-len", "32"]
+    res = runner.invoke(main, ["quantize", *common, "--method", "rtn", "--bits", "3",
+                               "--group-size", "16", "--save-dir", str(tmp_path / "q")])
+    assert res.exit_code == 0, res.output
+    res = runner.invoke(main, ["tweak", *common, "--precomputed-tensors-path", str(tmp_path / "q"),
+                               "--lr", "1e-2", "--save_dir", str(tmp_path / "t")])
+    assert res.exit_code == 0, res.output
+    assert "W3, group_size 16" in res.output
+    before = load_quantized_linears(tmp_path / "q")
+    after, _ = load_quantized(tmp_path / "t")
+    for name, q in before.items():
+        assert torch.equal(after.get_submodule(name).qweight, q.qweight)
+    res = runner.invoke(main, ["tweak", *common, "--quantized", str(tmp_path / "nope"),
+                               "--save_dir", str(tmp_path / "t2")])
+    assert res.exit_code == 1 and "--quantized" in res.output and "no such folder" in res.output

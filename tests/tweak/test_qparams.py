@@ -153,3 +153,37 @@ def test_presets():
     assert TweakSpec.preset("joint").quant_params == "clip_round"
     with pytest.raises(ValueError, match="preset 'fast'.*joint.*paper"):
         TweakSpec.preset("fast")
+
+
+@pytest.mark.parametrize("quant_params", ["none", "clip_round"])
+def test_tweak_on_imported_checkpoint_changes_only_norms(make_tiny, tokenizer, tmp_path,
+                                                         quant_params):
+    """A checkpoint quantized elsewhere (here: saved GPTQ in compressed-tensors, then
+    imported): norm-only tweaking keeps its codes and scales bit for bit."""
+    import warnings
+
+    from normtweak.io import imported_spec, load_quantized_linears, save_quantized
+    from normtweak.quant.model import quantize_model
+
+    ids = _calibration()
+    spec = QuantSpec(bits=4, group_size=16, method="gptq")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        other = make_tiny("llama")
+        quantize_model(other, spec, calibration=ids, progress=False)
+        save_quantized(other, tokenizer, tmp_path / "q", quant=spec)
+    imported = load_quantized_linears(tmp_path / "q")
+    quant = imported_spec(imported)
+    assert (quant.bits, quant.group_size) == (4, 16)
+    model, original = make_tiny("llama"), make_tiny("llama")
+    tweak_model(model, ids, quant, TweakSpec(lr=1e-2, iters=2, quant_params=quant_params),
+                imported=imported, progress=False)
+    saved = {n: q.state_dict() for n, q in load_quantized_linears(tmp_path / "q").items()}
+    blocks = arch.get_adapter(model).get_blocks(model)
+    norm_ids = {id(p) for b in blocks for p in norm_parameters(b)}
+    before = dict(original.named_parameters())
+    changed = {n for n, p in model.named_parameters() if not torch.equal(p, before[n])}
+    assert changed and all(id(dict(model.named_parameters())[n]) in norm_ids for n in changed)
+    same = all(torch.equal(model.get_submodule(n).state_dict()[k], v)
+               for n, sd in saved.items() for k, v in sd.items())
+    assert same == (quant_params == "none")
