@@ -224,8 +224,8 @@ class _MainRankCheckpoint:
     def __init__(self, ckpt) -> None:
         self.ckpt = ckpt
 
-    def start(self, resume: bool) -> int:
-        return on_main(self.ckpt.start, resume)
+    def start(self, resume: bool, overwrite: bool = False) -> int:
+        return on_main(self.ckpt.start, resume, overwrite)
 
     def save_block(self, index: int, block: torch.nn.Module) -> None:
         on_main(self.ckpt.save_block, index, block)

@@ -57,11 +57,11 @@ def test_own_output_needs_overwrite_and_is_replaced_whole(work, tmp_path):
     assert _invoke(_args(work, out)).exit_code == 0
     res = _invoke(_args(work, out, "--nbits", "4"))
     assert res.exit_code == 1 and "--overwrite" in res.output
-    assert json.loads((out / "config.json").read_text())["quantization_config"]["bits"] == 3
+    assert json.loads((out / "normtweak_quantization.json").read_text())["quant"]["bits"] == 3
     res = _invoke(_args(work, out, "--nbits", "4", "--overwrite"))
     assert res.exit_code == 0, res.output
     assert f"saved the quantized model to {out}" in res.output
-    assert json.loads((out / "config.json").read_text())["quantization_config"]["bits"] == 4
+    assert json.loads((out / "normtweak_quantization.json").read_text())["quant"]["bits"] == 4
     assert sorted(p.name for p in tmp_path.iterdir()) == ["q"]
 
 
