@@ -92,6 +92,8 @@ def run_autoround(model, tokenizer, ids: torch.Tensor, args):
     batch = 8  # AutoRound's default batch size
     dataset = [ids[i : i + batch] for i in range(0, ids.shape[0], batch)]
     kwargs = {"lr": args.lr} if args.lr is not None else {}
+    if args.disable_opt_rtn:
+        kwargs["disable_opt_rtn"] = True  # plain RTN (iters=0 defaults to its optimized RTN)
     ar = AutoRound(model, tokenizer, bits=args.bits, group_size=args.group_size, sym=False,
                    dataset=dataset, nsamples=ids.shape[0], seqlen=ids.shape[1],
                    batch_size=batch, iters=args.iters, device_map="cpu", seed=args.seed,
@@ -102,10 +104,16 @@ def run_autoround(model, tokenizer, ids: torch.Tensor, args):
     info = {"iters": args.iters, "lr": args.lr if args.lr is not None else "default",
             "quant_dtype": str(amp_dtype if amp_dtype is not None else qmodel.dtype),
             "model_dtype_after": str(qmodel.dtype)}
-    for name in ("disable_opt_rtn", "enable_minmax_tuning", "minmax_lr", "amp"):
-        value = getattr(ar, name, None)
-        if value is not None and isinstance(value, (bool, int, float, str)):
-            info[name] = value
+    config = getattr(ar, "quantize_config", None)
+    info["algorithm_config"] = type(config).__name__ if config is not None else None
+    for name in ("disable_opt_rtn", "enable_minmax_tuning", "minmax_lr", "lr", "nblocks",
+                 "enable_quanted_input", "batch_size", "gradient_accumulate_steps"):
+        for owner in (config, ar):
+            value = getattr(owner, name, None)
+            if isinstance(value, (bool, int, float, str)):
+                info.setdefault(name, value)
+    info["amp"] = getattr(ar, "amp", None)
+    info["enable_torch_compile"] = getattr(ar, "enable_torch_compile", None)
     return ar, qmodel, info
 
 
@@ -170,6 +178,7 @@ def parse(argv):
     # no padding) with far less per-call overhead on a CPU.
     p.add_argument("--llmc-batch-size", type=int, default=8)
     p.add_argument("--iters", type=int, default=0, help="AutoRound iterations (0 = RTN mode)")
+    p.add_argument("--disable-opt-rtn", action="store_true", help="AutoRound: plain RTN at iters=0")
     p.add_argument("--lr", type=float, default=None, help="AutoRound lr (default: its own)")
     p.add_argument("--calib", help="safetensors file with input_ids [n, seq_len]")
     p.add_argument("--text", default="wikipedia")

@@ -42,7 +42,8 @@ RUNNER = ROOT / "benchmarks" / "peer_runner.py"
 PEERS = {
     "llmc-gptq": ("llmc", []),  # GPTQModifier defaults: actorder "static"
     "llmc-gptq-noact": ("llmc", ["--actorder", "none"]),
-    "autoround-rtn": ("autoround", ["--iters", "0"]),
+    "autoround-rtn": ("autoround", ["--iters", "0"]),  # its default: optimized RTN
+    "autoround-rtn-plain": ("autoround", ["--iters", "0", "--disable-opt-rtn"]),
     "autoround-50": ("autoround", ["--iters", "50", "--lr", "5e-3"]),
     "autoround-200": ("autoround", ["--iters", "200"]),  # its default lr 1/iters = 5e-3
 }
