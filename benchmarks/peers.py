@@ -292,6 +292,8 @@ def parse(argv):
                    help="where the peers' exported checkpoints go (outside the repo)")
     p.add_argument("--runs-dir", default=str(ROOT / "results" / "peers_runs"))
     p.add_argument("--fresh", action="store_true", help="rerun runs that have a cached JSON")
+    p.add_argument("--cached-only", action="store_true",
+                   help="run nothing: the table of the cached runs (float is run if missing)")
     p.add_argument("--output", default=None, help="default results/peers_<text>.json")
     args = p.parse_args(argv)
     args.config_list = parse_configs(args.configs)
@@ -299,6 +301,8 @@ def parse(argv):
     unknown = [n for n in args.peer_list if n not in PEERS]
     if unknown:
         p.error(f"unknown peer(s) {unknown}; choose from {list(PEERS)}")
+    if args.fresh and args.cached_only:
+        p.error("--fresh and --cached-only exclude each other")
     if args.only_peers and args.only_normtweak:
         p.error("--only-peers and --only-normtweak exclude each other")
     args.output = args.output or str(ROOT / "results" / f"peers_{args.text}.json")
@@ -336,6 +340,8 @@ def main(argv=None) -> dict:
             python = pythons[PEERS[name][0]]
             path = runs_dir / f"{run_tag(args, name, bits, group)}.json"
             run = cached(path, args)
+            if run is None and args.cached_only:
+                continue
             if run is None and python is None:
                 skipped.append(f"{name}: {PEER_PACKAGES[PEERS[name][0]]} is not installed in "
                                f"{getattr(args, 'venv_' + PEERS[name][0])} nor in this Python")
@@ -352,7 +358,7 @@ def main(argv=None) -> dict:
         for name, quant, tweak in normtweak_variants(args):
             path = runs_dir / f"{run_tag(args, name, bits, group)}.json"
             run = cached(path, args)
-            if run is None and args.only_peers:
+            if run is None and (args.only_peers or args.cached_only):
                 continue  # a cached normtweak run still joins the table (RTN: the gap's reference)
             if run is None:
                 print(f"{name} {config_label(bits, group)} ...", flush=True)
