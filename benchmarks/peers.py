@@ -280,6 +280,8 @@ def parse(argv):
     p.add_argument("--peers", default=DEFAULT_PEERS, help=f"comma list of {','.join(PEERS)}, or none")
     p.add_argument("--only-peers", action="store_true", help="run no normtweak variant (cached ones still join the table)")
     p.add_argument("--only-normtweak", action="store_true", help="no peers")
+    p.add_argument("--variants", default="",
+                   help="comma list of normtweak variant names to run (default: all of normtweak_variants)")
     p.add_argument("--calib-samples", type=int, default=128)
     p.add_argument("--calib-len", type=int, default=512)
     p.add_argument("--seed", type=int, default=0, help="calibration windows' seed")
@@ -297,6 +299,7 @@ def parse(argv):
     p.add_argument("--output", default=None, help="default results/peers_<text>.json")
     args = p.parse_args(argv)
     args.config_list = parse_configs(args.configs)
+    args.variants = [v for v in args.variants.split(",") if v]
     args.peer_list = [] if args.peers in ("", "none") or args.only_normtweak else args.peers.split(",")
     unknown = [n for n in args.peer_list if n not in PEERS]
     if unknown:
@@ -356,6 +359,8 @@ def main(argv=None) -> dict:
             runs.append(run)
 
         for name, quant, tweak in normtweak_variants(args):
+            if args.variants and name not in args.variants:
+                continue
             path = runs_dir / f"{run_tag(args, name, bits, group)}.json"
             run = cached(path, args)
             if run is None and (args.only_peers or args.cached_only):
