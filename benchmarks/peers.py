@@ -1,0 +1,393 @@
+"""normtweak beside its peers (llm-compressor GPTQ, AutoRound) on the same model, data and eval.
+
+    OMP_NUM_THREADS=1 python benchmarks/peers.py --threads 1                # everything installed
+    OMP_NUM_THREADS=1 python benchmarks/peers.py --only-peers --peers llmc-gptq --configs 4:64
+    OMP_NUM_THREADS=1 python benchmarks/peers.py --text austen --configs 4:64
+
+Every method quantizes SmolLM2 from the same calibration token ids (calib.text.
+calibration_from_text(tokenizer, TEXT, N, LEN, seed), written once to a safetensors
+file) and is scored with normtweak.evaluate.perplexity in float32 on the validation and
+test splits (first --max-windows non-overlapping --window-token windows of each). The
+peers run in their own virtual environments through benchmarks/peer_runner.py (their
+pins conflict with ours; see the README's "Peers" section); a peer whose environment is
+missing is skipped, and the table says so. normtweak's variants run in this process
+(`normtweak_variants`). Each run's JSON is cached in results/peers_runs/ under a name
+made of its settings, so a rerun skips finished runs (--fresh reruns them).
+
+Columns: val/test perplexity, gap recovered on test = (RTN - method) / (RTN - float) with
+normtweak's RTN of the same config, quantization wall time, peak resident memory of the
+process that quantized (model, calibration and activations included).
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import os
+import resource
+import shlex
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parent.parent
+RUNNER = ROOT / "benchmarks" / "peer_runner.py"
+
+# name -> (peer environment, runner arguments). Defaults are the peers' own, but the
+# scheme (asymmetric int weights) and, for AutoRound-50, the lr the issue measured with.
+PEERS = {
+    "llmc-gptq": ("llmc", []),  # GPTQModifier defaults: actorder "static"
+    "llmc-gptq-noact": ("llmc", ["--actorder", "none"]),
+    "autoround-rtn": ("autoround", ["--iters", "0"]),  # its default: optimized RTN
+    "autoround-rtn-plain": ("autoround", ["--iters", "0", "--disable-opt-rtn"]),
+    "autoround-50": ("autoround", ["--iters", "50", "--lr", "5e-3"]),
+    "autoround-200": ("autoround", ["--iters", "200"]),  # its default lr 1/iters = 5e-3
+}
+PEER_PACKAGES = {"llmc": "llmcompressor", "autoround": "auto_round"}
+DEFAULT_PEERS = "llmc-gptq,autoround-rtn,autoround-50"
+
+
+def normtweak_variants(args) -> list[tuple[str, "QuantSpec", "TweakSpec | None"]]:
+    """(name, QuantSpec, TweakSpec or None) for every normtweak row of one config.
+
+    args.bits / args.group_size: the config. The first entry must be plain RTN (the
+    reference of the gap-recovered column).
+    """
+    from normtweak.config import QuantSpec, TweakSpec
+
+    def q(method: str, **kw) -> QuantSpec:
+        return QuantSpec(bits=args.bits, group_size=args.group_size, symmetric=False,
+                         method=method, **kw)
+
+    gptq = q("gptq", act_order=True, static_groups=True)
+    return [
+        ("normtweak-rtn", q("rtn"), None),
+        ("normtweak-gptq", gptq, None),
+        ("normtweak-gptq+tweak", gptq, TweakSpec()),
+    ]
+
+
+# --- small helpers -----------------------------------------------------------------------
+
+
+def parse_configs(text: str) -> list[tuple[int, int]]:
+    """'4:64,3:64,4:-1' -> [(bits, group_size), ...] (-1 = per-channel)."""
+    out = []
+    for item in text.split(","):
+        try:
+            bits, group = (int(x) for x in item.split(":"))
+        except ValueError:
+            raise ValueError(f"--configs items are bits:group_size (e.g. 4:64, 4:-1), got {item!r}")
+        out.append((bits, group))
+    return out
+
+
+def config_label(bits: int, group: int) -> str:
+    return f"W{bits} " + ("per-channel" if group == -1 else f"g{group}") + " asym"
+
+
+def config_tag(bits: int, group: int) -> str:
+    return f"w{bits}" + ("pc" if group == -1 else f"g{group}")
+
+
+def run_tag(args, method: str, bits: int | None, group: int | None) -> str:
+    """File name of a run's JSON: every setting that changes its numbers or its timing."""
+    cfg = "float" if bits is None else config_tag(bits, group)
+    return (f"{args.text}_{method}_{cfg}_c{args.calib_samples}x{args.calib_len}s{args.seed}"
+            f"_e{args.max_windows}x{args.window}_t{args.threads}")
+
+
+def peak_rss_reset() -> None:
+    """Reset this process's peak-RSS mark (Linux >= 4.0), so the next reading is per run."""
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+    except OSError:
+        pass
+
+
+def peak_rss_mb() -> float:
+    """VmHWM (resettable) when /proc has it, else ru_maxrss (process lifetime)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def peer_python(env: str, args) -> Path | None:
+    """The interpreter of a peer's environment, or None when the peer is not installed there."""
+    venv = Path(getattr(args, f"venv_{env}"))
+    for python in (venv / "bin" / "python", Path(sys.executable)):
+        if python.is_file() and subprocess.run(
+            [str(python), "-c", f"import importlib.util as u, sys; "
+                                f"sys.exit(u.find_spec({PEER_PACKAGES[env]!r}) is None)"],
+            capture_output=True).returncode == 0:
+            return python
+    return None
+
+
+def calibration_file(args, tokenizer) -> Path:
+    """Write (once) the calibration token ids every method uses; return the file."""
+    from safetensors.torch import save_file
+
+    from normtweak.calib.text import calibration_from_text
+
+    path = ROOT / "data" / f"peers_calib_{args.text}_{args.calib_samples}x{args.calib_len}_s{args.seed}.safetensors"
+    if not path.is_file():
+        ids = calibration_from_text(tokenizer, args.text, args.calib_samples, args.calib_len,
+                                    seed=args.seed).input_ids
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp")
+        save_file({"input_ids": ids.contiguous()}, str(tmp))
+        os.replace(tmp, path)
+    return path
+
+
+def cached(path: Path, args) -> dict | None:
+    if args.fresh or not path.is_file():
+        return None
+    return json.loads(path.read_text())
+
+
+def write_json_atomic(path: Path, obj) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(obj, indent=2, default=str) + "\n")
+    os.replace(tmp, path)
+
+
+# --- runs --------------------------------------------------------------------------------
+
+
+def evaluate(model, tokenizer, texts: dict, args) -> dict:
+    from normtweak.evaluate.perplexity import perplexity
+
+    out = {}
+    for split, text in texts.items():
+        t = time.perf_counter()
+        with torch.no_grad():
+            r = perplexity(model, tokenizer, text, window=args.window,
+                           max_windows=args.max_windows or None)
+        out[split] = {"ppl": r.ppl, "tokens": r.tokens, "windows": r.windows,
+                      "eval_s": time.perf_counter() - t}
+    return out
+
+
+def run_normtweak(name, quant, tweak, model, tokenizer, ids, texts, args) -> dict:
+    """Quantize (and tweak) a copy of the float model in this process and score it."""
+    from normtweak.quant.model import quantize_model
+    from normtweak.tweak.pipeline import tweak_model
+
+    peak_rss_reset()
+    qmodel = copy.deepcopy(model)
+    t = time.perf_counter()
+    if tweak is None:
+        quantize_model(qmodel, quant, calibration=ids if quant.method == "gptq" else None,
+                       progress=False)
+    else:
+        tweak_model(qmodel, ids, quant, tweak, progress=False)
+    quantize_s = time.perf_counter() - t
+    peak = peak_rss_mb()
+    return {"method": name, "quant": quant.as_dict(),
+            "tweak": tweak.as_dict() if tweak is not None else None, "quantize_s": quantize_s,
+            "peak_rss_mb": peak, "peak_rss_note": "VmHWM of the orchestrator (float model held too)",
+            "eval": evaluate(qmodel, tokenizer, texts, args),
+            "peer_settings": {"quant_dtype": "torch.float32"}, "torch_threads": torch.get_num_threads()}
+
+
+def run_peer(name: str, bits: int, group: int, python: Path, calib: Path, out: Path, args) -> dict | None:
+    """One peer run through its environment's interpreter; None when it failed."""
+    env_name, extra = PEERS[name]
+    cmd = [str(python), str(RUNNER), "--peer", env_name, "--bits", str(bits), "--group-size",
+           str(group), "--calib", str(calib), "--text", args.text, "--window", str(args.window),
+           "--max-windows", str(args.max_windows), "--threads", str(args.threads),
+           "--output", str(out), *extra]
+    save = Path(args.models_dir) / f"{args.text}-{name}-{config_tag(bits, group)}-{args.calib_samples}x{args.calib_len}"
+    if save.exists() and any(save.iterdir()):
+        print(f"  {save} exists: this run does not export its model again", flush=True)
+    else:
+        cmd += ["--save-dir", str(save)]
+    env = dict(os.environ, PYTHONPATH=str(ROOT), OMP_NUM_THREADS=str(args.threads))
+    print("  $ " + shlex.join(cmd), flush=True)
+    proc = subprocess.run(cmd, env=env, cwd=ROOT)
+    if proc.returncode != 0 or not out.is_file():
+        print(f"  {name} {config_label(bits, group)} FAILED (exit {proc.returncode})", flush=True)
+        return None
+    result = json.loads(out.read_text())
+    result["method"] = name
+    write_json_atomic(out, result)
+    return result
+
+
+# --- table -------------------------------------------------------------------------------
+
+
+def table_rows(float_run: dict, runs: list[dict]) -> list[dict]:
+    """One row per run: val/test ppl, gap recovered on test vs normtweak RTN of its config."""
+    from normtweak.evaluate.report import gap_recovered
+
+    f_test = float_run["eval"]["test"]["ppl"]
+    rtn = {r["config"]: r["eval"]["test"]["ppl"] for r in runs if r["method"] == "normtweak-rtn"}
+    rows = [{"method": "float", "config": "-", "val_ppl": float_run["eval"]["validation"]["ppl"],
+             "test_ppl": f_test, "gap_recovered_%": None, "quantize_s": None,
+             "peak_rss_mb": None, "dtype": "float32"}]
+    for r in runs:
+        test = r["eval"]["test"]["ppl"]
+        ref = rtn.get(r["config"])
+        gap = None if ref is None or r["method"] == "normtweak-rtn" else gap_recovered(f_test, ref, test)
+        rows.append({"method": r["method"], "config": r["config"],
+                     "val_ppl": r["eval"]["validation"]["ppl"], "test_ppl": test,
+                     "gap_recovered_%": gap, "quantize_s": r["quantize_s"],
+                     "peak_rss_mb": r["peak_rss_mb"],
+                     "dtype": r.get("peer_settings", {}).get("quant_dtype", "?").replace("torch.", "")})
+    return rows
+
+
+COLUMNS = [("method", "method"), ("config", "config"), ("val_ppl", "val ppl"),
+           ("test_ppl", "test ppl"), ("gap_recovered_%", "gap recovered (test) %"),
+           ("quantize_s", "quantize s"), ("peak_rss_mb", "peak MB"), ("dtype", "quant dtype")]
+
+
+def markdown(rows: list[dict]) -> str:
+    def cell(v, key):
+        if v is None:
+            return "–"
+        if isinstance(v, float):
+            return f"{v:.0f}" if key in ("quantize_s", "peak_rss_mb") else (
+                f"{v:.1f}" if key == "gap_recovered_%" else f"{v:.2f}")
+        return str(v)
+
+    lines = ["| " + " | ".join(h for _, h in COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
+    for r in rows:
+        lines.append("| " + " | ".join(cell(r.get(k), k) for k, _ in COLUMNS) + " |")
+    return "\n".join(lines)
+
+
+# --- main --------------------------------------------------------------------------------
+
+
+def parse(argv):
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--model", default="smollm2-135m")
+    p.add_argument("--text", default="wikipedia", choices=["wikipedia", "austen"])
+    p.add_argument("--configs", default="4:64,3:64,4:-1", help="bits:group_size,... (-1 = per-channel)")
+    p.add_argument("--peers", default=DEFAULT_PEERS, help=f"comma list of {','.join(PEERS)}, or none")
+    p.add_argument("--only-peers", action="store_true", help="run no normtweak variant (cached ones still join the table)")
+    p.add_argument("--only-normtweak", action="store_true", help="no peers")
+    p.add_argument("--variants", default="",
+                   help="comma list of normtweak variant names to run (default: all of normtweak_variants)")
+    p.add_argument("--calib-samples", type=int, default=128)
+    p.add_argument("--calib-len", type=int, default=512)
+    p.add_argument("--seed", type=int, default=0, help="calibration windows' seed")
+    p.add_argument("--max-windows", type=int, default=8, help="windows per split; 0 = all")
+    p.add_argument("--window", type=int, default=1024)
+    p.add_argument("--threads", type=int, default=1, help="torch threads, also OMP_NUM_THREADS of the peers")
+    p.add_argument("--venv-llmc", default=str(ROOT.parent / "venv-llmc"))
+    p.add_argument("--venv-autoround", default=str(ROOT.parent / "venv-autoround"))
+    p.add_argument("--models-dir", default=str(ROOT.parent / "peer-models"),
+                   help="where the peers' exported checkpoints go (outside the repo)")
+    p.add_argument("--runs-dir", default=str(ROOT / "results" / "peers_runs"))
+    p.add_argument("--fresh", action="store_true", help="rerun runs that have a cached JSON")
+    p.add_argument("--cached-only", action="store_true",
+                   help="run nothing: the table of the cached runs (float is run if missing)")
+    p.add_argument("--output", default=None, help="default results/peers_<text>.json")
+    args = p.parse_args(argv)
+    args.config_list = parse_configs(args.configs)
+    args.variants = [v for v in args.variants.split(",") if v]
+    args.peer_list = [] if args.peers in ("", "none") or args.only_normtweak else args.peers.split(",")
+    unknown = [n for n in args.peer_list if n not in PEERS]
+    if unknown:
+        p.error(f"unknown peer(s) {unknown}; choose from {list(PEERS)}")
+    if args.fresh and args.cached_only:
+        p.error("--fresh and --cached-only exclude each other")
+    if args.only_peers and args.only_normtweak:
+        p.error("--only-peers and --only-normtweak exclude each other")
+    args.output = args.output or str(ROOT / "results" / f"peers_{args.text}.json")
+    return args
+
+
+def main(argv=None) -> dict:
+    args = parse(argv)
+    command = "python benchmarks/peers.py " + shlex.join(sys.argv[1:] if argv is None else argv)
+    torch.set_num_threads(args.threads)
+    from normtweak.assets import load_model, load_text
+
+    model, tokenizer = load_model(args.model)
+    texts = {s: load_text(args.text, split=s) for s in ("validation", "test")}
+    calib = calibration_file(args, tokenizer)
+    from safetensors.torch import load_file
+
+    ids = load_file(str(calib))["input_ids"]
+    runs_dir = Path(args.runs_dir)
+    skipped = []
+
+    path = runs_dir / f"{run_tag(args, 'float', None, None)}.json"
+    float_run = cached(path, args)
+    if float_run is None:
+        float_run = {"method": "float", "config": "-", "eval": evaluate(model, tokenizer, texts, args)}
+        write_json_atomic(path, float_run)
+    print(f"float: val {float_run['eval']['validation']['ppl']:.2f} "
+          f"test {float_run['eval']['test']['ppl']:.2f}", flush=True)
+
+    runs = []
+    pythons = {env: peer_python(env, args) for env in {PEERS[n][0] for n in args.peer_list}}
+    for bits, group in args.config_list:
+        args.bits, args.group_size = bits, group
+        for name in args.peer_list:
+            python = pythons[PEERS[name][0]]
+            path = runs_dir / f"{run_tag(args, name, bits, group)}.json"
+            run = cached(path, args)
+            if run is None and args.cached_only:
+                continue
+            if run is None and python is None:
+                skipped.append(f"{name}: {PEER_PACKAGES[PEERS[name][0]]} is not installed in "
+                               f"{getattr(args, 'venv_' + PEERS[name][0])} nor in this Python")
+                continue
+            if run is None:
+                print(f"{name} {config_label(bits, group)} ...", flush=True)
+                run = run_peer(name, bits, group, python, calib, path, args)
+                if run is None:
+                    skipped.append(f"{name} {config_label(bits, group)}: failed (see its output)")
+                    continue
+            run["config"] = config_label(bits, group)
+            runs.append(run)
+
+        for name, quant, tweak in normtweak_variants(args):
+            if args.variants and name not in args.variants:
+                continue
+            path = runs_dir / f"{run_tag(args, name, bits, group)}.json"
+            run = cached(path, args)
+            if run is None and (args.only_peers or args.cached_only):
+                continue  # a cached normtweak run still joins the table (RTN: the gap's reference)
+            if run is None:
+                print(f"{name} {config_label(bits, group)} ...", flush=True)
+                run = run_normtweak(name, quant, tweak, model, tokenizer, ids, texts, args)
+                run["config"] = config_label(bits, group)
+                write_json_atomic(path, run)
+            runs.append(run)
+    rows = table_rows(float_run, runs)
+    table = markdown(rows)
+    caption = (f"{args.model}; calibration {args.calib_samples} x {args.calib_len} tokens of "
+               f"{args.text} train (seed {args.seed}), the same ids for every method; perplexity "
+               f"on the first {args.max_windows or 'all'} {args.window}-token windows of {args.text} "
+               f"validation / test; {args.threads} thread(s); gap recovered vs normtweak RTN")
+    print("\n" + caption + "\n" + table)
+    for s in sorted(set(skipped)):
+        print(f"skipped: {s}")
+    print(f"\nreproduce: OMP_NUM_THREADS={args.threads} {command}")
+    result = {"command": command, "caption": caption, "rows": rows, "skipped": sorted(set(skipped)),
+              "runs": runs, "float": float_run,
+              "args": {k: v for k, v in vars(args).items() if k not in ("bits", "group_size")}}
+    write_json_atomic(Path(args.output), result)
+    print(f"wrote {args.output}")
+    return result
+
+
+if __name__ == "__main__":
+    main()
