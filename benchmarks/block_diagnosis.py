@@ -1,0 +1,47 @@
+"""One block, float-stream inputs: held-out MSE of variants (diagnosis of joint tuning)."""
+import copy, sys, time, torch
+from transformers import AutoModelForCausalLM, AutoTokenizer
+from normtweak import arch
+from normtweak.calib.text import calibration_from_text
+from normtweak.config import QuantSpec, TweakSpec
+from normtweak.quant import quantize_block
+from normtweak.tweak.loss import get_loss
+from normtweak.tweak.pipeline import train_norms
+from normtweak.tweak.qparams import make_tunable, to_quant_linear
+from normtweak.quant.model import set_submodule
+torch.set_num_threads(1); torch.manual_seed(0)
+model = AutoModelForCausalLM.from_pretrained("/work/main/models/smollm2-135m", dtype=torch.float32).eval()
+tok = AutoTokenizer.from_pretrained("/work/main/models/smollm2-135m")
+k = int(sys.argv[1]); n = int(sys.argv[2])
+train = calibration_from_text(tok, "wikipedia", n, 512, seed=0).input_ids
+held = calibration_from_text(tok, "wikipedia", 8, 512, seed=1).input_ids
+ids = torch.cat([train, held])
+inputs = arch.capture_block_inputs(model, list(ids.split(8)), device="cpu")
+blocks = arch.get_adapter(model).get_blocks(model)
+with torch.no_grad():
+    hidden = list(inputs.hidden)
+    for i in range(k):
+        hidden = [arch.run_block(blocks[i], h, inputs.extra(i, h.shape)) for h in hidden]
+    fb = blocks[k]
+    targets = [arch.run_block(fb, h, inputs.extra(k, h.shape)) for h in hidden]
+ntr = n // 8
+htr, ttr, hte, tte = hidden[:ntr], targets[:ntr], hidden[ntr:], targets[ntr:]
+mse = get_loss("mse")
+def ev(b, hs, ts):
+    with torch.no_grad():
+        return sum(float(mse(t, arch.run_block(b, h, inputs.extra(k, h.shape)))) for h, t in zip(hs, ts)) / len(hs)
+spec = QuantSpec(bits=4, group_size=64)
+for name, lr, qp, qlr, iters in [("rtn", 0, "none", None, 0), ("clip_round 5e-3", 0.0, "clip_round", 5e-3, 3), ("clip_round 1e-2", 0.0, "clip_round", 1e-2, 3), ("clip_round 2e-2", 0.0, "clip_round", 2e-2, 3), ("clip_round 5e-2", 0.0, "clip_round", 5e-2, 3), ("norms+clip_round 2e-2", 1e-4, "clip_round", 2e-2, 3),
+        ("clip_round auto", 0.0, "clip_round", None, 3), ("clip_round 5e-3", 0.0, "clip_round", 5e-3, 3),
+        ]:
+    b = copy.deepcopy(fb)
+    floats = {nm: l.weight.detach().clone() for nm, l in arch.block_linears(b)}
+    q = quantize_block(b, spec)
+    t0 = time.time()
+    if iters:
+        tw = TweakSpec(lr=lr, iters=iters, batch_size=8, loss="mse", quant_params=qp, quant_lr=qlr)
+        tun = {nm: make_tunable(m, floats[nm], qp == "clip_round") for nm, m in q.items()} if qp != "none" else {}
+        for nm, t in tun.items(): set_submodule(b, nm, t)
+        train_norms(b, htr, ttr, lambda h: inputs.extra(k, h.shape), lr, tw, mse, "cpu", torch.Generator().manual_seed(0), list(tun.values()))
+        for nm, t in tun.items(): set_submodule(b, nm, to_quant_linear(t, q[nm]))
+    print(f"block {k} n={n} {name:24s} train {ev(b, htr, ttr):.5f} held-out {ev(b, hte, tte):.5f} ({time.time()-t0:.0f}s)", flush=True)
