@@ -1,6 +1,11 @@
-"""One block, float-stream inputs: held-out MSE of variants (diagnosis of joint tuning)."""
+"""One block of SmolLM2, float-stream inputs: train and held-out output MSE of RTN W4 g64
+vs tuned clipping/rounding at several signed-step sizes (how quant_lr's default was chosen).
+
+    python benchmarks/block_diagnosis.py BLOCK NUM_SAMPLES      # e.g. 20 16
+Output: results/accuracy_smoke/block_diagnosis.txt (blocks 5 and 20, 16 samples).
+"""
 import copy, sys, time, torch
-from transformers import AutoModelForCausalLM, AutoTokenizer
+from normtweak.assets import load_model
 from normtweak import arch
 from normtweak.calib.text import calibration_from_text
 from normtweak.config import QuantSpec, TweakSpec
@@ -10,8 +15,7 @@ from normtweak.tweak.pipeline import train_norms
 from normtweak.tweak.qparams import make_tunable, to_quant_linear
 from normtweak.quant.model import set_submodule
 torch.set_num_threads(1); torch.manual_seed(0)
-model = AutoModelForCausalLM.from_pretrained("/work/main/models/smollm2-135m", dtype=torch.float32).eval()
-tok = AutoTokenizer.from_pretrained("/work/main/models/smollm2-135m")
+model, tok = load_model("smollm2-135m")
 k = int(sys.argv[1]); n = int(sys.argv[2])
 train = calibration_from_text(tok, "wikipedia", n, 512, seed=0).input_ids
 held = calibration_from_text(tok, "wikipedia", 8, 512, seed=1).input_ids
