@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import click
 
+from normtweak import options as o
 from normtweak.io.export import EXPORT_FORMATS
 
 
 @click.command("export")
 @click.option("--model", "model_dir", required=True, type=click.Path(file_okay=False),
-              help="a quantized folder (normtweak, compressed-tensors or GPTQ)")
+              help="a quantized folder (normtweak, compressed-tensors, GPTQ, or one .gguf file)")
 @click.option("--format", "fmt", type=click.Choice(EXPORT_FORMATS), default="compressed-tensors",
               show_default=True, help="compressed-tensors: vLLM/SGLang/transformers; gptq; "
               "gguf: llama.cpp; float: dequantized")
@@ -26,6 +27,6 @@ def export_cmd(model_dir, fmt, save_dir, overwrite, gptq_version, gguf_type):
     try:
         path = export_quantized(model_dir, fmt, save_dir, overwrite=overwrite,
                                 gptq_version=int(gptq_version), gguf_type=gguf_type)
-    except (ValueError, FileNotFoundError) as err:
+    except o.USER_ERRORS as err:
         raise click.ClickException(str(err)) from err
     click.echo(f"exported {model_dir} as {fmt} to {path}")

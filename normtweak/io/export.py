@@ -1,19 +1,83 @@
-"""Convert a quantized folder (any format load_quantized reads) into another format."""
+"""Write a quantized model in the format a serving stack reads; convert between formats.
+
+`write_model` writes one in-memory model to a new folder in any of SAVE_FORMATS;
+`export_quantized` converts a folder (any format load_quantized reads) through it, with the
+no-data-loss rule of normtweak.outputs (refuse a non-empty target unless overwriting,
+replace only our own output, atomically). `source_format` says which format a folder is
+in, so a model tweaked from someone else's checkpoint is saved back the way it came.
+"""
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
 
-EXPORT_FORMATS = ("compressed-tensors", "gptq", "gguf", "float")
+SAVE_FORMATS = ("compressed-tensors", "gptq", "gguf", "float")
+EXPORT_FORMATS = SAVE_FORMATS
 
 
-def check_target(save_dir: Path, overwrite: bool) -> None:
-    """Refuse a non-empty target folder (or a file) unless overwriting was asked for."""
-    if save_dir.exists() and not save_dir.is_dir():
-        raise ValueError(f"{save_dir} exists and is not a folder")
-    if save_dir.is_dir() and any(save_dir.iterdir()) and not overwrite:
-        raise ValueError(f"{save_dir} is not empty: choose another folder or pass --overwrite")
+def source_format(path: str | os.PathLike) -> dict:
+    """The format of a quantized checkpoint: {"format": one of SAVE_FORMATS, and for GPTQ
+    "gptq_version": 1 or 2}. normtweak's own (and older normtweak) folders count as
+    compressed-tensors, the format normtweak saves by default."""
+    from normtweak.io.load import _gguf_file, read_quantization_config
+
+    path = Path(path)
+    if _gguf_file(path) is not None:
+        return {"format": "gguf"}
+    qc = read_quantization_config(path)
+    if qc["quant_method"] == "gptq":
+        version = 2 if qc.get("checkpoint_format", "gptq") == "gptq_v2" else 1
+        return {"format": "gptq", "gptq_version": version}
+    return {"format": "compressed-tensors"}
+
+
+def check_format(fmt: str, quant, linears) -> None:
+    """Refuse, before any slow work, a model that format `fmt` cannot hold exactly.
+
+    quant: the QuantSpec the model will be quantized with; linears: (name, in_features,
+    out_features) of every layer it quantizes. The writers check again on the modules.
+    """
+    if fmt not in SAVE_FORMATS:
+        raise ValueError(f"format must be one of {SAVE_FORMATS}, got {fmt!r}")
+    for name, in_features, out_features in linears:
+        if fmt == "gptq":
+            from normtweak.io.gptq import check_gptq_shape
+
+            check_gptq_shape(name, quant.bits, in_features, out_features)
+        elif fmt == "gguf":
+            from normtweak.io.gguf import gguf_type_for
+
+            gguf_type_for(name, quant.bits, quant.group_size, in_features, quant.symmetric)
+
+
+def write_model(model, tokenizer, path: str | os.PathLike, fmt: str, *, quant=None, tweak=None,
+                calibration_sha256: str | None = None, extra: dict | None = None,
+                gptq_version: int = 2, gguf_type: str | None = None) -> Path:
+    """Write `model` (with QuantLinears) to the new folder `path` in format `fmt`.
+
+    compressed-tensors: vLLM, SGLang, transformers; gptq: gptq_v2 (or v1 when exact);
+    gguf: llama.cpp Q4_0/Q4_1/Q8_0; float: dequantized weights. Each refuses what it
+    cannot hold exactly, before writing anything. Our provenance goes beside it.
+    """
+    from normtweak.io.save import export_dequantized, provenance, save_quantized
+
+    if fmt not in SAVE_FORMATS:
+        raise ValueError(f"format must be one of {SAVE_FORMATS}, got {fmt!r}")
+    if fmt == "float":
+        return export_dequantized(model, tokenizer, path)
+    if fmt == "compressed-tensors":
+        return save_quantized(model, tokenizer, path, quant=quant, tweak=tweak,
+                              calibration_sha256=calibration_sha256, extra=extra)
+    record = provenance(model, None, tweak, calibration_sha256, extra)
+    record["quant"] = quant.as_dict() if hasattr(quant, "as_dict") else quant
+    if fmt == "gptq":
+        from normtweak.io.gptq import write_gptq
+
+        return write_gptq(model, tokenizer, path, record, version=gptq_version)
+    from normtweak.io.gguf import write_gguf
+
+    return write_gguf(model, tokenizer, path, record, qtype=gguf_type)
 
 
 def export_quantized(model_dir: str | os.PathLike, fmt: str, save_dir: str | os.PathLike, *,
@@ -22,37 +86,28 @@ def export_quantized(model_dir: str | os.PathLike, fmt: str, save_dir: str | os.
     """Write the quantized model in `model_dir` to `save_dir` in format `fmt`.
 
     fmt: compressed-tensors (vLLM, SGLang, transformers), gptq (gptq_v2, or v1 when exact),
-    gguf (llama.cpp: Q4_0, Q4_1, Q8_0), float (dequantized, any stack).
+    gguf (llama.cpp: Q4_0, Q4_1, Q8_0), float (dequantized, any stack). A non-empty
+    save_dir is refused unless overwrite (and then only our own earlier output is replaced).
     """
+    from normtweak.config import QuantSpec
     from normtweak.io.format import read_provenance
     from normtweak.io.load import load_quantized
-    from normtweak.io.save import export_dequantized, provenance, save_quantized
+    from normtweak.outputs import check_target, write_folder
 
-    if fmt not in EXPORT_FORMATS:
-        raise ValueError(f"format must be one of {EXPORT_FORMATS}, got {fmt!r}")
-    save_dir = Path(save_dir)
-    check_target(save_dir, overwrite)
-    if save_dir.resolve() == Path(model_dir).resolve():
+    if fmt not in SAVE_FORMATS:
+        raise ValueError(f"format must be one of {SAVE_FORMATS}, got {fmt!r}")
+    if Path(save_dir).resolve() == Path(model_dir).resolve():
         raise ValueError("save_dir must differ from the model folder being exported")
+    check_target(save_dir, overwrite, "--save_dir")  # before the (slow) load
     model, tokenizer = load_quantized(model_dir)
     old = read_provenance(Path(model_dir)) or {}
-    keep = {"tweak": old.get("tweak"), "calibration_sha256": old.get("calibration_sha256"),
-            "extra": {"exported_from": str(model_dir)}}
-    if fmt == "float":
-        return export_dequantized(model, tokenizer, save_dir)
-    if fmt == "compressed-tensors":
-        from normtweak.config import QuantSpec
-
+    quant = old.get("quant")
+    if fmt == "compressed-tensors" and quant:
         fields = set(QuantSpec.__dataclass_fields__)
-        quant = (QuantSpec(**{k: v for k, v in old["quant"].items() if k in fields})
-                 if old.get("quant") else None)
-        return save_quantized(model, tokenizer, save_dir, quant=quant, **keep)
-    record = provenance(model, None, keep["tweak"], keep["calibration_sha256"], keep["extra"])
-    record["quant"] = old.get("quant")
-    if fmt == "gptq":
-        from normtweak.io.gptq import write_gptq
-
-        return write_gptq(model, tokenizer, save_dir, record, version=gptq_version)
-    from normtweak.io.gguf import write_gguf
-
-    return write_gguf(model, tokenizer, save_dir, record, qtype=gguf_type)
+        quant = QuantSpec(**{k: v for k, v in quant.items() if k in fields})
+    return write_folder(save_dir, lambda p: write_model(
+        model, tokenizer, p, fmt, quant=quant, tweak=old.get("tweak"),
+        calibration_sha256=old.get("calibration_sha256"),
+        extra={"exported_from": str(model_dir)}, gptq_version=gptq_version,
+        gguf_type=gguf_type), overwrite=overwrite, command=f"export --format {fmt}",
+        flag="--save_dir", source=str(model_dir))

@@ -28,22 +28,27 @@ def choose_type(name: str, q, asked: str | None) -> str:
     """The GGUF type that holds QuantLinear `q` exactly, or ValueError saying what would be lost."""
     from normtweak.io.compressed import is_symmetric
 
-    g = q.group_size if q.group_size > 0 else q.in_features
-    if g % BLOCK or q.in_features % BLOCK:
+    return gguf_type_for(name, q.bits, q.group_size, q.in_features, is_symmetric(q), asked)
+
+
+def gguf_type_for(name: str, bits: int, group_size: int, in_features: int, symmetric: bool,
+                  asked: str | None = None) -> str:
+    """choose_type from a layer's description alone (checked before any slow work)."""
+    g = group_size if group_size > 0 else in_features
+    if g % BLOCK or in_features % BLOCK:
         raise ValueError(f"{name}: GGUF stores one scale per {BLOCK} inputs; group size {g} is not "
                          f"a multiple of {BLOCK}, so the scales of partial blocks would be lost. "
                          f"Quantize with a group size of 32, 64, 128 or per channel")
-    symmetric = is_symmetric(q)
-    if q.bits == 8 and not symmetric:
+    if bits == 8 and not symmetric:
         raise ValueError(f"{name}: GGUF's 8-bit type Q8_0 is symmetric; this model's asymmetric "
                          f"zero points would be lost. Quantize 8-bit with symmetric=True")
-    if q.bits not in (4, 8):
+    if bits not in (4, 8):
         raise ValueError(f"{name}: GGUF holds 4-bit (Q4_0, Q4_1) and 8-bit (Q8_0) codes exactly; "
-                         f"its {q.bits}-bit k-quants re-quantize the scales, which would lose "
+                         f"its {bits}-bit k-quants re-quantize the scales, which would lose "
                          f"this model's scales. Export with --format float or compressed-tensors")
-    natural = "Q8_0" if q.bits == 8 else ("Q4_0" if symmetric else "Q4_1")
+    natural = "Q8_0" if bits == 8 else ("Q4_0" if symmetric else "Q4_1")
     if asked is not None and asked != natural and not (asked == "Q4_1" and natural == "Q4_0"):
-        raise ValueError(f"{name}: {asked} cannot hold {q.bits}-bit "
+        raise ValueError(f"{name}: {asked} cannot hold {bits}-bit "
                          f"{'symmetric' if symmetric else 'asymmetric'} codes; use {natural}")
     return asked or natural
 

@@ -29,11 +29,16 @@ from normtweak.quant.pack import pack, unpack
 GPTQ_FORMATS = {1: "gptq", 2: "gptq_v2"}
 
 
+def check_gptq_shape(name: str, bits: int, in_features: int, out_features: int) -> None:
+    """GPTQ packs whole int32 words along both dimensions (checked before any slow work)."""
+    if (in_features * bits) % 32 or (out_features * bits) % 32:
+        raise ValueError(f"{name}: GPTQ packs whole int32 words; in_features {in_features} and "
+                         f"out_features {out_features} times {bits} bits must be multiples of 32")
+
+
 def check_gptq(name: str, q, version: int) -> None:
     """Raise ValueError if `q` cannot be written exactly in GPTQ `version`."""
-    if (q.in_features * q.bits) % 32 or (q.out_features * q.bits) % 32:
-        raise ValueError(f"{name}: GPTQ packs whole int32 words; in_features {q.in_features} and "
-                         f"out_features {q.out_features} times {q.bits} bits must be multiples of 32")
+    check_gptq_shape(name, q.bits, q.in_features, q.out_features)
     if version == 1 and bool((q.zeros < 1).any()):
         raise ValueError(f"{name}: GPTQ v1 stores zero point - 1 and cannot hold a zero point of "
                          f"0 (this model has some); write checkpoint_format gptq_v2 instead")

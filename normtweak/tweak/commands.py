@@ -10,6 +10,7 @@ import click
 
 from normtweak import options as o
 from normtweak.config import GridSpec
+from normtweak.io.export import SAVE_FORMATS
 
 
 def _interrupted(ctx, checkpoint_dir) -> None:
@@ -81,11 +82,15 @@ def _check_checkpoints(checkpoint_dir, resume, overwrite) -> None:
               help="a checkpoint someone else quantized (compressed-tensors, GPTQ, GGUF, normtweak): "
                    "its linears are kept, only the norms (and --quant-params) are tweaked; "
                    "--model is the float model that gives the targets")
+@click.option("--save-format", type=click.Choice(("auto", *SAVE_FORMATS)), default="auto",
+              show_default=True, help="format of the saved model; auto: the one --quantized came "
+              "in, else compressed-tensors. Scales are rounded to the format's dtype (float16 "
+              "for gptq, gguf) before tweaking")
 @click.pass_context
 def tweak_cmd(ctx, model_ref, data, from_text, num_samples, seq_len, save_dir, overwrite,
               grid_search_lr, grid_search_scale, validation_text, eval_windows, save_all,
               checkpoint_dir, resume, export_dequantized, activation_budget, lazy_load, devices,
-              quantized, **opts):
+              quantized, save_format, **opts):
     """Quantize a model and tweak its norms block by block; save it (optionally a grid search)."""
     from normtweak.calib.commands import command_calibration, open_calibration
     from normtweak.outputs import check_target
@@ -101,9 +106,13 @@ def tweak_cmd(ctx, model_ref, data, from_text, num_samples, seq_len, save_dir, o
         grid = bool(grid_search_lr or grid_search_scale)
         single_only = {"--lazy-load": lazy_load, "--checkpoint-dir": checkpoint_dir,
                        "--resume": resume, "--true-sequential": opts["true_sequential"],
-                       "--quantized": quantized}
+                       "--quantized": quantized, "--save-format": save_format != "auto"}
         if quantized and not Path(quantized).is_dir():
             raise FileNotFoundError(f"--quantized {quantized}: no such folder")
+        if save_format == "auto":
+            from normtweak.io.export import source_format
+
+            save_format = source_format(quantized)["format"] if quantized else "compressed-tensors"
         for flag, given in single_only.items():
             if grid and given:
                 raise ValueError(f"{flag} works for one run, not a grid search")
@@ -121,7 +130,9 @@ def tweak_cmd(ctx, model_ref, data, from_text, num_samples, seq_len, save_dir, o
             imported = load_quantized_linears(quantized)
             quant = imported_spec(imported)
             click.echo(f"tweaking the linears of {quantized}: W{quant.bits}, group_size "
-                       f"{quant.group_size}, {'symmetric' if quant.symmetric else 'asymmetric'}")
+                       f"{quant.group_size}, {'symmetric' if quant.symmetric else 'asymmetric'}; "
+                       f"saving as {save_format}")
+        _check_format(save_format, quant, model)
         ids = command_calibration(calib, from_text, model, tok, model_ref, num_samples, seq_len,
                                   opts["seed"], opts["device"])
         if grid:
@@ -137,11 +148,21 @@ def tweak_cmd(ctx, model_ref, data, from_text, num_samples, seq_len, save_dir, o
             return
         try:
             _single(model, tok, ids, quant, spec, opts, save_dir, checkpoint_dir, resume,
-                    overwrite, export_dequantized, budget, loader, imported)
+                    overwrite, export_dequantized, budget, loader, imported, save_format)
         except KeyboardInterrupt:
             _interrupted(ctx, checkpoint_dir)
     except o.USER_ERRORS as err:
         raise click.ClickException(str(err)) from err
+
+
+def _check_format(fmt, quant, model) -> None:
+    """The save format can hold every block linear: refuse now, not after the tweak."""
+    from normtweak import arch
+    from normtweak.io.export import check_format
+
+    blocks = arch.get_adapter(model).get_blocks(model)
+    check_format(fmt, quant, [(f"block {i}: {n}", lin.in_features, lin.out_features)
+                              for i, b in enumerate(blocks) for n, lin in arch.block_linears(b)])
 
 
 def _check_corpora(*names) -> None:
@@ -168,9 +189,11 @@ def _load(model_ref, lazy):
 
 
 def _single(model, tok, ids, quant, spec, opts, save_dir, checkpoint_dir, resume, overwrite,
-            export, budget, loader, imported=None):
+            export, budget, loader, imported=None, save_format="compressed-tensors"):
     from normtweak.dist import on_main
-    from normtweak.io import export_dequantized, save_quantized
+    from normtweak.io import export_dequantized
+    from normtweak.io.export import write_model
+    from normtweak.io.scales import format_scale_dtype
     from normtweak.outputs import write_folder
     from normtweak.tweak.checkpoint import calibration_hash
     from normtweak.tweak.pipeline import tweak_model
@@ -178,11 +201,13 @@ def _single(model, tok, ids, quant, spec, opts, save_dir, checkpoint_dir, resume
     result = tweak_model(model, ids, quant, spec, device=opts["device"],
                          checkpoint_dir=checkpoint_dir, resume=resume, overwrite=overwrite,
                          seed=opts["seed"], activations=budget, block_loader=loader,
-                         true_sequential=opts["true_sequential"], imported=imported)
+                         true_sequential=opts["true_sequential"], imported=imported,
+                         scale_dtype=format_scale_dtype(save_format))
     extra = {"tweak_result": result.as_dict(), "true_sequential": opts["true_sequential"]}
-    path = on_main(write_folder, save_dir, lambda p: save_quantized(
-        model, tok, p, quant=quant, tweak=spec, calibration_sha256=calibration_hash(ids),
-        extra=extra), overwrite=overwrite, command="tweak")
+    path = on_main(write_folder, save_dir, lambda p: write_model(
+        model, tok, p, save_format, quant=quant, tweak=spec,
+        calibration_sha256=calibration_hash(ids), extra=extra), overwrite=overwrite,
+        command="tweak")
     restored = sum(b.resumed for b in result.blocks)
     note = f" ({restored} restored from {checkpoint_dir})" if restored else ""
     click.echo(f"tweaked {len(result.blocks)} blocks{note} in {result.seconds:.1f} s; "

@@ -32,6 +32,7 @@ from normtweak.io.format import replace_with_shells
 from normtweak.norms import kernel_norms as norm_modules
 from normtweak.quant import quantize_block
 from normtweak.quant.model import set_submodule
+from normtweak.quant.scales import round_module_scales
 from normtweak.tweak.activations import ActivationBudget, ActivationStore, as_budget
 from normtweak.tweak.checkpoint import CheckpointDir, calibration_hash
 from normtweak.tweak.loss import get_loss
@@ -137,6 +138,7 @@ def tweak_model(
     kernel_norms: bool | None = None,
     true_sequential: bool = False,
     imported: dict | None = None,
+    scale_dtype: torch.dtype | None = None,
 ) -> TweakResult:
     """Quantize `model` block by block and tweak each block's norms, in place.
 
@@ -155,6 +157,10 @@ def tweak_model(
     kernel_norms: train through normtweak.norms modules (Triton kernels) instead of the
     model's own norm modules; default: on CUDA devices, where the kernels run compiled.
     true_sequential: GPTQ quantizes a block's linears group by group (quant.model).
+    scale_dtype: the dtype the target format stores scales in (normtweak.io.scales
+    FORMAT_SCALE_DTYPES, e.g. float16 for GPTQ and GGUF): each block's scales are rounded
+    to it before tweaking (and again after joint tuning), so the norms compensate the
+    weights that will be served.
     """
     ids = as_input_ids(calibration)
     if kernel_norms is None:
@@ -182,7 +188,7 @@ def tweak_model(
     ckpt = None
     done = 0
     if checkpoint_dir is not None:
-        ckpt = CheckpointDir(checkpoint_dir, _run_info(model, quant, tweak, start, seed))
+        ckpt = CheckpointDir(checkpoint_dir, _run_info(model, quant, tweak, start, seed, scale_dtype))
         ckpt = dist.main_rank_checkpoint(ckpt)  # rank 0 reads and writes the files
         done = ckpt.start(resume, overwrite)
     result = TweakResult()
@@ -221,7 +227,7 @@ def tweak_model(
             with norm_modules(block, kernel_norms, adapter.norm_offset):
                 hidden, res = _process_block(block, index, len(blocks), hidden, targets, start.inputs,
                                              quant, tweak, device, seed, new_store(),
-                                             true_sequential, attach)
+                                             true_sequential, attach, scale_dtype)
             res.seconds = time.perf_counter() - tb
             targets = None  # free this block's targets before the next block makes its own
         block.to(home)
@@ -241,7 +247,7 @@ def tweak_model(
 
 
 def _process_block(block, index, num_blocks, hidden, targets, inputs, quant, tweak, device, seed,
-                   out, true_sequential=False, attach=None):
+                   out, true_sequential=False, attach=None, scale_dtype=None):
     """Quantize one block (or attach its imported QuantLinears), tweak its norms, and return
     (next inputs in `out`, BlockResult)."""
     tune = tweak.enabled and tweak.quant_params != "none"
@@ -252,6 +258,7 @@ def _process_block(block, index, num_blocks, hidden, targets, inputs, quant, twe
         quantized = quantize_block(block, quant,
                                    lambda: _run_all(block, hidden, inputs, index, device),
                                    true_sequential)
+    _round_scales(quantized, scale_dtype, index)
     lr = tweak.block_lr(index, num_blocks)
     loss_fn = get_loss(tweak.loss if tweak.loss != "none" else "dist")
     # Plain quantization: the loss before equals the loss after; skip a pass over the data.
@@ -269,8 +276,16 @@ def _process_block(block, index, num_blocks, hidden, targets, inputs, quant, twe
         finally:
             for name, t in tunables.items():
                 set_submodule(block, name, to_quant_linear(t, quantized[name]))
+            _round_scales({n: block.get_submodule(n) for n in tunables}, scale_dtype, index)
     nxt, after = _run_all(block, hidden, inputs, index, device, out, targets, loss_fn)
     return nxt, BlockResult(index, lr, after if before is None else before, after, 0.0)
+
+
+def _round_scales(quantized: dict, dtype, index: int) -> None:
+    """Round the scales of a block's QuantLinears to the target format's dtype (if any)."""
+    if dtype is not None:
+        for name, q in quantized.items():
+            round_module_scales(q, dtype, f"block {index}: {name}")
 
 
 def norm_parameters(block: nn.Module) -> list[nn.Parameter]:
@@ -361,8 +376,9 @@ def _device_of(module: nn.Module) -> torch.device:
     return torch.device("cpu")
 
 
-def _run_info(model, quant, tweak, start, seed) -> dict:
+def _run_info(model, quant, tweak, start, seed, scale_dtype=None) -> dict:
     return {
+        **({"scale_dtype": str(scale_dtype)} if scale_dtype is not None else {}),
         "model": str(getattr(model.config, "name_or_path", "")),
         "model_type": model.config.model_type,
         "num_blocks": len(arch.get_adapter(model).get_blocks(model)),

@@ -89,6 +89,8 @@ def test_gptq_v1_refused_when_a_zero_point_is_zero(make_tiny, tokenizer, tmp_pat
 
 
 def test_export_refuses_a_non_empty_target_unless_overwrite(make_tiny, tokenizer, tmp_path):
+    """The no-data-loss rule: a folder with the user's files is never replaced, even with
+    --overwrite; our own earlier export is replaced only with --overwrite."""
     _folder(make_tiny, tokenizer, tmp_path / "q", QuantSpec(bits=4, group_size=32))
     (tmp_path / "out").mkdir()
     (tmp_path / "out" / "keep.txt").write_text("mine")
@@ -96,10 +98,19 @@ def test_export_refuses_a_non_empty_target_unless_overwrite(make_tiny, tokenizer
             str(tmp_path / "out")]
     res = CliRunner().invoke(main, args)
     assert res.exit_code == 1 and "not empty" in res.output
-    assert (tmp_path / "out" / "keep.txt").read_text() == "mine"
     res = CliRunner().invoke(main, [*args, "--overwrite"])
+    assert res.exit_code == 1 and "did not write" in res.output
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["keep.txt"]
+    assert (tmp_path / "out" / "keep.txt").read_text() == "mine"
+    args[-1] = str(tmp_path / "ours")
+    assert CliRunner().invoke(main, args).exit_code == 0
+    res = CliRunner().invoke(main, args)
+    assert res.exit_code == 1 and "--overwrite" in res.output
+    res = CliRunner().invoke(main, [*args, "--overwrite", "--format", "gptq"])
     assert res.exit_code == 0, res.output
-    assert (tmp_path / "out" / "config.json").is_file()
+    config = json.loads((tmp_path / "ours" / "config.json").read_text())
+    assert config["quantization_config"]["quant_method"] == "gptq"
+    assert not list(tmp_path.glob(".ours*")), "no staging folder left behind"
 
 
 def test_round_scales_moves_values_to_float16(make_tiny):

@@ -112,3 +112,37 @@ def test_tweak_a_model_quantized_elsewhere(tmp_path, make_tiny, tokenizer):
     res = runner.invoke(main, ["tweak", *common, "--quantized", str(tmp_path / "nope"),
                                "--save_dir", str(tmp_path / "t2")])
     assert res.exit_code == 1 and "--quantized" in res.output and "no such folder" in res.output
+
+
+def test_tweaked_model_is_saved_in_the_format_it_came_in(tmp_path, make_tiny, tokenizer):
+    """--quantized from a GPTQ folder: saved as GPTQ (the format's own config), same codes,
+    tweaked norms; asking for a format that cannot hold the model fails before any work."""
+    from normtweak.io import export_quantized, load_quantized, load_quantized_linears
+
+    model_dir, corpus = _folder(tmp_path, make_tiny, tokenizer)
+    runner = CliRunner()
+    common = ["--model", str(model_dir), "--from-text", str(corpus), "--num-samples", "2",
+              "--seq-len", "32"]
+    res = runner.invoke(main, ["quantize", *common, "--method", "rtn", "--bits", "4",
+                               "--group-size", "32", "--save-dir", str(tmp_path / "q")])
+    assert res.exit_code == 0, res.output
+    export_quantized(tmp_path / "q", "gptq", tmp_path / "g")
+    res = runner.invoke(main, ["tweak", *common, "--quantized", str(tmp_path / "g"),
+                               "--lr", "1e-2", "--save_dir", str(tmp_path / "t")])
+    assert res.exit_code == 0, res.output
+    assert "saving as gptq" in res.output
+    qc = json.loads((tmp_path / "t" / "config.json").read_text())["quantization_config"]
+    assert qc["quant_method"] == "gptq" and qc["checkpoint_format"] == "gptq_v2"
+    before = load_quantized_linears(tmp_path / "g")
+    after, _ = load_quantized(tmp_path / "t")
+    for name, q in before.items():
+        assert torch.equal(after.get_submodule(name).codes(), q.codes())
+        assert torch.equal(after.get_submodule(name).scales.float(), q.scales.float())
+    source, _ = load_quantized(tmp_path / "g")
+    norms = [k for k in source.state_dict() if "layernorm" in k]
+    assert norms and any(not torch.equal(source.state_dict()[k], after.state_dict()[k])
+                         for k in norms)
+    res = runner.invoke(main, ["tweak", *common, "--nbits", "4", "--group-size", "16",
+                               "--save-format", "gguf", "--save_dir", str(tmp_path / "bad")])
+    assert res.exit_code == 1 and "multiple of 32" in res.output
+    assert "calibration" not in res.output.lower() and not (tmp_path / "bad").exists()

@@ -159,3 +159,21 @@ def test_float_input_target_uses_the_float_stream(make_tiny):
     assert paper.blocks[1].loss_before != pytest.approx(result.blocks[1].loss_before, rel=1e-3)
     with pytest.raises(ValueError, match="target must be one of"):
         TweakSpec(target="teacher")
+
+
+@pytest.mark.parametrize("quant_params", ["none", "clip"])
+def test_scales_rounded_to_the_target_dtype_before_and_after_tuning(make_tiny, quant_params):
+    """scale_dtype=float16 (GPTQ, GGUF): every scale the tweaked model holds is a float16
+    number (checked by a round trip through float16); without it some are not."""
+    from normtweak.quant import QuantLinear
+
+    spec = QuantSpec(bits=4, group_size=16)
+    tweak = TweakSpec(lr=1e-3, quant_params=quant_params)
+    ids = tiny_batch(4, 16, seed=3)
+    scales = {}
+    for dtype in (None, torch.float16):
+        model = make_tiny("llama")
+        tweak_model(model, ids, spec, tweak, progress=False, scale_dtype=dtype)
+        scales[dtype] = [m.scales for m in model.modules() if isinstance(m, QuantLinear)]
+    assert all(torch.equal(s.half().float(), s.float()) for s in scales[torch.float16])
+    assert not all(torch.equal(s.half().float(), s.float()) for s in scales[None])
