@@ -121,6 +121,7 @@ def main(argv: list[str] | None = None) -> dict:
         p.error(f"unknown variants {unknown}; choose from {list(VARIANTS)}")
     command = "python benchmarks/accuracy.py " + " ".join(
         map(shlex.quote, sys.argv[1:] if argv is None else argv))
+    rev = git_revision()  # the code this process runs (HEAD may move while it works)
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
     model, tokenizer = load_model(args.model)
@@ -146,7 +147,7 @@ def main(argv: list[str] | None = None) -> dict:
                 ppl = evaluate(qmodel, tokenizer, texts, args.max_windows)
                 del qmodel
                 row = {"config": label(bits, group), "variant": variant, "val": ppl["validation"],
-                       "git": git_revision(),
+                       "git": rev,
                        "test": ppl["test"], **info,
                        "peak_rss_gib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20}
                 write_json(path, row)
