@@ -31,6 +31,7 @@ from normtweak.config import QuantSpec, TweakSpec
 from normtweak.evaluate.perplexity import perplexity
 from normtweak.evaluate.report import write_json
 from normtweak.quant.model import quantize_model
+from normtweak.tweak.end_to_end import tweak_end_to_end
 from normtweak.tweak.pipeline import tweak_model
 
 # name -> (QuantSpec overrides, TweakSpec or None). Norm tweaking as the paper has it,
@@ -53,6 +54,12 @@ VARIANTS = {
                                           "target": "quantized_input"}),
     "rtn+round-only": ({"method": "rtn"}, {**JOINT, "quant_params": "clip_round", "lr": 0.0}),
 }
+# End-to-end tweaking after the base quantizer: every norm (the final one too) against the
+# float model's token distributions (KL), Adam, one pass at batch 1 (normtweak.tweak.end_to_end).
+END_TO_END = {"rtn+e2e": ("rtn", dict(lr=1e-4, iters=1, batch_size=1)),
+              "rtn+e2e-5": ("rtn", dict(lr=1e-5, iters=1, batch_size=1)),
+              "gptq+e2e": ("gptq", dict(lr=1e-4, iters=1, batch_size=1))}
+VARIANTS.update({name: ({"method": method}, None) for name, (method, _) in END_TO_END.items()})
 
 
 def parse_configs(text: str) -> list[tuple[int, int]]:
@@ -74,8 +81,11 @@ def label(bits: int, group: int) -> str:
 
 def run_key(model: str, text: str, bits: int, group: int, variant: str, args) -> str:
     quant, tweak = VARIANTS[variant]
-    blob = json.dumps([model, text, bits, group, quant, tweak, args.calib_samples,
-                       args.calib_len, args.max_windows, args.seed], sort_keys=True)
+    items = [model, text, bits, group, quant, tweak, args.calib_samples, args.calib_len,
+             args.max_windows, args.seed]
+    if variant in END_TO_END:  # (keys of the other variants stay as they were)
+        items.append(END_TO_END[variant][1])
+    blob = json.dumps(items, sort_keys=True)
     return f"{text}_w{bits}g{group}_{variant}_{hashlib.sha256(blob.encode()).hexdigest()[:10]}"
 
 
@@ -95,8 +105,13 @@ def run_variant(model, tokenizer, calib, bits, group, variant) -> tuple[torch.nn
         quantize_model(qmodel, quant, calibration=calib, batch_size=8)
     else:
         tweak_model(qmodel, calib, quant, tweak, progress=True)
+    info = {}
+    if variant in END_TO_END:
+        settings = END_TO_END[variant][1]
+        res = tweak_end_to_end(qmodel, model, calib, **settings)
+        info["end_to_end"] = {**settings, **res.as_dict()}
     return qmodel, {"quantize_s": time.perf_counter() - t, "quant": quant.as_dict(),
-                    "tweak": tweak.as_dict() if tweak else None}
+                    "tweak": tweak.as_dict() if tweak else None, **info}
 
 
 def main(argv: list[str] | None = None) -> dict:
