@@ -107,6 +107,11 @@ class TweakSpec:
     # while 2e-2 cut it by 44% (block 20; 5e-3, 1e-2 and 5e-2 did less).
     quant_params: str = "none"
     quant_lr: float | None = None
+    # Beyond the paper (opt-in): after the block pass, every norm (the final one too)
+    # trains jointly for end_to_end_iters passes against the float model's token
+    # distributions (KL on the logits), Adam at end_to_end_lr (normtweak.tweak.end_to_end).
+    end_to_end_iters: int = 0
+    end_to_end_lr: float = 1e-5
 
     def __post_init__(self) -> None:
         if not (self.lr >= 0 and math.isfinite(self.lr)):
@@ -126,6 +131,11 @@ class TweakSpec:
                              f"{self.quant_params!r}")
         if self.quant_lr is not None and not (self.quant_lr > 0 and math.isfinite(self.quant_lr)):
             raise ValueError(f"quant_lr must be a finite positive number, got {self.quant_lr}")
+        if self.end_to_end_iters < 0:
+            raise ValueError(f"end_to_end_iters must be >= 0, got {self.end_to_end_iters}")
+        if not (self.end_to_end_lr > 0 and math.isfinite(self.end_to_end_lr)):
+            raise ValueError(f"end_to_end_lr must be a finite positive number, got "
+                             f"{self.end_to_end_lr}")
         if self.num_samples is not None and self.num_samples < 1:
             raise ValueError(f"num_samples must be >= 1, got {self.num_samples}")
 

@@ -129,6 +129,13 @@ def tweak_options(fn):
         *_if_field(TweakSpec, "quant_lr", lambda: click.option(
             "--quant-lr", type=float, default=d("quant_lr"),
             help="signed-step size for --quant-params [default: 1 / steps per block]")),
+        *_if_field(TweakSpec, "end_to_end_iters", lambda: click.option(
+            "--end-to-end-iters", type=int, default=d("end_to_end_iters"), show_default=True,
+            help="after the block pass, passes of training every norm (final norm too) "
+                 "against the float model's logits (KL); 0: off")),
+        *_if_field(TweakSpec, "end_to_end_lr", lambda: click.option(
+            "--end-to-end-lr", type=float, default=d("end_to_end_lr"), show_default=True,
+            help="Adam learning rate of --end-to-end-iters")),
         *([click.option("--preset", type=click.Choice(sorted(config.TWEAK_PRESETS)), default=None,
                         help="named tweak settings ('paper': Algorithm 1 as written); options "
                              "given on the command line override it")]

@@ -21,7 +21,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from normtweak import arch
+from normtweak import arch, dist
 
 
 def logits_kl(teacher: torch.Tensor, student: torch.Tensor, temperature: float = 1.0
@@ -124,6 +124,7 @@ def tweak_end_to_end(model: nn.Module, teacher: nn.Module, input_ids: torch.Tens
                                                  "KL): lower the end-to-end lr")
                     opt.zero_grad(set_to_none=True)
                     loss.backward()
+                    dist.average_gradients(norms)  # ranks stay in step (a no-op alone)
                     opt.step()
                     bar.update(1)
                     bar.set_postfix(kl=f"{loss.item():.4g}")

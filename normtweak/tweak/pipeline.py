@@ -18,6 +18,8 @@ its turn (normtweak.tweak.offload: models larger than RAM).
 
 from __future__ import annotations
 
+import copy
+
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -57,9 +59,11 @@ class BlockResult:
 class TweakResult:
     blocks: list[BlockResult] = field(default_factory=list)
     seconds: float = 0.0
+    end_to_end: dict | None = None  # kl_before, kl_after, steps, seconds
 
     def as_dict(self) -> dict:
-        return {"seconds": self.seconds, "blocks": [asdict(b) for b in self.blocks]}
+        return {"seconds": self.seconds, "blocks": [asdict(b) for b in self.blocks],
+                **({"end_to_end": self.end_to_end} if self.end_to_end else {})}
 
 
 @dataclass
@@ -163,6 +167,7 @@ def tweak_model(
     weights that will be served.
     """
     ids = as_input_ids(calibration)
+    teacher = _end_to_end_teacher(model, tweak, block_loader)
     if kernel_norms is None:
         kernel_norms = torch.device(device).type == "cuda"
     if tweak.num_samples is not None:
@@ -242,8 +247,36 @@ def tweak_model(
             start.inputs.hidden, start.targets0 = [], None
         if on_block_done is not None and index >= done:
             on_block_done(index)
+    if teacher is not None:
+        result.end_to_end = _end_to_end(model, teacher, ids, tweak, device, seed, progress)
     result.seconds = time.perf_counter() - t0
     return result
+
+
+def _end_to_end_teacher(model, tweak: TweakSpec, block_loader):
+    """A float copy of `model` for end-to-end tweaking (None when it is off)."""
+    if tweak.end_to_end_iters == 0:
+        return None
+    if block_loader is not None:
+        raise ValueError("end-to-end tweaking keeps a float copy of the whole model: it does "
+                         "not combine with lazy loading (--lazy-load)")
+    return copy.deepcopy(model)
+
+
+def _end_to_end(model, teacher, ids, tweak: TweakSpec, device, seed, progress) -> dict:
+    """Every norm against the float model's logits, after the block pass (tweak.end_to_end)."""
+    from normtweak.tweak.end_to_end import tweak_end_to_end
+
+    homes = _device_of(model), _device_of(teacher)
+    model.to(device)
+    teacher.to(device)
+    try:
+        res = tweak_end_to_end(model, teacher, ids.to(device), lr=tweak.end_to_end_lr,
+                               iters=tweak.end_to_end_iters, batch_size=tweak.batch_size,
+                               seed=seed, progress=progress and dist.is_main())
+    finally:
+        model.to(homes[0])
+    return res.as_dict()
 
 
 def _process_block(block, index, num_blocks, hidden, targets, inputs, quant, tweak, device, seed,

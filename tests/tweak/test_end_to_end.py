@@ -63,3 +63,26 @@ def test_end_to_end_rejects_bad_settings(make_tiny, kwargs, match):
     model = make_tiny("llama")
     with pytest.raises(ValueError, match=match):
         tweak_end_to_end(model, model, tiny_batch(2, 8), progress=False, **kwargs)
+
+
+def test_tweak_model_runs_end_to_end_after_the_block_pass(make_tiny):
+    """TweakSpec(end_to_end_iters=...) in the block loop: the final norm changes (the block
+    pass alone never touches it) and the KL to the float model goes down."""
+    from normtweak.config import TweakSpec
+    from normtweak.tweak.pipeline import tweak_model
+
+    spec = QuantSpec(bits=3, group_size=16)
+    ids = tiny_batch(4, 16, seed=2)
+    plain = make_tiny("llama")
+    tweak_model(plain, ids, spec, TweakSpec(lr=1e-3), progress=False)
+    model = make_tiny("llama")
+    res = tweak_model(model, ids, spec, TweakSpec(lr=1e-3, end_to_end_iters=2,
+                                                  end_to_end_lr=1e-2), progress=False)
+    e2e = res.as_dict()["end_to_end"]
+    assert e2e["steps"] == 8 and e2e["kl_after"] < e2e["kl_before"]
+    assert torch.equal(plain.model.norm.weight, make_tiny("llama").model.norm.weight)
+    assert not torch.equal(model.model.norm.weight, plain.model.norm.weight)
+    with pytest.raises(ValueError, match="end_to_end_iters"):
+        TweakSpec(end_to_end_iters=-1)
+    with pytest.raises(ValueError, match="end_to_end_lr"):
+        TweakSpec(end_to_end_lr=0.0)
