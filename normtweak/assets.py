@@ -20,14 +20,13 @@ import json
 import os
 import random
 import re
-import shutil
-import tempfile
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import torch
 from safetensors import SafetensorError
 
+from normtweak.common.files import atomic_folder
 from normtweak.hub import hub_kwargs
 from normtweak.outputs import user_cache_dir
 
@@ -87,15 +86,12 @@ def convert_smollm2(dest: Path) -> Path:
                                      if k != "quantization_config"})
     model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
     model.load_state_dict(loaded.state_dict())
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", dir=dest.parent))
-    try:
+
+    def write(tmp: Path) -> None:
         model.save_pretrained(tmp)
         tok.save_pretrained(tmp)
-        os.replace(tmp, dest)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    return dest
+
+    return atomic_folder(dest, write)
 
 
 def resolve_model(name_or_path: str | os.PathLike, cache_dir: str | os.PathLike | None = None) -> str:

@@ -20,10 +20,14 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
+
+from normtweak.common.files import replace_folder, staging_folder, write_atomic
+
+__all__ = ["MARKER", "TargetExistsError", "check_target", "foreign_files", "publish_folder",
+           "staging_folder", "user_cache_dir", "write_file", "write_folder", "write_marker"]
 
 MARKER = "normtweak-output.json"
 
@@ -106,31 +110,13 @@ def write_marker(folder: Path, command: str, **info) -> None:
     (folder / MARKER).write_text(json.dumps(payload, indent=2, default=str) + "\n", encoding="utf-8")
 
 
-def staging_folder(path: str | os.PathLike) -> Path:
-    """A new empty folder beside `path` (same file system, so a rename moves it)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    return Path(tempfile.mkdtemp(prefix=f".{path.name}.tmp-", dir=path.parent))
-
-
 def publish_folder(staged: Path, path: str | os.PathLike, overwrite: bool, command: str,
                    flag: str = "--save-dir", **info) -> Path:
     """Mark `staged` and rename it to `path` (replacing an old output only if allowed)."""
     path = Path(path)
     check_target(path, overwrite, flag)  # again: something may have appeared meanwhile
     write_marker(staged, command, **info)
-    if path.exists():
-        old = path.with_name(f".{path.name}.old-{os.getpid()}")
-        os.replace(path, old)
-        try:
-            os.replace(staged, path)
-        except BaseException:
-            os.replace(old, path)
-            raise
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        os.replace(staged, path)
-    return path
+    return replace_folder(staged, path)
 
 
 def write_folder(path: str | os.PathLike, write: Callable[[Path], object], *, overwrite: bool,
@@ -155,19 +141,7 @@ def write_folder(path: str | os.PathLike, write: Callable[[Path], object], *, ov
 def write_file(path: str | os.PathLike, data: bytes | str, *, overwrite: bool,
                flag: str = "--output") -> Path:
     """Write a file atomically (temporary file + rename), refusing to replace one unasked."""
-    path = check_target(path, overwrite, flag)
-    if isinstance(data, str):
-        data = data.encode("utf-8")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    return write_atomic(check_target(path, overwrite, flag), data)
 
 
 def user_cache_dir() -> Path:

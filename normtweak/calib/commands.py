@@ -27,6 +27,15 @@ def open_calibration(path: str | Path):
     return CalibrationSet.load(path)
 
 
+def check_corpora(*names) -> None:
+    """A mistyped corpus fails before the model is loaded (documents are cached once read)."""
+    from normtweak.assets import load_documents
+
+    for name in names:
+        if name:
+            load_documents(name, "train")
+
+
 def command_calibration(calib, from_text, model, tokenizer, model_ref, num_samples, seq_len, seed,
                         device):
     """Token ids [N, T] for a command: --data (checked against the tokenizer), --from-text,

@@ -13,13 +13,14 @@ import datetime
 import hashlib
 import json
 import os
-import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
+
+from normtweak.common.files import atomic_file
 
 FORMAT = "normtweak-calibration"
 FORMAT_VERSION = 1
@@ -30,6 +31,12 @@ def vocab_hash(tokenizer: Any) -> str:
     """sha256 (hex) of the tokenizer's vocabulary: its (token, id) items, sorted."""
     items = sorted(tokenizer.get_vocab().items())
     return hashlib.sha256(json.dumps(items, ensure_ascii=False).encode("utf-8")).hexdigest()
+
+
+def calibration_hash(input_ids: torch.Tensor) -> str:
+    """sha256 of the calibration token ids (int64, C order): what a saved model records."""
+    data = input_ids.to(torch.int64).contiguous().numpy().tobytes()
+    return hashlib.sha256(data).hexdigest()
 
 
 def tokenizer_name(tokenizer: Any) -> str:
@@ -119,7 +126,7 @@ class CalibrationSet:
             raise ValueError(f"calibration set has seq_len {self.seq_len}, {min_seq_len} needed")
 
     def save(self, path: str | os.PathLike) -> Path:
-        """Write atomically (temp file in the same folder, then os.replace); returns the path."""
+        """Write atomically (normtweak.common.files); returns the path."""
         from safetensors.torch import save_file
 
         path = Path(path)
@@ -128,14 +135,8 @@ class CalibrationSet:
         if ids.numel() == 0 or int(ids.max()) < 2**31:
             ids = ids.to(torch.int32)
         meta = {key: json.dumps(value, ensure_ascii=False) for key, value in self.metadata.items()}
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-        os.close(fd)
-        try:
+        with atomic_file(path) as tmp:
             save_file({_KEY: ids}, tmp, metadata=meta)
-            os.replace(tmp, path)
-        finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
         return path
 
     @classmethod

@@ -107,7 +107,8 @@ def _check_outputs(output: Path, overwrite: bool) -> None:
 def eval_cmd(model_ref, tasks, text, split, window, stride, max_windows, batch_size, limit,
              num_fewshot, compare, device, cache_dir, output, overwrite) -> None:
     """Evaluate a model: our pinned perplexity, lm-eval tasks, or a comparison table."""
-    from normtweak.evaluate.report import compare_rows, markdown_table
+    from normtweak.common.tables import markdown_table
+    from normtweak.evaluate.report import compare_rows
 
     opts = dict(window=window, stride=stride, batch_size=batch_size, max_windows=max_windows,
                 device=device)
@@ -147,8 +148,8 @@ def eval_cmd(model_ref, tasks, text, split, window, stride, max_windows, batch_s
 
 def _run_tasks(model_ref, tasks, payload, cache_dir, limit, batch_size, window, num_fewshot,
                device) -> str:
+    from normtweak.common.tables import markdown_table
     from normtweak.evaluate.harness import results_rows, run_tasks
-    from normtweak.evaluate.report import markdown_table
     from normtweak.outputs import user_cache_dir
 
     names = [t.strip() for t in tasks.split(",") if t.strip()]

@@ -9,14 +9,13 @@ the distribution drifts, which is what norm tweaking corrects; `plot_deltas` dra
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 
 import torch
 from torch import nn
 
 from normtweak import arch
+from normtweak.common.files import atomic_file
 
 
 def _device_of(module: nn.Module) -> torch.device:
@@ -106,12 +105,9 @@ def plot_deltas(
         ax.legend()
     fig.suptitle(title)
     fig.tight_layout()
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".png")
-    os.close(fd)
     try:
-        fig.savefig(tmp, dpi=120)
-        os.replace(tmp, path)
+        with atomic_file(path, suffix=".png") as tmp:
+            fig.savefig(tmp, dpi=120)
     finally:
         plt.close(fig)
-        Path(tmp).unlink(missing_ok=True)
     return path

@@ -3,18 +3,23 @@
     gap recovered % = (ppl_quant - ppl_tweaked) / (ppl_quant - ppl_float) * 100
 
 100 % means tweaking brought the quantized model back to float perplexity, 0 % means
-no change, negative means it got worse.
+no change, negative means it got worse. `markdown_table` and `format_value` live in
+normtweak.common.tables (every layer formats tables) and are re-exported here.
 """
 
 from __future__ import annotations
 
 import json
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from normtweak.evaluate.taskdata import write_atomic
+from normtweak.common.files import write_atomic
+from normtweak.common.tables import format_value, markdown_table
+
+__all__ = ["compare_rows", "format_value", "gap_recovered", "markdown_table", "write_json",
+           "write_text"]
 
 
 def gap_recovered(float_ppl: float, quant_ppl: float, tweaked_ppl: float) -> float:
@@ -30,29 +35,6 @@ def gap_recovered(float_ppl: float, quant_ppl: float, tweaked_ppl: float) -> flo
             f"the quantized model has the float model's perplexity ({float_ppl}): no gap to recover"
         )
     return (quant_ppl - tweaked_ppl) / gap * 100.0
-
-
-def format_value(value: Any, digits: int = 4) -> str:
-    """A table cell: floats with 1, 2 or `digits` decimals (>= 1000, >= 10, smaller), None/NaN '-'."""
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return "-"
-    if isinstance(value, bool) or not isinstance(value, float):
-        return str(value)
-    if abs(value) >= 1000:
-        return f"{value:.1f}"
-    if abs(value) >= 10:
-        return f"{value:.2f}"
-    return f"{value:.{digits}f}"
-
-
-def markdown_table(rows: Sequence[Mapping[str, Any]], columns: Sequence[str | tuple[str, str]]) -> str:
-    """A Markdown table of `rows`; columns: keys, or (key, header) pairs. Missing cells: '-'."""
-    cols = [(c, c) if isinstance(c, str) else (c[0], c[1]) for c in columns]
-    lines = ["| " + " | ".join(h for _, h in cols) + " |",
-             "|" + "|".join("---" for _ in cols) + "|"]
-    for row in rows:
-        lines.append("| " + " | ".join(format_value(row.get(k)) for k, _ in cols) + " |")
-    return "\n".join(lines)
 
 
 def compare_rows(

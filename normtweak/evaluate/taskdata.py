@@ -16,12 +16,12 @@ import csv
 import importlib.util
 import io
 import json
-import os
 import random
 import re
-import tempfile
 from collections.abc import Callable, Iterable
 from pathlib import Path
+
+from normtweak.common.files import write_atomic
 
 TEMPLATE_DIR = Path(__file__).parent / "tasks"
 CORPUS_TASKS = {"nt_wikipedia": "wikipedia", "nt_austen": "austen"}
@@ -68,19 +68,6 @@ def rotten_tomatoes_examples(per_class: int = SENTIMENT_PER_CLASS, seed: int = 0
         picked += [{"text": t, "label": label} for t in rng.sample(texts, per_class)]
     rng.shuffle(picked)
     return picked
-
-
-def write_atomic(path: Path, text: str) -> None:
-    """Write text to path through a temp file in the same folder and os.replace."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def write_jsonl(path: Path, rows: Iterable[dict]) -> None:

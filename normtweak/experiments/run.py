@@ -147,9 +147,9 @@ def _one_run(model: str, labeled, precision: str, seed: int, dev: torch.device, 
 
 
 def write_json(path: Path, obj) -> None:
-    from normtweak.tweak.checkpoint import atomic_write_bytes
+    from normtweak.common.files import write_atomic
 
-    atomic_write_bytes(path, json.dumps(obj, indent=2).encode())
+    write_atomic(path, json.dumps(obj, indent=2))
 
 
 def summarize(runs: list[dict]) -> list[dict]:
@@ -185,7 +185,7 @@ def _mean_std(vals: list[float], digits: int) -> str:
 
 def markdown(report: dict, command: str) -> str:
     """The command, the table, and what its columns mean."""
-    from normtweak.evaluate.report import markdown_table
+    from normtweak.common.tables import markdown_table
 
     cols = ["precision", "seeds", "accuracy", "train_s", "test_s", "quantize_s", "peak_mem_mib",
             "mem_added_mib", "model_mib", "params", "norm_params"]

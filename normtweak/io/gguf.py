@@ -189,8 +189,8 @@ def write_gguf(model: nn.Module, tokenizer, path, record: dict, qtype: str | Non
     """Write save_dir/model.gguf (+ our provenance); refuses what GGUF cannot hold exactly."""
     import gguf
 
+    from normtweak.common.files import atomic_folder
     from normtweak.io.format import PROVENANCE_NAME
-    from normtweak.io.save import atomic_folder
 
     if qtype is not None and qtype not in TYPES:
         raise ValueError(f"GGUF type must be one of {TYPES}, got {qtype!r}")

@@ -3,11 +3,8 @@
 from __future__ import annotations
 
 import copy
-import errno
 import json
 import os
-import shutil
-import tempfile
 from pathlib import Path
 
 import torch
@@ -15,6 +12,7 @@ from safetensors.torch import save_file, save_model
 from torch import nn
 
 from normtweak import __version__, arch
+from normtweak.common.files import atomic_folder
 from normtweak.config import QuantSpec, TweakSpec
 from normtweak.io.compressed import CT_FORMAT, check_representable, encode, scheme_key, write_config
 from normtweak.io.format import (
@@ -28,31 +26,6 @@ from normtweak.io.format import (
     quantized_module_names,
 )
 from normtweak.io.serving import warn_serving_kernels
-
-
-def atomic_folder(path: str | os.PathLike, write) -> Path:
-    """Call write(tmp_folder), then move tmp_folder to `path` (replacing it); clean up on error."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.tmp-", dir=path.parent))
-    try:
-        write(tmp)
-        if path.exists():
-            old = path.with_name(f".{path.name}.old-{os.getpid()}")
-            os.replace(path, old)
-            os.replace(tmp, path)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, path)
-    except OSError as err:
-        shutil.rmtree(tmp, ignore_errors=True)
-        if err.errno == errno.ENOSPC:
-            raise OSError(errno.ENOSPC, f"disk full while saving to {path}; nothing was written") from err
-        raise
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return path
 
 
 def quantized_state_dict(model: nn.Module, encode_module=None) -> dict[str, torch.Tensor]:

@@ -34,7 +34,7 @@ def bench_norms(hiddens, rows, dtypes, kinds, impls, device, threads, out, overw
     """Time our norms (fwd, bwd, fwd+bwd) against eager torch and torch.compile."""
     import torch
 
-    from normtweak.evaluate.report import markdown_table
+    from normtweak.common.tables import markdown_table
     from normtweak.norms.bench import run
     from normtweak.outputs import check_target, write_file
 

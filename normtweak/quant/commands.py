@@ -24,14 +24,12 @@ def quantize_cmd(model_ref, data, from_text, num_samples, seq_len, save_dir, ove
         spec = o.quant_spec(opts)
         check_target(save_dir, overwrite)
         from normtweak.assets import load_model
-        from normtweak.calib.commands import command_calibration, open_calibration
+        from normtweak.calib.commands import check_corpora, command_calibration, open_calibration
         from normtweak.quant.model import quantize_model
 
         calib = open_calibration(data) if data and spec.method == "gptq" else None
         if from_text and spec.method == "gptq":
-            from normtweak.tweak.commands import _check_corpora
-
-            _check_corpora(from_text)
+            check_corpora(from_text)
         model, tokenizer = load_model(model_ref)
         calibration = None
         if spec.method == "gptq":
@@ -45,7 +43,7 @@ def quantize_cmd(model_ref, data, from_text, num_samples, seq_len, save_dir, ove
 
         calib_sha = None
         if calibration is not None:
-            from normtweak.tweak.checkpoint import calibration_hash
+            from normtweak.calib.store import calibration_hash
 
             calib_sha = calibration_hash(calibration)
         from normtweak.dist import on_main

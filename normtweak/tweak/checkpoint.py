@@ -10,51 +10,26 @@ cheap next to tweaking and deterministic.
 from __future__ import annotations
 
 import errno
-import hashlib
 import json
 import os
-import tempfile
 from pathlib import Path
 
 import torch
 from safetensors.torch import load_file, save_file
 
-
-def calibration_hash(input_ids: torch.Tensor) -> str:
-    """sha256 of the calibration token ids (int64, C order)."""
-    data = input_ids.to(torch.int64).contiguous().numpy().tobytes()
-    return hashlib.sha256(data).hexdigest()
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+from normtweak.common.files import atomic_file, write_atomic
 
 
 def atomic_save_file(tensors: dict[str, torch.Tensor], path: Path, metadata: dict | None = None) -> None:
-    """safetensors save_file through a temporary file in the same folder + rename."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
+    """safetensors save_file, atomically (normtweak.common.files); disk full says what is kept."""
     try:
-        tensors = {k: v.detach().contiguous().cpu() for k, v in tensors.items()}
-        save_file(tensors, tmp, metadata=metadata)
-        os.replace(tmp, path)
+        with atomic_file(path) as tmp:
+            save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, tmp,
+                      metadata=metadata)
     except OSError as err:
-        Path(tmp).unlink(missing_ok=True)
         if err.errno == errno.ENOSPC:
             raise OSError(errno.ENOSPC, f"disk full while writing {path}; earlier files are "
                           f"intact: free space, then run again (with --resume for checkpoints)") from err
-        raise
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
         raise
 
 
@@ -120,7 +95,7 @@ class CheckpointDir:
             )
         for old in self.folder.glob("block_*.safetensors"):
             old.unlink()
-        atomic_write_bytes(self.run_file, json.dumps(self.run_info, indent=2, sort_keys=True).encode())
+        write_atomic(self.run_file, json.dumps(self.run_info, indent=2, sort_keys=True))
         return 0
 
     def save_block(self, index: int, block: torch.nn.Module) -> None:

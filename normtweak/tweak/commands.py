@@ -92,7 +92,7 @@ def tweak_cmd(ctx, model_ref, data, from_text, num_samples, seq_len, save_dir, o
               checkpoint_dir, resume, export_dequantized, activation_budget, lazy_load, devices,
               quantized, save_format, **opts):
     """Quantize a model and tweak its norms block by block; save it (optionally a grid search)."""
-    from normtweak.calib.commands import command_calibration, open_calibration
+    from normtweak.calib.commands import check_corpora, command_calibration, open_calibration
     from normtweak.outputs import check_target
 
     try:
@@ -121,7 +121,7 @@ def tweak_cmd(ctx, model_ref, data, from_text, num_samples, seq_len, save_dir, o
         if export_dequantized:
             check_target(export_dequantized, overwrite, "--export-dequantized")
         calib = open_calibration(data) if data else None
-        _check_corpora(from_text, validation_text if grid else None)
+        check_corpora(from_text, validation_text if grid else None)
         model, tok, loader = _load(model_ref, lazy_load)
         imported = None
         if quantized:
@@ -165,15 +165,6 @@ def _check_format(fmt, quant, model) -> None:
                               for i, b in enumerate(blocks) for n, lin in arch.block_linears(b)])
 
 
-def _check_corpora(*names) -> None:
-    """A mistyped corpus fails before the model is loaded (documents are cached once read)."""
-    from normtweak.assets import load_documents
-
-    for name in names:
-        if name:
-            load_documents(name, "train")
-
-
 def _load(model_ref, lazy):
     """(model, tokenizer, block loader or None)."""
     from normtweak.assets import load_model, resolve_model
@@ -190,12 +181,12 @@ def _load(model_ref, lazy):
 
 def _single(model, tok, ids, quant, spec, opts, save_dir, checkpoint_dir, resume, overwrite,
             export, budget, loader, imported=None, save_format="compressed-tensors"):
+    from normtweak.calib.store import calibration_hash
     from normtweak.dist import on_main
     from normtweak.io import export_dequantized
     from normtweak.io.export import write_model
     from normtweak.io.scales import format_scale_dtype
     from normtweak.outputs import write_folder
-    from normtweak.tweak.checkpoint import calibration_hash
     from normtweak.tweak.pipeline import tweak_model
 
     result = tweak_model(model, ids, quant, spec, device=opts["device"],

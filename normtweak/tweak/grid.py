@@ -21,8 +21,8 @@ from pathlib import Path
 from torch import nn
 
 from normtweak import dist
+from normtweak.common.files import atomic_file, write_atomic
 from normtweak.config import GridSpec, QuantSpec, TweakSpec
-from normtweak.tweak.checkpoint import atomic_write_bytes
 from normtweak.tweak.pipeline import as_input_ids, prepare_start, tweak_model
 
 
@@ -91,8 +91,8 @@ def _setup(job: _PointJob, device):
 
 def _run_point(job: _PointJob, start, point: tuple[float, float], device):
     """Tweak a copy of the float model at (lr, scale), score it: (GridPoint, model on the CPU)."""
+    from normtweak.calib.store import calibration_hash
     from normtweak.io import save_quantized
-    from normtweak.tweak.checkpoint import calibration_hash
     from normtweak.tweak.pipeline import NonFiniteActivationError
 
     lr, scale, number, total = point
@@ -149,8 +149,8 @@ def grid_search(
     are spread over the ranks; the best model is returned on rank 0 (None elsewhere).
     activations: ActivationBudget or size ('8GiB') for in-memory activations.
     """
+    from normtweak.calib.store import calibration_hash
     from normtweak.io import save_quantized
-    from normtweak.tweak.checkpoint import calibration_hash
 
     ids = as_input_ids(calibration)
     if tweak.num_samples is not None:
@@ -217,7 +217,7 @@ def write_grid(result: GridResult, out_dir: str | Path) -> tuple[Path, Path]:
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     json_path = out / "grid.json"
-    atomic_write_bytes(json_path, json.dumps(result.as_dict(), indent=2).encode())
+    write_atomic(json_path, json.dumps(result.as_dict(), indent=2))
     lrs = sorted({p.lr for p in result.points})
     scales = sorted({p.scale for p in result.points})
     fig, axes = plt.subplots(1, 2, figsize=(4 + 1.2 * len(lrs) * 2, 1.5 + 0.8 * len(scales)))
@@ -236,8 +236,10 @@ def write_grid(result: GridResult, out_dir: str | Path) -> tuple[Path, Path]:
         fig.colorbar(im, ax=ax)
     fig.tight_layout()
     png_path = out / "grid.png"
-    tmp = out / ".grid.tmp.png"
-    fig.savefig(tmp, dpi=100)
-    plt.close(fig)
-    tmp.replace(png_path)
+    try:
+        with atomic_file(png_path, suffix=".png") as tmp:
+            fig.savefig(tmp, dpi=100)
+    finally:
+        plt.close(fig)
     return json_path, png_path
+

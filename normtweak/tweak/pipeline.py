@@ -29,6 +29,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from normtweak import __version__, arch, dist
+from normtweak.calib.store import calibration_hash
 from normtweak.config import QuantSpec, TweakSpec
 from normtweak.io.format import replace_with_shells
 from normtweak.norms import kernel_norms as norm_modules
@@ -36,7 +37,7 @@ from normtweak.quant import quantize_block
 from normtweak.quant.model import set_submodule
 from normtweak.quant.scales import round_module_scales
 from normtweak.tweak.activations import ActivationBudget, ActivationStore, as_budget
-from normtweak.tweak.checkpoint import CheckpointDir, calibration_hash
+from normtweak.tweak.checkpoint import CheckpointDir
 from normtweak.tweak.loss import get_loss
 from normtweak.tweak.qparams import make_tunable, sign_sgd_step, to_quant_linear
 

@@ -39,12 +39,13 @@ def main_job(model_ref: str, quant: QuantSpec, tweak: TweakSpec, *, calibration:
     an existing output there is replaced only with `overwrite` (normtweak.outputs).
     """
     from normtweak.assets import load_model, load_text
+    from normtweak.calib.store import calibration_hash
+    from normtweak.common.tables import markdown_table
     from normtweak.dist import on_main
     from normtweak.evaluate import perplexity
-    from normtweak.evaluate.report import compare_rows, markdown_table
+    from normtweak.evaluate.report import compare_rows
     from normtweak.io import save_quantized
     from normtweak.outputs import check_target, write_folder
-    from normtweak.tweak.checkpoint import calibration_hash
     from normtweak.tweak.pipeline import prepare_start, tweak_model
 
     t_start = time.perf_counter()

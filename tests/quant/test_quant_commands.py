@@ -39,8 +39,7 @@ def saved(monkeypatch):
 
 
 def test_quantize_gptq_end_to_end(tiny_folder, tmp_path, saved):
-    from normtweak.calib.store import base_metadata
-    from normtweak.tweak.checkpoint import calibration_hash
+    from normtweak.calib.store import base_metadata, calibration_hash
 
     calib = tmp_path / "calib.safetensors"
     CalibrationSet(tiny_batch(4, 16), base_metadata(tiny_tokenizer(), "text", 0, None)).save(calib)
