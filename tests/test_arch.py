@@ -89,3 +89,16 @@ def test_gpt2_conv1d_round_trip_keeps_outputs(make_tiny):
     torch.testing.assert_close(mid, before, atol=1e-5, rtol=0)
     torch.testing.assert_close(after, before, atol=1e-5, rtol=0)
     assert tiny_config("gpt2").model_type == "gpt2"
+
+
+def test_device_of_is_the_first_parameter_else_buffer_else_cpu():
+    import torch
+    from torch import nn
+
+    from normtweak.arch import device_of
+
+    assert device_of(nn.Linear(2, 2, device="meta")) == torch.device("meta")
+    only_buffer = nn.Module()
+    only_buffer.register_buffer("b", torch.zeros(1, device="meta"))
+    assert device_of(only_buffer) == torch.device("meta")
+    assert device_of(nn.ReLU()) == torch.device("cpu")

@@ -18,11 +18,6 @@ from normtweak import arch
 from normtweak.common.files import atomic_file
 
 
-def _device_of(module: nn.Module) -> torch.device:
-    param = next(module.parameters(), None)
-    return param.device if param is not None else torch.device("cpu")
-
-
 @torch.no_grad()
 def layer_stats(
     model: nn.Module,
@@ -40,7 +35,7 @@ def layer_stats(
         raise ValueError(f"input_ids must be [N, T] with N >= 1, got {tuple(input_ids.shape)}")
     adapter = arch.get_adapter(model)
     blocks = adapter.get_blocks(model)
-    home_outside = _device_of(adapter.get_embeddings(model))
+    home_outside = arch.device_of(adapter.get_embeddings(model))
     inputs = arch.capture_block_inputs(
         model, input_ids.long().split(batch_size), device=device, store_device=device
     )
@@ -48,7 +43,7 @@ def layer_stats(
     hidden = inputs.hidden
     stats = []
     for index, block in enumerate(blocks):
-        home = _device_of(block)
+        home = arch.device_of(block)
         block.to(device)
         hidden = [arch.run_block(block, h, inputs.extra(index, h.shape)) for h in hidden]
         block.to(home)

@@ -48,6 +48,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from normtweak.arch import device_of
+
 MAX_DEFAULT_WINDOW = 1024
 _CONTEXT_ATTRS = ("max_position_embeddings", "n_positions", "n_ctx", "seq_length")
 _ENCODER_TYPES = ("bert", "distilbert", "roberta", "xlm-roberta", "albert", "electra", "deberta")
@@ -150,11 +152,6 @@ def _scored_text(tokenizer, text: str, ids: list[int], n_scored: int) -> str:
     return tokenizer.decode(ids[:n_scored])
 
 
-def _model_device(model: nn.Module) -> torch.device:
-    param = next(model.parameters(), None)
-    return param.device if param is not None else torch.device("cpu")
-
-
 @torch.no_grad()
 def _window_nll(model: nn.Module, streams: list[torch.Tensor], batch: list[Window],
                 device: torch.device) -> list[float]:
@@ -209,7 +206,7 @@ def perplexity(
     plan = plan_windows([len(i) for i in ids], window, stride)[:max_windows]
     streams = [torch.tensor([bos] + i, dtype=torch.long) for i in ids]
 
-    original = _model_device(model)
+    original = device_of(model)
     target = torch.device(device) if device is not None else original
     model.to(target)
     nll_sum = 0.0

@@ -173,19 +173,19 @@ def quantize_model(
                disable=not progress or not dist.is_main())
     if spec.method == "rtn":
         for block in bar:
-            home = _device_of(block)
+            home = arch.device_of(block)
             block.to(device)
             quantize_block(block, spec)
             block.to(home)
     else:
         batches = _calibration_batches(calibration, batch_size)
         batches = list(dist.shard_samples(torch.cat(batches), batch_size).split(batch_size))
-        home_outside = _device_of(adapter.get_embeddings(model))
+        home_outside = arch.device_of(adapter.get_embeddings(model))
         inputs = arch.capture_block_inputs(model, batches, device=device, store_device=device)
         arch._non_block_to(model, adapter, home_outside)
         hidden = inputs.hidden
         for index, block in enumerate(bar):
-            home = _device_of(block)
+            home = arch.device_of(block)
             block.to(device)
 
             def forward_calibration(block=block, index=index, hidden=hidden) -> None:
@@ -198,11 +198,3 @@ def quantize_model(
     if spec.quantize_head:
         quantize_head(model, spec)
     return model
-
-
-def _device_of(module: nn.Module) -> torch.device:
-    for t in module.parameters():
-        return t.device
-    for t in module.buffers():
-        return t.device
-    return torch.device("cpu")

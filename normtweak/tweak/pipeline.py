@@ -109,7 +109,7 @@ def prepare_start(model: nn.Module, calibration, batch_size: int = 1,
     full_hash, ids = calibration_hash(ids), dist.shard_samples(ids, batch_size)  # rank's share
     budget = as_budget(activations)
     adapter = arch.get_adapter(model)
-    outside = _device_of(adapter.get_embeddings(model))
+    outside = arch.device_of(adapter.get_embeddings(model))
     inputs = arch.capture_block_inputs(model, list(ids.split(batch_size)), device=device,
                                        hidden=budget.store())
     arch._non_block_to(model, adapter, outside)
@@ -117,7 +117,7 @@ def prepare_start(model: nn.Module, calibration, batch_size: int = 1,
     block = adapter.get_blocks(model)[0]
     if block_loader is not None:
         block_loader(0, block)
-    home = _device_of(block)
+    home = arch.device_of(block)
     block.to(device)
     targets, _ = _run_all(block, inputs.hidden, inputs, 0, device, budget.store())
     block.to(home)
@@ -209,7 +209,7 @@ def tweak_model(
         block = blocks[index]
         if block_loader is not None:
             block_loader(index, block)
-        home = _device_of(block)
+        home = arch.device_of(block)
         block.to(device)
         tb = time.perf_counter()
         if from_float and index > 0:
@@ -268,7 +268,7 @@ def _end_to_end(model, teacher, ids, tweak: TweakSpec, device, seed, progress) -
     """Every norm against the float model's logits, after the block pass (tweak.end_to_end)."""
     from normtweak.tweak.end_to_end import tweak_end_to_end
 
-    homes = _device_of(model), _device_of(teacher)
+    homes = arch.device_of(model), arch.device_of(teacher)
     model.to(device)
     teacher.to(device)
     try:
@@ -402,12 +402,6 @@ def _check_finite(tensors, where: str, first_batch: int = 0) -> None:
                 f"Checkpoints of earlier blocks are kept: lower the learning rate or check the "
                 f"model/calibration data, then resume."
             )
-
-
-def _device_of(module: nn.Module) -> torch.device:
-    for t in list(module.parameters()) + list(module.buffers()):
-        return t.device
-    return torch.device("cpu")
 
 
 def _run_info(model, quant, tweak, start, seed, scale_dtype=None) -> dict:
