@@ -5,7 +5,7 @@ vs tuned clipping/rounding at several signed-step sizes (how quant_lr's default 
 Output: results/accuracy_smoke/block_diagnosis.txt (blocks 5 and 20, 16 samples).
 """
 import copy, sys, time, torch
-from normtweak.assets import load_model
+from normtweak.io.float_model import load_model
 from normtweak import arch
 from normtweak.calib.text import calibration_from_text
 from normtweak.config import QuantSpec, TweakSpec

@@ -94,8 +94,8 @@ def gptq_solve_seconds(model_ref: str) -> tuple[float, list]:
     import torch
 
     from normtweak import arch
-    from normtweak.assets import load_model
     from normtweak.config import QuantSpec
+    from normtweak.io.float_model import load_model
     from normtweak.quant.gptq import gptq_quantize
 
     model, _ = load_model(model_ref)

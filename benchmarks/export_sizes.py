@@ -20,7 +20,6 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import torch
 
-from normtweak.assets import load_model
 from normtweak.config import QuantSpec
 from normtweak.evaluate.report import markdown_table, write_json
 from normtweak.io import (
@@ -30,6 +29,7 @@ from normtweak.io import (
     round_scales,
     save_quantized,
 )
+from normtweak.io.float_model import load_model
 from normtweak.quant.model import quantize_model
 
 

@@ -116,7 +116,7 @@ def _run_case(case: dict) -> dict:
 
         model, _, loader = load_lazily(case["folder"])
     else:
-        from normtweak.assets import load_model
+        from normtweak.io.float_model import load_model
 
         model, _tok = load_model(case["folder"])
     after_load = _status_bytes("VmRSS")

@@ -200,7 +200,8 @@ def main(argv=None) -> dict:
     args = parse(argv)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")  # the peers must not reach for the hub
     torch.set_num_threads(args.threads)
-    from normtweak.assets import load_model, resolve_model
+    from normtweak.assets import resolve_model
+    from normtweak.io.float_model import load_model
 
     model, tokenizer = load_model(args.model)
     # Peers re-read the config from name_or_path: point it at the local folder, not a hub id.

@@ -316,7 +316,8 @@ def main(argv=None) -> dict:
     args = parse(argv)
     command = "python benchmarks/peers.py " + shlex.join(sys.argv[1:] if argv is None else argv)
     torch.set_num_threads(args.threads)
-    from normtweak.assets import load_model, load_text
+    from normtweak.assets import load_text
+    from normtweak.io.float_model import load_model
 
     model, tokenizer = load_model(args.model)
     texts = {s: load_text(args.text, split=s) for s in ("validation", "test")}

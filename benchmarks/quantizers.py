@@ -20,11 +20,12 @@ import time
 
 import torch
 
-from normtweak.assets import load_model, load_text
+from normtweak.assets import load_text
 from normtweak.calib.text import calibration_from_text
 from normtweak.config import QuantSpec
 from normtweak.evaluate.perplexity import perplexity
 from normtweak.evaluate.report import write_json
+from normtweak.io.float_model import load_model
 from normtweak.quant.model import quantize_model
 
 

@@ -29,13 +29,14 @@ from pathlib import Path
 
 import torch
 
-from normtweak.assets import load_model, load_text
+from normtweak.assets import load_text
 from normtweak.calib.text import calibration_from_text
 from normtweak.config import TweakSpec
 from normtweak.evaluate.perplexity import perplexity
 from normtweak.evaluate.report import write_json
 from normtweak.io import attach_quantized, imported_spec, load_quantized, load_quantized_linears
 from normtweak.io.export import source_format, write_model
+from normtweak.io.float_model import load_model
 from normtweak.io.scales import format_scale_dtype
 from normtweak.tweak.pipeline import tweak_model
 

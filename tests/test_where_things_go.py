@@ -8,6 +8,7 @@ from click.testing import CliRunner
 
 from normtweak import assets, hub
 from normtweak.cli import main
+from normtweak.io import float_model
 
 
 @pytest.fixture
@@ -54,7 +55,7 @@ def test_cache_dir_flag_sets_the_cache(tmp_path, monkeypatch):
 
 
 def test_generate_data_and_run_share_one_calibration_cache(cache, model_dir, tokenizer):
-    from normtweak.assets import load_model
+    from normtweak.io.float_model import load_model
     from normtweak.tweak.run import calibration_ids
 
     res = CliRunner().invoke(main, ["generate-data", "--model", str(model_dir), "--num-samples", "2",
@@ -81,7 +82,7 @@ def test_unreachable_hub_id_fails_at_once(monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     t0 = time.perf_counter()
     with pytest.raises(FileNotFoundError, match="not reachable"):
-        assets.load_model("nobody-knows/no-such-model")
+        float_model.load_model("nobody-knows/no-such-model")
     assert time.perf_counter() - t0 < 5
 
 
@@ -104,7 +105,7 @@ def no_model_load(monkeypatch):
     def refuse(*args, **kwargs):
         raise AssertionError("the model was loaded before the data path was checked")
 
-    monkeypatch.setattr(assets, "load_model", refuse)
+    monkeypatch.setattr(float_model, "load_model", refuse)
 
 
 @pytest.mark.parametrize("command", ["tweak", "quantize"])

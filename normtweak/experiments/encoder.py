@@ -48,7 +48,7 @@ class HFTokenizer:
 
 def load_encoder(name: str, num_labels: int, norm: str = "rms"):
     """(EncoderClassifier, HFTokenizer, SwapReport | None) with the encoder's norms as asked."""
-    from normtweak.assets import load_model
+    from normtweak.io.float_model import load_model
 
     if name not in ENCODERS:
         raise ValueError(f"unknown encoder {name!r}; choose from {', '.join(ENCODERS)}")

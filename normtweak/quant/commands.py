@@ -23,8 +23,8 @@ def quantize_cmd(model_ref, data, from_text, num_samples, seq_len, save_dir, ove
     try:
         spec = o.quant_spec(opts)
         check_target(save_dir, overwrite)
-        from normtweak.assets import load_model
         from normtweak.calib.commands import check_corpora, command_calibration, open_calibration
+        from normtweak.io.float_model import load_model
         from normtweak.quant.model import quantize_model
 
         calib = open_calibration(data) if data and spec.method == "gptq" else None

@@ -167,7 +167,8 @@ def _check_format(fmt, quant, model) -> None:
 
 def _load(model_ref, lazy):
     """(model, tokenizer, block loader or None)."""
-    from normtweak.assets import load_model, resolve_model
+    from normtweak.assets import resolve_model
+    from normtweak.io.float_model import load_model
 
     if not lazy:
         return (*load_model(model_ref), None)

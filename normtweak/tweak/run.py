@@ -38,13 +38,14 @@ def main_job(model_ref: str, quant: QuantSpec, tweak: TweakSpec, *, calibration:
     only while a perplexity is computed). save_dir: default models/<model>-<spec>-tweaked;
     an existing output there is replaced only with `overwrite` (normtweak.outputs).
     """
-    from normtweak.assets import load_model, load_text
+    from normtweak.assets import load_text
     from normtweak.calib.store import calibration_hash
     from normtweak.common.tables import markdown_table
     from normtweak.dist import on_main
     from normtweak.evaluate import perplexity
     from normtweak.evaluate.report import compare_rows
     from normtweak.io import save_quantized
+    from normtweak.io.float_model import load_model
     from normtweak.outputs import check_target, write_folder
     from normtweak.tweak.pipeline import prepare_start, tweak_model
 

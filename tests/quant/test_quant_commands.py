@@ -69,9 +69,9 @@ def test_quantize_saves_a_model_that_reloads_identically(tiny_folder, tmp_path):
     """With the real saver: the reloaded model equals quantize_model run in-process."""
     import torch
 
-    from normtweak.assets import load_model
     from normtweak.config import QuantSpec
     from normtweak.io import load_quantized
+    from normtweak.io.float_model import load_model
     from normtweak.quant.model import quantize_model
 
     out = tmp_path / "rtn"
