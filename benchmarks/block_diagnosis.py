@@ -11,7 +11,7 @@ from normtweak.calib.text import calibration_from_text
 from normtweak.config import QuantSpec, TweakSpec
 from normtweak.quant import quantize_block
 from normtweak.tweak.loss import get_loss
-from normtweak.tweak.pipeline import train_norms
+from normtweak.tweak.train import train_norms
 from normtweak.tweak.qparams import make_tunable, to_quant_linear
 from normtweak.quant.model import set_submodule
 torch.set_num_threads(1); torch.manual_seed(0)

@@ -24,7 +24,6 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from normtweak import arch
 from normtweak.config import QuantSpec
 
 FORMAT_VERSION = 2
@@ -107,22 +106,3 @@ def build_quant_linear(codes: torch.Tensor, scale: torch.Tensor, zero: torch.Ten
     if bias is not None:
         q.bias = bias.to(dtype)
     return q
-
-
-def replace_with_shells(root: nn.Module, spec: QuantSpec, names: list[str] | None = None) -> None:
-    """Replace nn.Linears under `root` (the block linears, or `names`) by empty QuantLinears.
-
-    The shells have the right buffer shapes; `load_state_dict` fills them.
-    """
-    from normtweak.quant.linear import QuantLinear
-    from normtweak.quant.model import set_submodule
-
-    targets = [(n, root.get_submodule(n)) for n in names] if names is not None else arch.block_linears(root)
-    for name, lin in targets:
-        if not isinstance(lin, nn.Linear):
-            raise ValueError(f"saved model lists {name!r} as quantized, but the architecture has "
-                             f"a {type(lin).__name__} there")
-        device = lin.weight.device if lin.weight.device.type != "meta" else None
-        shell = QuantLinear(lin.in_features, lin.out_features, spec, bias=lin.bias is not None,
-                            device=device)
-        set_submodule(root, name, shell)

@@ -28,8 +28,8 @@ from normtweak.io.format import (
     check_version,
     file_sha256,
     read_provenance,
-    replace_with_shells,
 )
+from normtweak.quant.model import replace_with_shells
 
 _SPEC_FIELDS = set(QuantSpec.__dataclass_fields__)
 READ_METHODS = ("compressed-tensors", "gptq", NATIVE_METHOD, LEGACY_METHOD)

@@ -27,6 +27,22 @@ def set_submodule(root: nn.Module, name: str, module: nn.Module) -> None:
     setattr(parent, child, module)
 
 
+def replace_with_shells(root: nn.Module, spec: QuantSpec, names: list[str] | None = None) -> None:
+    """Replace nn.Linears under `root` (the block linears, or `names`) by empty QuantLinears.
+
+    The shells have the right buffer shapes; `load_state_dict` fills them.
+    """
+    targets = [(n, root.get_submodule(n)) for n in names] if names is not None else arch.block_linears(root)
+    for name, lin in targets:
+        if not isinstance(lin, nn.Linear):
+            raise ValueError(f"saved model lists {name!r} as quantized, but the architecture has "
+                             f"a {type(lin).__name__} there")
+        device = lin.weight.device if lin.weight.device.type != "meta" else None
+        shell = QuantLinear(lin.in_features, lin.out_features, spec, bias=lin.bias is not None,
+                            device=device)
+        set_submodule(root, name, shell)
+
+
 def rtn_linear(linear: nn.Linear, spec: QuantSpec, name: str = "linear") -> QuantLinear:
     """A QuantLinear holding the RTN quantization of `linear` (its weight is not changed)."""
     spec.check_layer(name, linear.in_features)

@@ -219,7 +219,7 @@ def _grid(model, tok, ids, quant, spec, lrs, scales, validation_text, windows, d
     from normtweak.assets import load_text
     from normtweak.dist import on_main
     from normtweak.outputs import check_target, publish_folder, staging_folder
-    from normtweak.tweak.grid import grid_search, write_grid
+    from normtweak.tweak.grid import grid_search, summary_lines, write_grid
 
     grid = GridSpec(lrs=lrs, scales=scales, save_all=save_all)
     target = check_target(save_dir, overwrite)
@@ -239,24 +239,8 @@ def _grid(model, tok, ids, quant, spec, lrs, scales, validation_text, windows, d
         on_main(publish_folder, work, target, overwrite, "tweak (grid search)")
     finally:
         shutil.rmtree(stage, ignore_errors=True)
-    _print_grid(result, target)
-
-
-def _print_grid(result, target) -> None:
-    from normtweak.evaluate.report import gap_recovered
-
-    click.echo(f"float: validation {result.float_ppl['validation']:.3f}  test {result.float_ppl['test']:.3f}")
-    click.echo(f"plain quantization (baseline, no tweak): validation "
-               f"{result.quant_ppl['validation']:.3f}  test {result.quant_ppl['test']:.3f}")
-    click.echo(f"{'lr':>10} {'scale':>6} {'val ppl':>9} {'test ppl':>9} {'gap rec. %':>10}")
-    for p in result.points:
-        gap = gap_recovered(result.float_ppl["test"], result.quant_ppl["test"], p.test_ppl)
-        mark = "  <- best (validation)" if p is result.best else ""
-        failed = f"  failed: {p.error}" if getattr(p, "error", None) else ""
-        click.echo(f"{p.lr:>10g} {p.scale:>6g} {p.validation_ppl:>9.3f} {p.test_ppl:>9.3f} "
-                   f"{gap:>10.1f}{mark}{failed}")
-    click.echo(f"saved the best model to {result.best.saved_to}; grid: {target / 'grid.json'}, "
-               f"{target / 'grid.png'}")
+    for line in summary_lines(result, target):
+        click.echo(line)
 
 
 @click.command("run", cls=o.Command)

@@ -13,6 +13,7 @@ the teacher and runs without gradients, batch by batch (nothing is precomputed).
 
 from __future__ import annotations
 
+import copy
 import math
 import time
 from dataclasses import asdict, dataclass
@@ -22,6 +23,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from normtweak import arch, dist
+from normtweak.config import TweakSpec
 
 
 def logits_kl(teacher: torch.Tensor, student: torch.Tensor, temperature: float = 1.0
@@ -134,3 +136,27 @@ def tweak_end_to_end(model: nn.Module, teacher: nn.Module, input_ids: torch.Tens
             p.requires_grad_(flags.get(id(p), False))
     after = mean_kl(model, teacher, batches, temperature)
     return EndToEndResult(before, after, steps, time.perf_counter() - t0)
+
+
+def float_teacher(model, tweak: TweakSpec, block_loader):
+    """A float copy of `model` for end-to-end tweaking (None when it is off)."""
+    if tweak.end_to_end_iters == 0:
+        return None
+    if block_loader is not None:
+        raise ValueError("end-to-end tweaking keeps a float copy of the whole model: it does "
+                         "not combine with lazy loading (--lazy-load)")
+    return copy.deepcopy(model)
+
+
+def run_end_to_end(model, teacher, ids, tweak: TweakSpec, device, seed, progress) -> dict:
+    """Every norm against the float model's logits, after the block pass (tweak.end_to_end)."""
+    homes = arch.device_of(model), arch.device_of(teacher)
+    model.to(device)
+    teacher.to(device)
+    try:
+        res = tweak_end_to_end(model, teacher, ids.to(device), lr=tweak.end_to_end_lr,
+                               iters=tweak.end_to_end_iters, batch_size=tweak.batch_size,
+                               seed=seed, progress=progress and dist.is_main())
+    finally:
+        model.to(homes[0])
+    return res.as_dict()

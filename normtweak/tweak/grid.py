@@ -243,3 +243,22 @@ def write_grid(result: GridResult, out_dir: str | Path) -> tuple[Path, Path]:
         plt.close(fig)
     return json_path, png_path
 
+
+def summary_lines(result: GridResult, target: Path) -> list[str]:
+    """What `normtweak tweak` prints after a grid search: baselines, one line per point
+    (gap recovered on test), where the best model and the grid files went."""
+    from normtweak.evaluate.report import gap_recovered
+
+    lines = [f"float: validation {result.float_ppl['validation']:.3f}  test {result.float_ppl['test']:.3f}",
+             (f"plain quantization (baseline, no tweak): validation "
+              f"{result.quant_ppl['validation']:.3f}  test {result.quant_ppl['test']:.3f}"),
+             f"{'lr':>10} {'scale':>6} {'val ppl':>9} {'test ppl':>9} {'gap rec. %':>10}"]
+    for p in result.points:
+        gap = gap_recovered(result.float_ppl["test"], result.quant_ppl["test"], p.test_ppl)
+        mark = "  <- best (validation)" if p is result.best else ""
+        failed = f"  failed: {p.error}" if getattr(p, "error", None) else ""
+        lines.append(f"{p.lr:>10g} {p.scale:>6g} {p.validation_ppl:>9.3f} {p.test_ppl:>9.3f} "
+                     f"{gap:>10.1f}{mark}{failed}")
+    lines.append(f"saved the best model to {result.best.saved_to}; grid: {target / 'grid.json'}, "
+                 f"{target / 'grid.png'}")
+    return lines

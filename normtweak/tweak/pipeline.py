@@ -13,12 +13,12 @@ Each block is moved to the device, processed and moved back, so the device holds
 one block and one batch at a time. Activations live in ActivationStores: CPU memory
 while an ActivationBudget allows, a memory-mapped temporary file beyond it (results
 are identical either way). A `block_loader` can fill a block's weights just before
-its turn (normtweak.tweak.offload: models larger than RAM).
+its turn (normtweak.tweak.offload: models larger than RAM). What happens to one block
+(steps 3-5) is normtweak.tweak.train; the optional end-to-end pass after the loop is
+normtweak.tweak.end_to_end.
 """
 
 from __future__ import annotations
-
-import copy
 
 import time
 from collections.abc import Callable
@@ -31,29 +31,21 @@ from tqdm.auto import tqdm
 from normtweak import __version__, arch, dist
 from normtweak.calib.store import calibration_hash
 from normtweak.config import QuantSpec, TweakSpec
-from normtweak.io.format import replace_with_shells
 from normtweak.norms import kernel_norms as norm_modules
-from normtweak.quant import quantize_block
-from normtweak.quant.model import set_submodule
-from normtweak.quant.scales import round_module_scales
+from normtweak.quant.model import replace_with_shells
 from normtweak.tweak.activations import ActivationBudget, ActivationStore, as_budget
 from normtweak.tweak.checkpoint import CheckpointDir
-from normtweak.tweak.loss import get_loss
-from normtweak.tweak.qparams import make_tunable, sign_sgd_step, to_quant_linear
+from normtweak.tweak.end_to_end import float_teacher, run_end_to_end
+from normtweak.tweak.train import (
+    BlockResult,
+    NonFiniteActivationError,
+    check_finite,
+    process_block,
+    run_all,
+)
 
-
-class NonFiniteActivationError(ValueError):
-    """NaN or Inf appeared in a block's output during the pipeline."""
-
-
-@dataclass
-class BlockResult:
-    index: int
-    lr: float
-    loss_before: float  # tweak loss of the quantized block before training its norms
-    loss_after: float  # ... and after
-    seconds: float
-    resumed: bool = False
+__all__ = ["BlockLoader", "BlockResult", "NonFiniteActivationError", "Start", "TweakResult",
+           "as_input_ids", "prepare_start", "tweak_model"]
 
 
 @dataclass
@@ -113,13 +105,13 @@ def prepare_start(model: nn.Module, calibration, batch_size: int = 1,
     inputs = arch.capture_block_inputs(model, list(ids.split(batch_size)), device=device,
                                        hidden=budget.store())
     arch._non_block_to(model, adapter, outside)
-    _check_finite(inputs.hidden, "embeddings")
+    check_finite(inputs.hidden, "embeddings")
     block = adapter.get_blocks(model)[0]
     if block_loader is not None:
         block_loader(0, block)
     home = arch.device_of(block)
     block.to(device)
-    targets, _ = _run_all(block, inputs.hidden, inputs, 0, device, budget.store())
+    targets, _ = run_all(block, inputs.hidden, inputs, 0, device, budget.store())
     block.to(home)
     return Start(inputs, targets, full_hash, batch_size, budget)
 
@@ -168,7 +160,7 @@ def tweak_model(
     weights that will be served.
     """
     ids = as_input_ids(calibration)
-    teacher = _end_to_end_teacher(model, tweak, block_loader)
+    teacher = float_teacher(model, tweak, block_loader)
     if kernel_norms is None:
         kernel_norms = torch.device(device).type == "cuda"
     if tweak.num_samples is not None:
@@ -213,13 +205,13 @@ def tweak_model(
         block.to(device)
         tb = time.perf_counter()
         if from_float and index > 0:
-            float_targets, _ = _run_all(block, float_hidden, start.inputs, index, device, new_store())
+            float_targets, _ = run_all(block, float_hidden, start.inputs, index, device, new_store())
         if index < done:
             if from_float:
                 float_hidden = float_targets if index > 0 else start.targets0
             replace_with_shells(block, quant)
             ckpt.load_block(index, block)
-            hidden, _ = _run_all(block, hidden, start.inputs, index, device, new_store())
+            hidden, _ = run_all(block, hidden, start.inputs, index, device, new_store())
             res = BlockResult(index, tweak.block_lr(index, len(blocks)), float("nan"),
                               float("nan"), 0.0, resumed=True)
         else:
@@ -228,10 +220,10 @@ def tweak_model(
             elif from_float:
                 targets = float_targets
             else:
-                targets, _ = _run_all(block, hidden, start.inputs, index, device, new_store())
+                targets, _ = run_all(block, hidden, start.inputs, index, device, new_store())
             float_hidden = targets if from_float else float_hidden
             with norm_modules(block, kernel_norms, adapter.norm_offset):
-                hidden, res = _process_block(block, index, len(blocks), hidden, targets, start.inputs,
+                hidden, res = process_block(block, index, len(blocks), hidden, targets, start.inputs,
                                              quant, tweak, device, seed, new_store(),
                                              true_sequential, attach, scale_dtype)
             res.seconds = time.perf_counter() - tb
@@ -249,159 +241,9 @@ def tweak_model(
         if on_block_done is not None and index >= done:
             on_block_done(index)
     if teacher is not None:
-        result.end_to_end = _end_to_end(model, teacher, ids, tweak, device, seed, progress)
+        result.end_to_end = run_end_to_end(model, teacher, ids, tweak, device, seed, progress)
     result.seconds = time.perf_counter() - t0
     return result
-
-
-def _end_to_end_teacher(model, tweak: TweakSpec, block_loader):
-    """A float copy of `model` for end-to-end tweaking (None when it is off)."""
-    if tweak.end_to_end_iters == 0:
-        return None
-    if block_loader is not None:
-        raise ValueError("end-to-end tweaking keeps a float copy of the whole model: it does "
-                         "not combine with lazy loading (--lazy-load)")
-    return copy.deepcopy(model)
-
-
-def _end_to_end(model, teacher, ids, tweak: TweakSpec, device, seed, progress) -> dict:
-    """Every norm against the float model's logits, after the block pass (tweak.end_to_end)."""
-    from normtweak.tweak.end_to_end import tweak_end_to_end
-
-    homes = arch.device_of(model), arch.device_of(teacher)
-    model.to(device)
-    teacher.to(device)
-    try:
-        res = tweak_end_to_end(model, teacher, ids.to(device), lr=tweak.end_to_end_lr,
-                               iters=tweak.end_to_end_iters, batch_size=tweak.batch_size,
-                               seed=seed, progress=progress and dist.is_main())
-    finally:
-        model.to(homes[0])
-    return res.as_dict()
-
-
-def _process_block(block, index, num_blocks, hidden, targets, inputs, quant, tweak, device, seed,
-                   out, true_sequential=False, attach=None, scale_dtype=None):
-    """Quantize one block (or attach its imported QuantLinears), tweak its norms, and return
-    (next inputs in `out`, BlockResult)."""
-    tune = tweak.enabled and tweak.quant_params != "none"
-    floats = {n: lin.weight.detach().clone() for n, lin in arch.block_linears(block)} if tune else {}
-    if attach is not None:
-        quantized = attach(block)
-    else:
-        quantized = quantize_block(block, quant,
-                                   lambda: _run_all(block, hidden, inputs, index, device),
-                                   true_sequential)
-    _round_scales(quantized, scale_dtype, index)
-    lr = tweak.block_lr(index, num_blocks)
-    loss_fn = get_loss(tweak.loss if tweak.loss != "none" else "dist")
-    # Plain quantization: the loss before equals the loss after; skip a pass over the data.
-    before = _mean_loss(block, hidden, targets, inputs, index, device, loss_fn) \
-        if tweak.enabled else None
-    if tweak.enabled:
-        gen = torch.Generator().manual_seed(seed * 100_003 + index)
-        tunables = {n: make_tunable(q, floats[n], tweak.quant_params == "clip_round")
-                    for n, q in quantized.items()} if tune else {}
-        for name, t in tunables.items():
-            set_submodule(block, name, t)
-        try:
-            train_norms(block, hidden, targets, lambda h: inputs.extra(index, h.shape), lr, tweak,
-                        loss_fn, device, gen, list(tunables.values()))
-        finally:
-            for name, t in tunables.items():
-                set_submodule(block, name, to_quant_linear(t, quantized[name]))
-            _round_scales({n: block.get_submodule(n) for n in tunables}, scale_dtype, index)
-    nxt, after = _run_all(block, hidden, inputs, index, device, out, targets, loss_fn)
-    return nxt, BlockResult(index, lr, after if before is None else before, after, 0.0)
-
-
-def _round_scales(quantized: dict, dtype, index: int) -> None:
-    """Round the scales of a block's QuantLinears to the target format's dtype (if any)."""
-    if dtype is not None:
-        for name, q in quantized.items():
-            round_module_scales(q, dtype, f"block {index}: {name}")
-
-
-def norm_parameters(block: nn.Module) -> list[nn.Parameter]:
-    """The parameters tweaking trains: every weight and bias of the block's norm modules."""
-    params = []
-    for _, norm in arch.block_norms(block):
-        params += [p for p in norm.parameters(recurse=False)]
-    return params
-
-
-def train_norms(block, hidden, targets, extra_of, lr, tweak, loss_fn, device, generator,
-                tunables=()) -> None:
-    """Adam on the block's norm parameters, `tweak.iters` passes over the batches.
-
-    tunables: TunableQuantLinears of the block whose clipping/rounding train alongside,
-    by signed steps of tweak.quant_lr (default min(1/steps, 2e-2)) decayed linearly to 0.
-    """
-    norms = norm_parameters(block)
-    if not norms:
-        raise ValueError(f"block {type(block).__name__} has no norm parameters to tweak")
-    quant_params = [p for t in tunables for p in t.tuned_parameters()]
-    flags = {id(p): p.requires_grad for p in block.parameters()}
-    for p in block.parameters():
-        p.requires_grad_(False)
-    for p in (norms if lr > 0 else []) + quant_params:
-        p.requires_grad_(True)
-    opt = torch.optim.Adam(norms, lr=lr) if lr > 0 else None
-    steps, step = tweak.iters * len(hidden), 0
-    quant_lr = tweak.quant_lr if tweak.quant_lr is not None else min(1.0 / steps, 2e-2)
-    try:
-        with torch.enable_grad():
-            for _ in range(tweak.iters):
-                for b in torch.randperm(len(hidden), generator=generator).tolist():
-                    x = hidden[b].to(device)
-                    y = arch.run_block(block, x, extra_of(x))
-                    loss = loss_fn(targets[b].to(device), y)
-                    block.zero_grad(set_to_none=True)
-                    loss.backward()
-                    # DDP rule (global batch = ranks x batch): average before any step.
-                    dist.average_gradients(norms + quant_params)
-                    if opt is not None:
-                        opt.step()
-                    sign_sgd_step(quant_params, quant_lr * (1 - step / steps))
-                    for t in tunables:
-                        t.clamp_()
-                    step += 1
-    finally:
-        for p in block.parameters():
-            p.requires_grad_(flags.get(id(p), False))
-
-
-@torch.no_grad()
-def _run_all(block, hidden, inputs, index, device, out=None, targets=None, loss_fn=None):
-    """Run block `index` over every batch; return (out, mean loss against targets or nan).
-
-    out: an ActivationStore the outputs are appended to (None: outputs are dropped, as
-    for GPTQ's Hessian pass). Stops at the first NaN/Inf output, naming the block.
-    """
-    total = 0.0
-    for b, h in enumerate(hidden):
-        y = arch.run_block(block, h.to(device, non_blocking=True), inputs.extra(index, h.shape))
-        _check_finite([y], f"block {index}", b)
-        if targets is not None:
-            total += float(loss_fn(targets[b].to(device), y))
-        if out is not None:
-            out.append(y)
-    return out, (dist.mean_over_ranks(total, len(hidden)) if targets is not None else float("nan"))
-
-
-@torch.no_grad()
-def _mean_loss(block, hidden, targets, inputs, index, device, loss_fn) -> float:
-    return _run_all(block, hidden, inputs, index, device, None, targets, loss_fn)[1]
-
-
-def _check_finite(tensors, where: str, first_batch: int = 0) -> None:
-    for b, t in enumerate(tensors, first_batch):
-        if not torch.isfinite(t).all():
-            raise NonFiniteActivationError(
-                f"NaN/Inf in the output of {where} (calibration batch {b}); stopping. "
-                f"Checkpoints of earlier blocks are kept: lower the learning rate or check the "
-                f"model/calibration data, then resume."
-            )
 
 
 def _run_info(model, quant, tweak, start, seed, scale_dtype=None) -> dict:

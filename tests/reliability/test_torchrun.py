@@ -24,9 +24,9 @@ BLOCKS, LIMIT_S = 4, 300
 # saved block k (it passed block k + 1's first collective) and cannot finish block k + 1.
 KILLING_CLI = r"""
 import os, signal, sys
-from normtweak.tweak import pipeline
+from normtweak.tweak import train
 
-k, calls, real = int(sys.argv[1]), [], pipeline.train_norms
+k, calls, real = int(sys.argv[1]), [], train.train_norms
 
 def train_norms(*args, **kwargs):
     calls.append(1)
@@ -34,7 +34,7 @@ def train_norms(*args, **kwargs):
         os.kill(os.getpid(), signal.SIGKILL)
     return real(*args, **kwargs)
 
-pipeline.train_norms = train_norms
+train.train_norms = train_norms
 from normtweak.cli import main
 main(sys.argv[2:], prog_name="normtweak")
 """

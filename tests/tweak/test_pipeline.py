@@ -7,7 +7,8 @@ from normtweak import arch
 from normtweak.config import QuantSpec, TweakSpec
 from normtweak.quant import QuantLinear
 from normtweak.testing import tiny_batch
-from normtweak.tweak.pipeline import NonFiniteActivationError, norm_parameters, tweak_model
+from normtweak.tweak.pipeline import NonFiniteActivationError, tweak_model
+from normtweak.tweak.train import norm_parameters
 
 QUANT = QuantSpec(bits=3, group_size=16)
 

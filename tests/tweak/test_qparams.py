@@ -12,8 +12,9 @@ from normtweak.quant import QuantLinear
 from normtweak.quant.gptq import GPTQ
 from normtweak.quant.model import gptq_linear, rtn_linear
 from normtweak.testing import tiny_batch
-from normtweak.tweak.pipeline import norm_parameters, tweak_model
+from normtweak.tweak.pipeline import tweak_model
 from normtweak.tweak.qparams import make_tunable, to_quant_linear
+from normtweak.tweak.train import norm_parameters
 
 
 def _layer(seed=0, out=24, inp=64):

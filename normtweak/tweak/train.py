@@ -1,0 +1,160 @@
+"""One block's turn in the pipeline: quantize it (or attach imported linears), train its
+norms, and run it over the calibration batches.
+
+`train_norms` is the paper's step 4: Adam on the block's norm weights (and, with
+TweakSpec.quant_params, signed steps on its clipping/rounding) to minimise
+loss(Y_f, block_q(X_l)). `run_all` runs a block over every batch and stops at the first
+NaN/Inf output, naming the block and batch.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from normtweak import arch, dist
+from normtweak.quant import quantize_block
+from normtweak.quant.model import set_submodule
+from normtweak.quant.scales import round_module_scales
+from normtweak.tweak.loss import get_loss
+from normtweak.tweak.qparams import make_tunable, sign_sgd_step, to_quant_linear
+
+
+class NonFiniteActivationError(ValueError):
+    """NaN or Inf appeared in a block's output during the pipeline."""
+
+
+@dataclass
+class BlockResult:
+    index: int
+    lr: float
+    loss_before: float  # tweak loss of the quantized block before training its norms
+    loss_after: float  # ... and after
+    seconds: float
+    resumed: bool = False
+
+
+def process_block(block, index, num_blocks, hidden, targets, inputs, quant, tweak, device, seed,
+                  out, true_sequential=False, attach=None, scale_dtype=None):
+    """Quantize one block (or attach its imported QuantLinears), tweak its norms, and return
+    (next inputs in `out`, BlockResult)."""
+    tune = tweak.enabled and tweak.quant_params != "none"
+    floats = {n: lin.weight.detach().clone() for n, lin in arch.block_linears(block)} if tune else {}
+    if attach is not None:
+        quantized = attach(block)
+    else:
+        quantized = quantize_block(block, quant,
+                                   lambda: run_all(block, hidden, inputs, index, device),
+                                   true_sequential)
+    _round_scales(quantized, scale_dtype, index)
+    lr = tweak.block_lr(index, num_blocks)
+    loss_fn = get_loss(tweak.loss if tweak.loss != "none" else "dist")
+    # Plain quantization: the loss before equals the loss after; skip a pass over the data.
+    before = mean_loss(block, hidden, targets, inputs, index, device, loss_fn) \
+        if tweak.enabled else None
+    if tweak.enabled:
+        gen = torch.Generator().manual_seed(seed * 100_003 + index)
+        tunables = {n: make_tunable(q, floats[n], tweak.quant_params == "clip_round")
+                    for n, q in quantized.items()} if tune else {}
+        for name, t in tunables.items():
+            set_submodule(block, name, t)
+        try:
+            train_norms(block, hidden, targets, lambda h: inputs.extra(index, h.shape), lr, tweak,
+                        loss_fn, device, gen, list(tunables.values()))
+        finally:
+            for name, t in tunables.items():
+                set_submodule(block, name, to_quant_linear(t, quantized[name]))
+            _round_scales({n: block.get_submodule(n) for n in tunables}, scale_dtype, index)
+    nxt, after = run_all(block, hidden, inputs, index, device, out, targets, loss_fn)
+    return nxt, BlockResult(index, lr, after if before is None else before, after, 0.0)
+
+
+def _round_scales(quantized: dict, dtype, index: int) -> None:
+    """Round the scales of a block's QuantLinears to the target format's dtype (if any)."""
+    if dtype is not None:
+        for name, q in quantized.items():
+            round_module_scales(q, dtype, f"block {index}: {name}")
+
+
+def norm_parameters(block: nn.Module) -> list[nn.Parameter]:
+    """The parameters tweaking trains: every weight and bias of the block's norm modules."""
+    params = []
+    for _, norm in arch.block_norms(block):
+        params += [p for p in norm.parameters(recurse=False)]
+    return params
+
+
+def train_norms(block, hidden, targets, extra_of, lr, tweak, loss_fn, device, generator,
+                tunables=()) -> None:
+    """Adam on the block's norm parameters, `tweak.iters` passes over the batches.
+
+    tunables: TunableQuantLinears of the block whose clipping/rounding train alongside,
+    by signed steps of tweak.quant_lr (default min(1/steps, 2e-2)) decayed linearly to 0.
+    """
+    norms = norm_parameters(block)
+    if not norms:
+        raise ValueError(f"block {type(block).__name__} has no norm parameters to tweak")
+    quant_params = [p for t in tunables for p in t.tuned_parameters()]
+    flags = {id(p): p.requires_grad for p in block.parameters()}
+    for p in block.parameters():
+        p.requires_grad_(False)
+    for p in (norms if lr > 0 else []) + quant_params:
+        p.requires_grad_(True)
+    opt = torch.optim.Adam(norms, lr=lr) if lr > 0 else None
+    steps, step = tweak.iters * len(hidden), 0
+    quant_lr = tweak.quant_lr if tweak.quant_lr is not None else min(1.0 / steps, 2e-2)
+    try:
+        with torch.enable_grad():
+            for _ in range(tweak.iters):
+                for b in torch.randperm(len(hidden), generator=generator).tolist():
+                    x = hidden[b].to(device)
+                    y = arch.run_block(block, x, extra_of(x))
+                    loss = loss_fn(targets[b].to(device), y)
+                    block.zero_grad(set_to_none=True)
+                    loss.backward()
+                    # DDP rule (global batch = ranks x batch): average before any step.
+                    dist.average_gradients(norms + quant_params)
+                    if opt is not None:
+                        opt.step()
+                    sign_sgd_step(quant_params, quant_lr * (1 - step / steps))
+                    for t in tunables:
+                        t.clamp_()
+                    step += 1
+    finally:
+        for p in block.parameters():
+            p.requires_grad_(flags.get(id(p), False))
+
+
+@torch.no_grad()
+def run_all(block, hidden, inputs, index, device, out=None, targets=None, loss_fn=None):
+    """Run block `index` over every batch; return (out, mean loss against targets or nan).
+
+    out: an ActivationStore the outputs are appended to (None: outputs are dropped, as
+    for GPTQ's Hessian pass). Stops at the first NaN/Inf output, naming the block.
+    """
+    total = 0.0
+    for b, h in enumerate(hidden):
+        y = arch.run_block(block, h.to(device, non_blocking=True), inputs.extra(index, h.shape))
+        check_finite([y], f"block {index}", b)
+        if targets is not None:
+            total += float(loss_fn(targets[b].to(device), y))
+        if out is not None:
+            out.append(y)
+    return out, (dist.mean_over_ranks(total, len(hidden)) if targets is not None else float("nan"))
+
+
+@torch.no_grad()
+def mean_loss(block, hidden, targets, inputs, index, device, loss_fn) -> float:
+    return run_all(block, hidden, inputs, index, device, None, targets, loss_fn)[1]
+
+
+def check_finite(tensors, where: str, first_batch: int = 0) -> None:
+    for b, t in enumerate(tensors, first_batch):
+        if not torch.isfinite(t).all():
+            raise NonFiniteActivationError(
+                f"NaN/Inf in the output of {where} (calibration batch {b}); stopping. "
+                f"Checkpoints of earlier blocks are kept: lower the learning rate or check the "
+                f"model/calibration data, then resume."
+            )
