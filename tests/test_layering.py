@@ -1,0 +1,192 @@
+"""The house rules of shared/DESIGN.md, checked on the source: layering, module size, one
+atomic-write implementation.
+
+Layers (a module may import its own layer or a lower one, never a higher one):
+  0  config, arch, assets, and the low shared helpers (common/, outputs, dist, hub)
+  1  calib, quant, norms, evaluate, io
+  2  tweak
+  3  experiments, every `*/commands.py`, cli, options, testing, __main__
+Both module-level and function-level imports count: a lazy import is still a dependency.
+"""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1] / "normtweak"
+LAYERS = {
+    "config": 0, "arch": 0, "assets": 0, "common": 0, "outputs": 0, "dist": 0, "hub": 0,
+    "calib": 1, "quant": 1, "norms": 1, "evaluate": 1, "io": 1,
+    "tweak": 2,
+    "experiments": 3, "cli": 3, "options": 3, "testing": 3, "__main__": 3,
+}
+COMMANDS_LAYER = 3
+MAX_LINES = 320
+# What the root package itself may hand out besides its submodules and its lazy API.
+ROOT_CONSTANTS = {"__version__"}
+
+
+def module_name(path: Path) -> str:
+    parts = path.relative_to(ROOT.parent).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def modules() -> dict[str, Path]:
+    return {module_name(p): p for p in sorted(ROOT.rglob("*.py"))}
+
+
+def root_api() -> dict[str, str]:
+    """normtweak.__init__'s lazy API: name -> the module it imports on first use."""
+    tree = ast.parse((ROOT / "__init__.py").read_text(encoding="utf-8"))
+    for node in tree.body:
+        if isinstance(node, ast.Assign) and any(getattr(t, "id", None) == "_API" for t in node.targets):
+            return {k: v.split(":")[0] for k, v in ast.literal_eval(node.value).items()}
+    raise AssertionError("normtweak/__init__.py has no _API table")
+
+
+def layer_of(module: str) -> int:
+    parts = module.split(".")
+    if parts == ["normtweak"]:
+        return 0  # only reached for ROOT_CONSTANTS: the package imports nothing eagerly
+    if parts[-1] == "commands":
+        return COMMANDS_LAYER
+    if parts[1] not in LAYERS:
+        raise AssertionError(f"{module} has no layer: add normtweak.{parts[1]} to LAYERS here "
+                             f"and to the layering section of shared/DESIGN.md")
+    return LAYERS[parts[1]]
+
+
+def imports(path: Path, known: dict[str, Path], api: dict[str, str], source: str | None = None):
+    """(line, target module, imported names) for every normtweak import in a file."""
+    name = module_name(path)
+    package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+    source = path.read_text(encoding="utf-8") if source is None else source
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Import):
+            for alias in node.names:
+                if alias.name.split(".")[0] == "normtweak":
+                    yield node.lineno, alias.name, ()
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                anchor = package.split(".")[: len(package.split(".")) - node.level + 1]
+                base = ".".join(anchor + ([node.module] if node.module else []))
+            if base.split(".")[0] != "normtweak":
+                continue
+            for alias in node.names:
+                sub = f"{base}.{alias.name}"
+                if sub in known:
+                    yield node.lineno, sub, ()
+                elif base == "normtweak" and alias.name in api:
+                    yield node.lineno, api[alias.name], ()
+                elif base == "normtweak" and alias.name not in ROOT_CONSTANTS:
+                    raise AssertionError(f"{path}:{node.lineno}: `from normtweak import "
+                                         f"{alias.name}` is neither a module nor the API")
+                else:
+                    yield node.lineno, base, (alias.name,)
+
+
+def test_every_module_has_a_layer():
+    for name in modules():
+        if name != "normtweak":
+            layer_of(name)
+
+
+def violations(sources: dict[str, str] | None = None) -> list[str]:
+    """Every upward import; `sources` replaces some modules' text (module name -> source)."""
+    known, api, sources = modules(), root_api(), sources or {}
+    found = []
+    for name, path in known.items():
+        if name == "normtweak":
+            continue
+        mine = layer_of(name)
+        pairs = {(line, target) for line, target, _ in imports(path, known, api, sources.get(name))}
+        for line, target in sorted(pairs):
+            if layer_of(target) > mine:
+                found.append(f"{path.relative_to(ROOT.parent)}:{line}: {name} (layer {mine}) "
+                             f"imports {target} (layer {layer_of(target)})")
+    return found
+
+
+def test_no_module_imports_a_higher_layer():
+    assert violations() == []
+
+
+def test_no_module_imports_another_packages_private_names():
+    """`_name`s are their package's business: share a helper by making it public, low."""
+    known, api = modules(), root_api()
+    found = []
+    for name, path in known.items():
+        for line, target, names in imports(path, known, api):
+            private = [n for n in names if n.startswith("_") and n not in ROOT_CONSTANTS]
+            if private and target.split(".")[:2] != name.split(".")[:2]:
+                found.append(f"{path.relative_to(ROOT.parent)}:{line}: {name} imports "
+                             f"{', '.join(private)} from {target}")
+    assert found == []
+
+
+def test_the_root_package_imports_nothing_eagerly():
+    tree = ast.parse((ROOT / "__init__.py").read_text(encoding="utf-8"))
+    eager = [n.lineno for n in tree.body
+             if isinstance(n, ast.ImportFrom) and (n.module or "").startswith("normtweak")
+             or isinstance(n, ast.Import) and any(a.name.startswith("normtweak") for a in n.names)]
+    assert eager == [], "normtweak/__init__.py must stay lazy (its _API table)"
+
+
+def test_the_check_catches_an_upward_import():
+    """The checker itself: a lazy import of tweak from quant is reported, with its line."""
+    source = (ROOT / "quant" / "rtn.py").read_text(encoding="utf-8")
+    planted = source + "\n\ndef _planted():\n    from normtweak.tweak.pipeline import tweak_model\n"
+    line = planted.count("\n")
+    expected = (f"normtweak/quant/rtn.py:{line}: normtweak.quant.rtn (layer 1) imports "
+                f"normtweak.tweak.pipeline (layer 2)")
+    assert expected in violations({"normtweak.quant.rtn": planted})
+    assert expected not in violations()
+
+
+@pytest.mark.parametrize("name", sorted(modules()))
+def test_modules_stay_short(name):
+    lines = modules()[name].read_text(encoding="utf-8").count("\n")
+    assert lines <= MAX_LINES, (f"{name}: {lines} lines; split it by concept "
+                                f"(shared/DESIGN.md: modules stay under ~300 lines)")
+
+
+# --- one atomic-write implementation -------------------------------------------------
+
+ATOMIC_HOME = "normtweak.common.files"
+# Temporary folders that are not writes of a result (nothing is renamed into place).
+SCRATCH = {"normtweak.tweak.activations": "mkdtemp"}
+RENAMES = {("os", "replace"), ("os", "rename"), ("os", "renames"), ("shutil", "move"),
+           ("tempfile", "mkstemp"), ("tempfile", "mkdtemp"), ("tempfile", "NamedTemporaryFile")}
+
+
+def file_moves(path: Path) -> list[tuple[int, str]]:
+    """Calls that rename files or make temporaries: os.replace/rename, shutil.move,
+    tempfile.mk*, and Path.replace/rename (one positional argument: str.replace needs two)."""
+    found = []
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if not isinstance(node, ast.Call) or not isinstance(node.func, ast.Attribute):
+            continue
+        attr, owner = node.func.attr, node.func.value
+        if isinstance(owner, ast.Name) and (owner.id, attr) in RENAMES:
+            found.append((node.lineno, f"{owner.id}.{attr}"))
+        elif attr in ("replace", "rename") and len(node.args) == 1 and not node.keywords:
+            found.append((node.lineno, f"Path.{attr}"))
+    return found
+
+
+def test_files_are_renamed_into_place_in_one_module_only():
+    """Atomic writes (temp + fsync + os.replace; temp folder + rename) live in
+    normtweak.common.files; everything else calls it."""
+    found = []
+    for name, path in modules().items():
+        if name == ATOMIC_HOME:
+            continue
+        for line, call in file_moves(path):
+            if SCRATCH.get(name) != call.split(".")[-1]:
+                found.append(f"{path.relative_to(ROOT.parent)}:{line}: {call}")
+    assert found == [], "use normtweak.common.files (atomic_file, write_atomic, atomic_folder)"
+    assert file_moves(modules()[ATOMIC_HOME])  # the checker sees the real implementation
