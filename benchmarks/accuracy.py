@@ -54,6 +54,12 @@ VARIANTS = {
     "gptq+round-q": ({"method": "gptq"}, {**JOINT, "quant_params": "clip_round",
                                           "target": "quantized_input"}),
     "rtn+round-only": ({"method": "rtn"}, {**JOINT, "quant_params": "clip_round", "lr": 0.0}),
+    # AutoRound's own step size (its default 1/iters at 200 iters; issue 13's AutoRound-50
+    # run used it too) instead of min(1/steps, 2e-2), which is 2e-2 at 48 steps.
+    "rtn+round-5e-3": ({"method": "rtn"}, {**JOINT, "quant_params": "clip_round",
+                                           "quant_lr": 5e-3}),
+    "gptq+round-5e-3": ({"method": "gptq"}, {**JOINT, "quant_params": "clip_round",
+                                             "quant_lr": 5e-3}),
 }
 # End-to-end tweaking after the base quantizer: every norm (the final one too) against the
 # float model's token distributions (KL), Adam, one pass at batch 1 (normtweak.tweak.end_to_end).
