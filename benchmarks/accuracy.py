@@ -169,7 +169,9 @@ def main(argv: list[str] | None = None) -> dict:
                 ppl = evaluate(qmodel, tokenizer, texts, args.max_windows)
                 del qmodel
                 row = {"config": label(bits, group), "variant": variant, "val": ppl["validation"],
-                       "git": rev,
+                       "git": rev, "calib": {"samples": args.calib_samples,
+                                             "len": args.calib_len, "seed": args.seed},
+                       "max_windows": args.max_windows,
                        "test": ppl["test"], **info,
                        "peak_rss_gib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20}
                 write_json(path, row)

@@ -1,0 +1,64 @@
+"""benchmarks/accuracy_table.py: the gap columns by hand, runs of other protocols left out."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import math
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+_spec = importlib.util.spec_from_file_location("accuracy_table",
+                                               ROOT / "benchmarks" / "accuracy_table.py")
+table_mod = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(table_mod)
+
+
+def test_gap_hand_cases():
+    # RTN 30, float 10: a method at 25 closes 5 of 20 -> 25%; one at 35 is 25% worse.
+    assert table_mod.gap(30.0, 25.0, 10.0) == pytest.approx(0.25)
+    assert table_mod.gap(30.0, 35.0, 10.0) == pytest.approx(-0.25)
+    assert math.isnan(table_mod.gap(10.0, 12.0, 10.0))  # no gap to close
+    assert math.isnan(table_mod.gap(float("nan"), 12.0, 10.0))
+
+
+def _write(path: Path, data: dict) -> None:
+    path.write_text(json.dumps(data))
+
+
+def test_table_joins_runs_peers_and_reference(tmp_path):
+    acc, peers = tmp_path / "acc", tmp_path / "peers"
+    acc.mkdir(), peers.mkdir()
+    _write(acc / "wikipedia_float_8.json", {"validation": 12.0, "test": 10.0})
+    row = {"config": "W4 g64", "quantize_s": 1.0, "peak_rss_gib": 1.0}
+    _write(acc / "wikipedia_w4g64_rtn_a.json", {**row, "variant": "rtn", "val": 33.0, "test": 30.0})
+    _write(acc / "wikipedia_w4g64_gptq_b.json", {**row, "variant": "gptq", "val": 23.0,
+                                                  "test": 20.0})
+    _write(acc / "wikipedia_w4g64_gptq+round_c.json", {
+        **row, "variant": "gptq+round", "val": 16.0, "test": 15.0,
+        "calib": dict(table_mod.DEFAULT_CALIB), "max_windows": 8})
+    # another calibration size: not this protocol's row
+    _write(acc / "wikipedia_w4g64_gptq_d.json", {
+        **row, "variant": "gptq", "val": 99.0, "test": 99.0,
+        "calib": {"samples": 32, "len": 512, "seed": 0}, "max_windows": 8})
+    _write(peers / f"wikipedia_llmc-gptq_w4g64_{table_mod.PROTOCOL}_t1.json", {
+        "method": "llmc-gptq", "config": "W4 g64 asym", "quantize_s": 5.0, "peak_rss_mb": 9.0,
+        "eval": {"validation": {"ppl": 24.0}, "test": {"ppl": 22.0}}})
+    ref = tmp_path / "ref.json"
+    _write(ref, {"source": "somebody", "text": "wikipedia",
+                 "rows": [{"config": "W4 g64", "method": "AutoRound-50", "test": 14.0}]})
+    result = table_mod.table("wikipedia", acc, peers, ref)
+    by = {r["method"]: r for r in result["rows"]}
+    assert set(by) == {"normtweak rtn", "normtweak gptq", "normtweak gptq+round", "llmc-gptq",
+                       "AutoRound-50"}
+    assert by["normtweak gptq"]["test"] == 20.0
+    # vs RTN (30 -> float 10): 15 closes 75%; vs GPTQ (20 -> 10): 15 closes 50%
+    assert by["normtweak gptq+round"]["gap_rtn"] == pytest.approx(0.75)
+    assert by["normtweak gptq+round"]["gap_gptq"] == pytest.approx(0.5)
+    assert by["llmc-gptq"]["gap_rtn"] == pytest.approx(0.4)
+    assert by["AutoRound-50"]["gap_gptq"] == pytest.approx(0.6)
+    assert math.isnan(by["AutoRound-50"]["val"])
+    text = table_mod.markdown(result)
+    assert "| W4 g64 | AutoRound-50 | – | 14.00 | 80 | 60 |" in text
