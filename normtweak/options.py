@@ -136,6 +136,10 @@ def tweak_options(fn):
         *_if_field(TweakSpec, "end_to_end_lr", lambda: click.option(
             "--end-to-end-lr", type=float, default=d("end_to_end_lr"), show_default=True,
             help="Adam learning rate of --end-to-end-iters")),
+        *_if_field(TweakSpec, "keep_better", lambda: click.option(
+            "--keep-better/--no-keep-better", default=d("keep_better"), show_default=True,
+            help="restore a block as it started when training raised its calibration loss "
+                 "(the 'paper' preset: off)")),
         *([click.option("--preset", type=click.Choice(sorted(config.TWEAK_PRESETS)), default=None,
                         help="named tweak settings ('paper': Algorithm 1 as written); options "
                              "given on the command line override it")]

@@ -129,7 +129,10 @@ def post_training(model: nn.Module, precision: str, calibration: torch.Tensor | 
         method = match.group(2)
         spec = QuantSpec(bits=int(match.group(1)), group_size=-1, method=method)
         if match.group(3):
-            tweak_model(q, calibration, spec, TweakSpec(lr=tweak_lr), progress=False)
+            # keep_better off: the study's committed results predate it (norm tweaking as
+            # the paper has it, every block's training kept)
+            tweak_model(q, calibration, spec, TweakSpec(lr=tweak_lr, keep_better=False),
+                        progress=False)
         else:
             quantize_model(q, spec, calibration=calibration if method == "gptq" else None, progress=False)
     return q, time.perf_counter() - t0

@@ -224,7 +224,7 @@ def tweak_model(
             float_hidden = targets if from_float else float_hidden
             with norm_modules(block, kernel_norms, adapter.norm_offset):
                 hidden, res = process_block(block, index, len(blocks), hidden, targets, start.inputs,
-                                             quant, tweak, device, seed, new_store(),
+                                             quant, tweak, device, seed, new_store,
                                              true_sequential, attach, scale_dtype)
             res.seconds = time.perf_counter() - tb
             targets = None  # free this block's targets before the next block makes its own
@@ -234,7 +234,8 @@ def tweak_model(
             ckpt.save_block(index, block)
         result.blocks.append(res)
         bar.set_postfix(loss="restored from checkpoint" if res.resumed else
-                        f"{res.loss_before:.3g}->{res.loss_after:.3g}" if tweak.enabled else
+                        f"{res.loss_before:.3g}->{res.loss_after:.3g}"
+                        + (" (kept start)" if res.kept_start else "") if tweak.enabled else
                         f"{res.loss_after:.3g}")
         if own_start and index == 0:  # nobody else shares the start: free its activations
             start.inputs.hidden, start.targets0 = [], None

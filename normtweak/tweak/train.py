@@ -34,12 +34,16 @@ class BlockResult:
     loss_after: float  # ... and after
     seconds: float
     resumed: bool = False
+    kept_start: bool = False  # training made the block worse, so its start was restored
 
 
 def process_block(block, index, num_blocks, hidden, targets, inputs, quant, tweak, device, seed,
-                  out, true_sequential=False, attach=None, scale_dtype=None):
+                  new_store, true_sequential=False, attach=None, scale_dtype=None):
     """Quantize one block (or attach its imported QuantLinears), tweak its norms, and return
-    (next inputs in `out`, BlockResult)."""
+    (next inputs in a store from `new_store()`, BlockResult).
+
+    With tweak.keep_better, a block whose loss on the calibration set is higher after
+    training than before is put back as it started (norms and quantized linears)."""
     tune = tweak.enabled and tweak.quant_params != "none"
     floats = {n: lin.weight.detach().clone() for n, lin in arch.block_linears(block)} if tune else {}
     if attach is not None:
@@ -54,6 +58,7 @@ def process_block(block, index, num_blocks, hidden, targets, inputs, quant, twea
     # Plain quantization: the loss before equals the loss after; skip a pass over the data.
     before = mean_loss(block, hidden, targets, inputs, index, device, loss_fn) \
         if tweak.enabled else None
+    start = _norm_state(block) if tweak.enabled and tweak.keep_better else None
     if tweak.enabled:
         gen = torch.Generator().manual_seed(seed * 100_003 + index)
         tunables = {n: make_tunable(q, floats[n], tweak.quant_params == "clip_round")
@@ -67,8 +72,27 @@ def process_block(block, index, num_blocks, hidden, targets, inputs, quant, twea
             for name, t in tunables.items():
                 set_submodule(block, name, to_quant_linear(t, quantized[name]))
             _round_scales({n: block.get_submodule(n) for n in tunables}, scale_dtype, index)
-    nxt, after = run_all(block, hidden, inputs, index, device, out, targets, loss_fn)
-    return nxt, BlockResult(index, lr, after if before is None else before, after, 0.0)
+    nxt, after = run_all(block, hidden, inputs, index, device, new_store(), targets, loss_fn)
+    kept_start = start is not None and after > before
+    if kept_start:
+        _restore(block, start, quantized if tune else {})
+        nxt, after = run_all(block, hidden, inputs, index, device, new_store(), targets, loss_fn)
+    return nxt, BlockResult(index, lr, after if before is None else before, after, 0.0,
+                            kept_start=kept_start)
+
+
+def _norm_state(block: nn.Module) -> list[torch.Tensor]:
+    """Copies of the block's norm parameters (to restore them with `_restore`)."""
+    return [p.detach().clone() for p in norm_parameters(block)]
+
+
+def _restore(block: nn.Module, norms: list[torch.Tensor], linears: dict) -> None:
+    """Put back the norm parameters saved by `_norm_state` and the given QuantLinears."""
+    with torch.no_grad():
+        for p, saved in zip(norm_parameters(block), norms):
+            p.copy_(saved)
+    for name, q in linears.items():
+        set_submodule(block, name, q)
 
 
 def _round_scales(quantized: dict, dtype, index: int) -> None:

@@ -28,7 +28,9 @@ def test_only_norm_parameters_change(make_tiny, family):
     original = make_tiny(family)
     tweaked = make_tiny(family)
     plain = make_tiny(family)
-    tweak_model(tweaked, ids, QUANT, TweakSpec(lr=1e-2, iters=2), progress=False)
+    # keep_better off: this checks what training moves, not whether it is kept
+    tweak_model(tweaked, ids, QUANT, TweakSpec(lr=1e-2, iters=2, keep_better=False),
+                progress=False)
     tweak_model(plain, ids, QUANT, TweakSpec(loss="none"), progress=False)
     norms = _norm_names(tweaked)
     assert norms
@@ -178,3 +180,31 @@ def test_scales_rounded_to_the_target_dtype_before_and_after_tuning(make_tiny, q
         scales[dtype] = [m.scales for m in model.modules() if isinstance(m, QuantLinear)]
     assert all(torch.equal(s.half().float(), s.float()) for s in scales[torch.float16])
     assert not all(torch.equal(s.half().float(), s.float()) for s in scales[None])
+
+
+def test_keep_better_restores_a_block_that_training_made_worse(make_tiny):
+    """A step size far too large raises every block's calibration loss; keep_better puts
+    each block back as it started, so the model equals plain RTN quantization exactly."""
+    import warnings
+
+    from normtweak.quant.model import quantize_model
+
+    ids = tiny_batch(8, 16, seed=3)
+    spec = QuantSpec(bits=3, group_size=16)
+    wild = dict(lr=0.3, iters=2, batch_size=2, loss="mse", quant_params="clip_round",
+                quant_lr=0.4)
+    worse = tweak_model(make_tiny("llama"), ids, spec, TweakSpec(**wild, keep_better=False),
+                        progress=False)
+    assert all(b.loss_after > b.loss_before and not b.kept_start for b in worse.blocks)
+    model = make_tiny("llama")
+    kept = tweak_model(model, ids, spec, TweakSpec(**wild), progress=False)
+    assert all(b.kept_start and b.loss_after == b.loss_before for b in kept.blocks)
+    plain = make_tiny("llama")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        quantize_model(plain, spec, progress=False)
+    want = plain.state_dict()
+    got = model.state_dict()
+    assert set(got) == set(want)
+    assert all(torch.equal(got[k], want[k]) for k in want)
+    assert not TweakSpec.preset("paper").keep_better and TweakSpec().keep_better
