@@ -60,7 +60,15 @@ VARIANTS = {
                                            "quant_lr": 5e-3}),
     "gptq+round-5e-3": ({"method": "gptq"}, {**JOINT, "quant_params": "clip_round",
                                              "quant_lr": 5e-3}),
+    # with TweakSpec.keep_better (a block that training made worse is restored)
+    "gptq+round-kb": ({"method": "gptq"}, {**JOINT, "quant_params": "clip_round",
+                                           "keep_better": True}),
 }
+# Every variant above was measured before TweakSpec.keep_better existed (it defaults to on):
+# they keep their meaning with keep_better off, and keep_better=False stays out of run keys.
+for _quant, _tweak in VARIANTS.values():
+    if _tweak is not None:
+        _tweak.setdefault("keep_better", False)
 # End-to-end tweaking after the base quantizer: every norm (the final one too) against the
 # float model's token distributions (KL), Adam, one pass at batch 1 (normtweak.tweak.end_to_end).
 END_TO_END = {"rtn+e2e": ("rtn", dict(lr=1e-4, iters=1, batch_size=1)),
@@ -88,6 +96,8 @@ def label(bits: int, group: int) -> str:
 
 def run_key(model: str, text: str, bits: int, group: int, variant: str, args) -> str:
     quant, tweak = VARIANTS[variant]
+    if tweak is not None and tweak["keep_better"] is False:
+        tweak = {k: v for k, v in tweak.items() if k != "keep_better"}
     items = [model, text, bits, group, quant, tweak, args.calib_samples, args.calib_len,
              args.max_windows, args.seed]
     if variant in END_TO_END:  # (keys of the other variants stay as they were)
