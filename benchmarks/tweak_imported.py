@@ -29,6 +29,14 @@ from pathlib import Path
 
 import torch
 
+# `python benchmarks/tweak_imported.py` puts benchmarks/ (not the repository) first on
+# sys.path, so `import normtweak` would find whatever checkout is pip-installed (editable:
+# possibly another worktree, changing under a long run). Import this repository's.
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+import normtweak
 from normtweak.assets import load_text
 from normtweak.calib.text import calibration_from_text
 from normtweak.config import TweakSpec
@@ -75,7 +83,8 @@ def run_one(path: Path, model, tokenizer, texts, calib, args) -> dict:
           flush=True)
     return {"checkpoint": path.name, "format": fmt, "bits": quant.bits,
             "group_size": quant.group_size, "preset": args.preset, "tweak": spec.as_dict(),
-            "before": before, "after": after, "tweak_s": seconds}
+            "before": before, "after": after, "tweak_s": seconds,
+            "normtweak": str(Path(normtweak.__file__).parent)}
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -100,7 +109,7 @@ def main(argv: list[str] | None = None) -> dict:
                 f"../peer-models)")
     command = "python benchmarks/tweak_imported.py " + " ".join(
         map(shlex.quote, sys.argv[1:] if argv is None else argv))
-    rev = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
+    rev = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, cwd=ROOT,
                          text=True).stdout.strip()
     torch.set_num_threads(args.threads)
     model, tokenizer = load_model(args.model)
