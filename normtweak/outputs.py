@@ -27,7 +27,8 @@ from pathlib import Path
 from normtweak.common.files import replace_folder, staging_folder, write_atomic
 
 __all__ = ["MARKER", "TargetExistsError", "check_target", "foreign_files", "publish_folder",
-           "staging_folder", "user_cache_dir", "write_file", "write_folder", "write_marker"]
+           "staging_folder", "user_cache_dir", "write_file", "write_folder",
+           "write_library_folder", "write_marker"]
 
 MARKER = "normtweak-output.json"
 
@@ -66,8 +67,12 @@ def _older_normtweak_model(folder: Path) -> bool:
     return (config.get("quantization_config") or {}).get("quant_method") == "normtweak"
 
 
-def check_target(path: str | os.PathLike, overwrite: bool, flag: str = "--save-dir") -> Path:
-    """Raise TargetExistsError unless writing `path` is allowed by the rule above."""
+def check_target(path: str | os.PathLike, overwrite: bool, flag: str = "--save-dir",
+                 option: str = "--overwrite") -> Path:
+    """Raise TargetExistsError unless writing `path` is allowed by the rule above.
+
+    flag / option: how the message names the target and the way to allow replacing it
+    (the CLI's "--save-dir" / "--overwrite"; the Python API's "path" / "overwrite=True")."""
     path = Path(path)
     if not path.exists() and not path.is_symlink():
         return path
@@ -78,18 +83,18 @@ def check_target(path: str | os.PathLike, overwrite: bool, flag: str = "--save-d
         if not overwrite:
             what = "a normtweak output" if foreign is not None else "not empty"
             raise TargetExistsError(
-                f"{flag} {path} exists and is {what} ({_listing(path)}); pass --overwrite to "
+                f"{flag} {path} exists and is {what} ({_listing(path)}); pass {option} to "
                 f"replace it, or choose a new path" + ("" if foreign is not None else
                                                        f" such as {path / 'NAME'}"))
         if foreign is None and _older_normtweak_model(path):
             raise TargetExistsError(
                 f"{flag} {path} holds a model saved by an earlier normtweak, without the "
-                f"{MARKER} that lets --overwrite replace it; delete it yourself if you mean "
+                f"{MARKER} that lets {option} replace it; delete it yourself if you mean "
                 f"to, or choose a new path")
         if foreign is None:
             raise TargetExistsError(
                 f"{flag} {path} holds files normtweak did not write ({_listing(path)}); "
-                f"--overwrite only replaces normtweak's own output folders, so nothing is "
+                f"{option} only replaces normtweak's own output folders, so nothing is "
                 f"deleted: choose a new folder such as {path / 'NAME'}")
         if foreign:
             raise TargetExistsError(
@@ -97,7 +102,7 @@ def check_target(path: str | os.PathLike, overwrite: bool, flag: str = "--save-d
                 f"({', '.join(foreign[:6])}); move them out first, or choose a new path")
         return path
     if not overwrite:
-        raise TargetExistsError(f"{flag} {path} exists; pass --overwrite to replace it, or "
+        raise TargetExistsError(f"{flag} {path} exists; pass {option} to replace it, or "
                                 f"choose a new path")
     return path
 
@@ -111,37 +116,47 @@ def write_marker(folder: Path, command: str, **info) -> None:
 
 
 def publish_folder(staged: Path, path: str | os.PathLike, overwrite: bool, command: str,
-                   flag: str = "--save-dir", **info) -> Path:
+                   flag: str = "--save-dir", option: str = "--overwrite", **info) -> Path:
     """Mark `staged` and rename it to `path` (replacing an old output only if allowed)."""
     path = Path(path)
-    check_target(path, overwrite, flag)  # again: something may have appeared meanwhile
+    check_target(path, overwrite, flag, option)  # again: something may have appeared meanwhile
     write_marker(staged, command, **info)
     return replace_folder(staged, path)
 
 
 def write_folder(path: str | os.PathLike, write: Callable[[Path], object], *, overwrite: bool,
-                 command: str, flag: str = "--save-dir", **info) -> Path:
+                 command: str, flag: str = "--save-dir", option: str = "--overwrite",
+                 **info) -> Path:
     """Check the target, call write(new_folder) (new_folder does not exist yet), publish it.
 
     `write` may be any saver that creates a folder at the path it is given (e.g.
     `lambda p: save_quantized(model, tok, p, quant=spec)`).
     """
-    path = check_target(path, overwrite, flag)
+    path = check_target(path, overwrite, flag, option)
     stage = staging_folder(path)
     try:
         inner = stage / "out"
         write(inner)
         if not inner.is_dir():
             raise OSError(f"nothing was written for {path}")
-        return publish_folder(inner, path, overwrite, command, flag, **info)
+        return publish_folder(inner, path, overwrite, command, flag, option, **info)
     finally:
         shutil.rmtree(stage, ignore_errors=True)
 
 
 def write_file(path: str | os.PathLike, data: bytes | str, *, overwrite: bool,
-               flag: str = "--output") -> Path:
+               flag: str = "--output", option: str = "--overwrite") -> Path:
     """Write a file atomically (temporary file + rename), refusing to replace one unasked."""
-    return write_atomic(check_target(path, overwrite, flag), data)
+    return write_atomic(check_target(path, overwrite, flag, option), data)
+
+
+def write_library_folder(path: str | os.PathLike, write: Callable[[Path], object],
+                         overwrite: bool, what: str) -> Path:
+    """write_folder for the Python API: the same rule, with messages in Python's terms.
+
+    A folder a saver wrote is marked, so overwrite=True may later replace it (and only it)."""
+    return write_folder(path, write, overwrite=overwrite, command=f"normtweak.{what} (Python)",
+                        flag="path", option="overwrite=True")
 
 
 def user_cache_dir() -> Path:

@@ -53,22 +53,35 @@ def check_format(fmt: str, quant, linears) -> None:
 
 def write_model(model, tokenizer, path: str | os.PathLike, fmt: str, *, quant=None, tweak=None,
                 calibration_sha256: str | None = None, extra: dict | None = None,
-                gptq_version: int = 2, gguf_type: str | None = None) -> Path:
+                gptq_version: int = 2, gguf_type: str | None = None,
+                overwrite: bool = False) -> Path:
     """Write `model` (with QuantLinears) to the new folder `path` in format `fmt`.
 
     compressed-tensors: vLLM, SGLang, transformers; gptq: gptq_v2 (or v1 when exact);
     gguf: llama.cpp Q4_0/Q4_1/Q8_0; float: dequantized weights. Each refuses what it
     cannot hold exactly, before writing anything. Our provenance goes beside it.
+    `path` and `overwrite` follow save_quantized's rule (normtweak.outputs).
     """
-    from normtweak.io.save import export_dequantized, provenance, save_quantized
+    from normtweak.io.save import export_dequantized, save_quantized
+    from normtweak.outputs import write_library_folder
 
     if fmt not in SAVE_FORMATS:
         raise ValueError(f"format must be one of {SAVE_FORMATS}, got {fmt!r}")
     if fmt == "float":
-        return export_dequantized(model, tokenizer, path)
+        return export_dequantized(model, tokenizer, path, overwrite=overwrite)
     if fmt == "compressed-tensors":
         return save_quantized(model, tokenizer, path, quant=quant, tweak=tweak,
-                              calibration_sha256=calibration_sha256, extra=extra)
+                              calibration_sha256=calibration_sha256, extra=extra,
+                              overwrite=overwrite)
+    return write_library_folder(path, lambda p: _write_other(
+        model, tokenizer, p, fmt, quant, tweak, calibration_sha256, extra, gptq_version,
+        gguf_type), overwrite, "write_model")
+
+
+def _write_other(model, tokenizer, path, fmt, quant, tweak, calibration_sha256, extra,
+                 gptq_version, gguf_type) -> Path:
+    from normtweak.io.save import provenance
+
     record = provenance(model, None, tweak, calibration_sha256, extra)
     record["quant"] = quant.as_dict() if hasattr(quant, "as_dict") else quant
     if fmt == "gptq":

@@ -26,6 +26,7 @@ from normtweak.io.format import (
     quantized_module_names,
 )
 from normtweak.io.serving import warn_serving_kernels
+from normtweak.outputs import write_library_folder
 
 
 def quantized_state_dict(model: nn.Module, encode_module=None) -> dict[str, torch.Tensor]:
@@ -107,13 +108,22 @@ def _ignored_linears(model: nn.Module, quantized: set[str]) -> list[str]:
 
 def save_quantized(model: nn.Module, tokenizer, path: str | os.PathLike, *,
                    quant: QuantSpec | None = None, tweak: TweakSpec | None = None,
-                   calibration_sha256: str | None = None, extra: dict | None = None) -> Path:
+                   calibration_sha256: str | None = None, extra: dict | None = None,
+                   overwrite: bool = False) -> Path:
     """Write a compressed-tensors pack-quantized folder (vLLM, SGLang, transformers read it).
 
     `load_quantized` rebuilds it exactly. Our provenance goes to normtweak_quantization.json
     with the sha256 of model.safetensors, so a truncated or altered file is refused on load.
     Unrepresentable models (act-order permuted groups) are refused before anything is written.
+
+    `path` must not exist or be an empty folder; overwrite=True replaces a folder only if
+    normtweak wrote it (normtweak.outputs: nothing normtweak did not write is deleted).
     """
+    return write_library_folder(path, lambda p: _save_quantized(
+        model, tokenizer, p, quant, tweak, calibration_sha256, extra), overwrite, "save_quantized")
+
+
+def _save_quantized(model, tokenizer, path, quant, tweak, calibration_sha256, extra) -> Path:
     names = quantized_module_names(model)
     if not names:
         raise ValueError("the model has no QuantLinear modules: quantize it before save_quantized")
@@ -173,8 +183,14 @@ def dequantized_copy(model: nn.Module) -> nn.Module:
 
 
 def export_dequantized(model: nn.Module, tokenizer, path: str | os.PathLike,
-                       dtype: torch.dtype | None = None) -> Path:
-    """Write a plain float folder that `AutoModelForCausalLM.from_pretrained` loads, no normtweak needed."""
+                       dtype: torch.dtype | None = None, overwrite: bool = False) -> Path:
+    """Write a plain float folder that `AutoModelForCausalLM.from_pretrained` loads, no normtweak
+    needed. `path` and `overwrite` follow save_quantized's rule."""
+    return write_library_folder(path, lambda p: _export_dequantized(model, tokenizer, p, dtype),
+                                overwrite, "export_dequantized")
+
+
+def _export_dequantized(model, tokenizer, path, dtype) -> Path:
     plain = dequantized_copy(model)
     if dtype is not None:
         plain.to(dtype)

@@ -70,6 +70,7 @@ class _PointJob:
     progress: bool
     save_all_dir: str | None
     activations: object
+    overwrite: bool = False
 
 
 def _evaluate(job: _PointJob, model, device, label: str) -> tuple[float, float]:
@@ -110,7 +111,7 @@ def _run_point(job: _PointJob, start, point: tuple[float, float], device):
     if job.save_all_dir is not None:
         path = Path(job.save_all_dir) / f"lr{lr:g}_scale{scale:g}"
         save_quantized(candidate, job.tokenizer, path, quant=job.quant, tweak=spec,
-                       calibration_sha256=calibration_hash(job.ids))
+                       calibration_sha256=calibration_hash(job.ids), overwrite=job.overwrite)
         result.saved_to = str(path)
     return result, candidate.to("cpu")
 
@@ -140,6 +141,7 @@ def grid_search(
     seed: int = 0,
     float_ppl: dict | None = None,
     activations=None,
+    overwrite: bool = False,
 ):
     """Run the pipeline for every (lr, scale) of `grid`; return (GridResult, best model).
 
@@ -148,16 +150,24 @@ def grid_search(
     when already known (skips scoring the float model again). Under torchrun the jobs
     are spread over the ranks; the best model is returned on rank 0 (None elsewhere).
     activations: ActivationBudget or size ('8GiB') for in-memory activations.
+    overwrite: replace models an earlier run saved under save_dir (save_quantized's rule);
+    without it an existing one is refused here, before any tweaking.
     """
     from normtweak.calib.store import calibration_hash
     from normtweak.io import save_quantized
+    from normtweak.outputs import check_target
 
+    if save_dir is not None:
+        names = ["best"] + ([f"lr{lr:g}_scale{s:g}" for lr, s in grid.points] if grid.save_all else [])
+        for name in names:
+            check_target(Path(save_dir) / name, overwrite, "path", "overwrite=True")
     ids = as_input_ids(calibration)
     if tweak.num_samples is not None:
         ids = ids[: tweak.num_samples]
     job = _PointJob(model, tokenizer, ids, quant, tweak, validation_text, test_text, max_windows,
                     seed, progress and not dist.is_distributed(),
-                    save_dir if save_dir is not None and grid.save_all else None, activations)
+                    save_dir if save_dir is not None and grid.save_all else None, activations,
+                    overwrite)
     numbered = [(lr, s, i + 1, len(grid.points)) for i, (lr, s) in enumerate(grid.points)]
     items = ([] if float_ppl else ["float"]) + ["quantized"] + numbered
     local: dict = {"start": None, "key": None, "model": None}  # this rank's start and best
@@ -178,7 +188,8 @@ def grid_search(
         best_spec = replace(tweak, lr=result.best.lr, scale=result.best.scale)
         path = Path(save_dir) / "best"
         dist.on_main(save_quantized, best_model, tokenizer, path, quant=quant, tweak=best_spec,
-                     calibration_sha256=calibration_hash(ids), extra={"grid": result.as_dict()})
+                     calibration_sha256=calibration_hash(ids), extra={"grid": result.as_dict()},
+                     overwrite=overwrite)
         result.best.saved_to = str(path)
     return result, best_model
 

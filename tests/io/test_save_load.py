@@ -135,7 +135,8 @@ def test_disk_full_leaves_no_partial_output_and_keeps_old_model(saved, make_tiny
 
     monkeypatch.setattr(save_module, "save_file", full)
     with pytest.raises(OSError, match="disk full while saving"):
-        save_quantized(_quantized(make_tiny, "llama"), tokenizer, saved, quant=QUANT)
+        save_quantized(_quantized(make_tiny, "llama"), tokenizer, saved, quant=QUANT,
+                       overwrite=True)
     assert {p.name: p.read_bytes() for p in saved.iterdir()} == before
     assert [p.name for p in saved.parent.iterdir() if p.name.startswith(".")] == []
     with pytest.raises(OSError, match="disk full"):
@@ -167,3 +168,53 @@ def test_export_migrates_a_version_1_folder(make_tiny, tokenizer, tmp_path):
         tmp_path / "new", quantization_config=CompressedTensorsConfig(dequantize=True)).eval()
     ids = tiny_batch(2, 16, seed=5)
     torch.testing.assert_close(_logits(plain, ids), _logits(model, ids), rtol=1e-5, atol=1e-6)
+
+
+def _snapshot(folder):
+    return {p.relative_to(folder).as_posix(): p.read_bytes() for p in folder.rglob("*") if p.is_file()}
+
+
+def test_library_save_never_destroys_a_users_folder(make_tiny, tokenizer, tmp_path):
+    """save_quantized / export_dequantized / write_model follow the commands' rule: a non-empty
+    folder is refused, and overwrite=True replaces only a folder normtweak wrote."""
+    from normtweak.io.export import write_model
+    from normtweak.outputs import MARKER, TargetExistsError
+
+    model = _quantized(make_tiny, "llama")
+    mine = tmp_path / "models"
+    mine.mkdir()
+    (mine / "notes.txt").write_text("my notes")
+    (mine / "other-model").mkdir()
+    (mine / "other-model" / "config.json").write_text("{}")
+    before = _snapshot(mine)
+    savers = {
+        "save_quantized": lambda path, **kw: save_quantized(model, tokenizer, path, quant=QUANT, **kw),
+        "export_dequantized": lambda path, **kw: export_dequantized(model, tokenizer, path, **kw),
+        "write_model gptq": lambda path, **kw: write_model(model, tokenizer, path, "gptq",
+                                                          quant=QUANT, **kw),
+    }
+    for name, save in savers.items():
+        with pytest.raises(TargetExistsError, match="path .*models exists and is not empty.*"
+                                                    "overwrite=True"):
+            save(mine)
+        with pytest.raises(TargetExistsError, match="files normtweak did not write.*nothing is deleted"):
+            save(mine, overwrite=True)
+        assert _snapshot(mine) == before, name
+        # a folder the library wrote: refused without overwrite, replaced with it
+        out = tmp_path / name.replace(" ", "_")
+        save(out)
+        assert (out / MARKER).is_file()
+        with pytest.raises(TargetExistsError, match="is a normtweak output.*overwrite=True"):
+            save(out)
+        (out / "config.json").write_text("stale")
+        save(out, overwrite=True)
+        assert (out / "config.json").read_text() != "stale"
+        # ... but not once somebody put a file of their own in it
+        (out / "mine.txt").write_text("keep me")
+        with pytest.raises(TargetExistsError, match="also holds other files \\(mine.txt\\)"):
+            save(out, overwrite=True)
+        assert (out / "mine.txt").read_text() == "keep me"
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
+    loaded, _ = load_quantized(tmp_path / "save_quantized")
+    ids = tiny_batch(2, 16, seed=5)
+    torch.testing.assert_close(_logits(loaded, ids), _logits(model, ids), atol=0, rtol=0)

@@ -51,3 +51,12 @@ def test_grid_search_end_to_end(make_tiny, tokenizer, tmp_path, monkeypatch):
     data = json.loads(json_path.read_text())
     assert data["selected_on"] == "validation" and len(data["points"]) == 4
     assert png_path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    # the same save_dir again: refused before any tweaking (prepare_start not called again)
+    from normtweak.outputs import TargetExistsError
+
+    with pytest.raises(TargetExistsError, match="best exists and is a normtweak output.*"
+                                                "overwrite=True"):
+        grid_search(model, tokenizer, ids, QuantSpec(bits=3, group_size=16), TweakSpec(), grid,
+                    validation_text=TEXT[:600], test_text=TEXT[600:],
+                    save_dir=str(tmp_path / "out"), progress=False)
+    assert calls == [1]
