@@ -63,6 +63,9 @@ VARIANTS = {
     # with TweakSpec.keep_better (a block that training made worse is restored)
     "gptq+round-kb": ({"method": "gptq"}, {**JOINT, "quant_params": "clip_round",
                                            "keep_better": True}),
+    # ... and AutoRound's best-iteration rule inside each block (TweakSpec.best_step)
+    "gptq+round-kb-best": ({"method": "gptq"}, {**JOINT, "quant_params": "clip_round",
+                                                "keep_better": True, "best_step": True}),
 }
 # Every variant above was measured before TweakSpec.keep_better existed (it defaults to on):
 # they keep their meaning with keep_better off, and keep_better=False stays out of run keys.
@@ -120,9 +123,12 @@ def run_variant(model, tokenizer, calib, bits, group, variant) -> tuple[torch.nn
     t = time.perf_counter()
     if tweak is None:  # plain RTN / GPTQ: no float targets needed
         quantize_model(qmodel, quant, calibration=calib, batch_size=8)
+        info = {}
     else:
-        tweak_model(qmodel, calib, quant, tweak, progress=True)
-    info = {}
+        run = tweak_model(qmodel, calib, quant, tweak, progress=True)
+        info = {"blocks": [{"index": b.index, "loss_before": b.loss_before,
+                            "loss_after": b.loss_after, "kept_start": b.kept_start,
+                            "best_step": b.best_step} for b in run.blocks]}
     if variant in END_TO_END:
         settings = END_TO_END[variant][1]
         res = tweak_end_to_end(qmodel, model, calib, **settings)

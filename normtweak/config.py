@@ -118,6 +118,10 @@ class TweakSpec:
     # raised SmolLM2 block 0's W4 g64 output MSE from 0.0111 to 0.0247 (train) at
     # quant_lr 2e-2 and to 0.0165 at 5e-3 (benchmarks/block_diagnosis.py, 16 x 512).
     keep_better: bool = True
+    # Within a block, end at the step whose minibatch loss was the lowest (measured before
+    # that step's update) instead of at the last step: AutoRound's best-iteration rule.
+    # Off by default; with keep_better the chosen state must still beat the block's start.
+    best_step: bool = False
 
     def __post_init__(self) -> None:
         if not (self.lr >= 0 and math.isfinite(self.lr)):

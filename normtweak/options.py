@@ -140,6 +140,10 @@ def tweak_options(fn):
             "--keep-better/--no-keep-better", default=d("keep_better"), show_default=True,
             help="restore a block as it started when training raised its calibration loss "
                  "(the 'paper' preset: off)")),
+        *_if_field(TweakSpec, "best_step", lambda: click.option(
+            "--best-step/--last-step", default=d("best_step"), show_default=True,
+            help="end each block's training at the step with the lowest minibatch loss "
+                 "(AutoRound's best-iteration rule) instead of the last step")),
         *([click.option("--preset", type=click.Choice(sorted(config.TWEAK_PRESETS)), default=None,
                         help="named tweak settings ('paper': Algorithm 1 as written); options "
                              "given on the command line override it")]

@@ -35,6 +35,7 @@ class BlockResult:
     seconds: float
     resumed: bool = False
     kept_start: bool = False  # training made the block worse, so its start was restored
+    best_step: int | None = None  # with TweakSpec.best_step: the step kept (0: the start)
 
 
 def process_block(block, index, num_blocks, hidden, targets, inputs, quant, tweak, device, seed,
@@ -66,8 +67,8 @@ def process_block(block, index, num_blocks, hidden, targets, inputs, quant, twea
         for name, t in tunables.items():
             set_submodule(block, name, t)
         try:
-            train_norms(block, hidden, targets, lambda h: inputs.extra(index, h.shape), lr, tweak,
-                        loss_fn, device, gen, list(tunables.values()))
+            best_step = train_norms(block, hidden, targets, lambda h: inputs.extra(index, h.shape),
+                                    lr, tweak, loss_fn, device, gen, list(tunables.values()))
         finally:
             for name, t in tunables.items():
                 set_submodule(block, name, to_quant_linear(t, quantized[name]))
@@ -78,7 +79,7 @@ def process_block(block, index, num_blocks, hidden, targets, inputs, quant, twea
         _restore(block, start, quantized if tune else {})
         nxt, after = run_all(block, hidden, inputs, index, device, new_store(), targets, loss_fn)
     return nxt, BlockResult(index, lr, after if before is None else before, after, 0.0,
-                            kept_start=kept_start)
+                            kept_start=kept_start, best_step=best_step if tweak.enabled else None)
 
 
 def _norm_state(block: nn.Module) -> list[torch.Tensor]:
@@ -111,8 +112,11 @@ def norm_parameters(block: nn.Module) -> list[nn.Parameter]:
 
 
 def train_norms(block, hidden, targets, extra_of, lr, tweak, loss_fn, device, generator,
-                tunables=()) -> None:
+                tunables=()) -> int | None:
     """Adam on the block's norm parameters, `tweak.iters` passes over the batches.
+
+    With tweak.best_step the parameters end as they were at the lowest minibatch loss, and
+    the step they come from is returned (0: the start); else None.
 
     tunables: TunableQuantLinears of the block whose clipping/rounding train alongside,
     by signed steps of tweak.quant_lr (default min(1/steps, 2e-2)) decayed linearly to 0.
@@ -129,6 +133,7 @@ def train_norms(block, hidden, targets, extra_of, lr, tweak, loss_fn, device, ge
     opt = torch.optim.Adam(norms, lr=lr) if lr > 0 else None
     steps, step = tweak.iters * len(hidden), 0
     quant_lr = tweak.quant_lr if tweak.quant_lr is not None else min(1.0 / steps, 2e-2)
+    best = BestStep(norms + quant_params) if tweak.best_step else None
     try:
         with torch.enable_grad():
             for _ in range(tweak.iters):
@@ -136,6 +141,8 @@ def train_norms(block, hidden, targets, extra_of, lr, tweak, loss_fn, device, ge
                     x = hidden[b].to(device)
                     y = arch.run_block(block, x, extra_of(x))
                     loss = loss_fn(targets[b].to(device), y)
+                    if best is not None:  # the parameters as they are before this step
+                        best.offer(dist.mean_over_ranks(float(loss), 1))
                     block.zero_grad(set_to_none=True)
                     loss.backward()
                     # DDP rule (global batch = ranks x batch): average before any step.
@@ -146,9 +153,38 @@ def train_norms(block, hidden, targets, extra_of, lr, tweak, loss_fn, device, ge
                     for t in tunables:
                         t.clamp_()
                     step += 1
+        if best is not None:
+            best.restore()
     finally:
         for p in block.parameters():
             p.requires_grad_(flags.get(id(p), False))
+    return best.step if best is not None else None
+
+
+class BestStep:
+    """Remember the parameters at the lowest loss offered so far; put them back on restore.
+
+    AutoRound's best-iteration rule: each training step offers its minibatch loss, computed
+    with the parameters as they were before the step's update."""
+
+    def __init__(self, params: list[torch.Tensor]):
+        self.params = params
+        self.loss = float("inf")
+        self.saved: list[torch.Tensor] | None = None
+        self.step = -1  # the step whose parameters are saved (0: the start)
+        self._offers = 0
+
+    def offer(self, loss: float) -> None:
+        if loss < self.loss:
+            self.loss, self.step = loss, self._offers
+            self.saved = [p.detach().clone() for p in self.params]
+        self._offers += 1
+
+    @torch.no_grad()
+    def restore(self) -> None:
+        if self.saved is not None:
+            for p, saved in zip(self.params, self.saved):
+                p.copy_(saved)
 
 
 @torch.no_grad()

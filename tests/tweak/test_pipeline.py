@@ -208,3 +208,46 @@ def test_keep_better_restores_a_block_that_training_made_worse(make_tiny):
     assert set(got) == set(want)
     assert all(torch.equal(got[k], want[k]) for k in want)
     assert not TweakSpec.preset("paper").keep_better and TweakSpec().keep_better
+
+
+def test_best_step_ends_each_block_at_its_lowest_minibatch_loss(make_tiny, monkeypatch):
+    """best_step: every block's norms end as they were at the step with the lowest
+    minibatch loss. A record kept outside the rule (every step's loss, taken from the loss
+    function, and a copy of the norms before the step) names that step."""
+    from normtweak.tweak import train as train_module
+
+    records = []  # per block: [(loss recomputed here, norm params before the step)]
+    real_train = train_module.train_norms
+
+    def recording_train(block, hidden, targets, extra_of, lr, tweak, loss_fn, *args):
+        steps = []
+        norms = norm_parameters(block)
+
+        def loss_and_record(target, y):
+            loss = loss_fn(target, y)
+            steps.append((float(loss.detach()), [p.detach().clone() for p in norms]))
+            return loss
+
+        out = real_train(block, hidden, targets, extra_of, lr, tweak, loss_and_record, *args)
+        records.append((steps, [p.detach().clone() for p in norms], out))
+        return out
+
+    monkeypatch.setattr(train_module, "train_norms", recording_train)
+    ids = tiny_batch(8, 16, seed=3)
+    spec = dict(lr=5e-2, iters=3, batch_size=2, loss="mse", quant_params="clip_round",
+                quant_lr=1e-2, keep_better=False)
+    run = tweak_model(make_tiny("llama"), ids, QUANT, TweakSpec(**spec, best_step=True),
+                      progress=False)
+    interior = 0
+    for (steps, final, kept), block in zip(records, run.blocks):
+        losses = [loss for loss, _ in steps]
+        want = min(range(len(losses)), key=losses.__getitem__)
+        assert kept == want == block.best_step
+        assert all(torch.equal(a, b) for a, b in zip(final, steps[want][1]))
+        interior += 0 < want < len(losses) - 1
+    assert interior  # the rule chose a step that is neither the start nor the last one
+    # without it the norms end at the last step's update (so the check above can fail)
+    records.clear()
+    tweak_model(make_tiny("llama"), ids, QUANT, TweakSpec(**spec), progress=False)
+    steps, final, kept = records[0]
+    assert kept is None and not all(torch.equal(a, b) for a, b in zip(final, steps[-1][1]))
