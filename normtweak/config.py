@@ -148,6 +148,9 @@ class TweakSpec:
                              f"{self.end_to_end_lr}")
         if self.num_samples is not None and self.num_samples < 1:
             raise ValueError(f"num_samples must be >= 1, got {self.num_samples}")
+        for name in ("keep_better", "best_step"):  # "false" would read as true
+            if not isinstance(getattr(self, name), bool):
+                raise TypeError(f"{name} must be True or False, got {getattr(self, name)!r}")
 
     @classmethod
     def preset(cls, name: str, **overrides) -> "TweakSpec":

@@ -251,3 +251,11 @@ def test_best_step_ends_each_block_at_its_lowest_minibatch_loss(make_tiny, monke
     tweak_model(make_tiny("llama"), ids, QUANT, TweakSpec(**spec), progress=False)
     steps, final, kept = records[0]
     assert kept is None and not all(torch.equal(a, b) for a, b in zip(final, steps[-1][1]))
+
+
+@pytest.mark.parametrize("name", ["keep_better", "best_step"])
+@pytest.mark.parametrize("value", ["false", 0, None])
+def test_switches_must_be_booleans(name, value):
+    with pytest.raises(TypeError, match=f"{name} must be True or False, got {value!r}"):
+        TweakSpec(**{name: value})
+    assert getattr(TweakSpec(**{name: True}), name) is True
