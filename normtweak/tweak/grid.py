@@ -109,11 +109,16 @@ def _run_point(job: _PointJob, start, point: tuple[float, float], device):
     v, t = _evaluate(job, candidate, device, f"grid point {number}/{total}")
     result = GridPoint(lr, scale, v, t, run.seconds)
     if job.save_all_dir is not None:
-        path = Path(job.save_all_dir) / f"lr{lr:g}_scale{scale:g}"
+        path = Path(job.save_all_dir) / point_folder(lr, scale)
         save_quantized(candidate, job.tokenizer, path, quant=job.quant, tweak=spec,
                        calibration_sha256=calibration_hash(job.ids), overwrite=job.overwrite)
         result.saved_to = str(path)
     return result, candidate.to("cpu")
+
+
+def point_folder(lr: float, scale: float) -> str:
+    """The folder under save_dir that grid point (lr, scale) is saved to (GridSpec.save_all)."""
+    return f"lr{lr:g}_scale{scale:g}"
 
 
 def select_best(points: list[GridPoint]) -> GridPoint:
@@ -158,7 +163,7 @@ def grid_search(
     from normtweak.outputs import check_target
 
     if save_dir is not None:
-        names = ["best"] + ([f"lr{lr:g}_scale{s:g}" for lr, s in grid.points] if grid.save_all else [])
+        names = ["best"] + ([point_folder(lr, s) for lr, s in grid.points] if grid.save_all else [])
         for name in names:
             check_target(Path(save_dir) / name, overwrite, "path", "overwrite=True")
     ids = as_input_ids(calibration)
