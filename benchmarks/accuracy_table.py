@@ -11,7 +11,9 @@ measured on the same protocol but that were not re-run here (AutoRound with 50
 iterations: hours per config on this CPU) come from results/issue13_reference.json and
 are marked as such. Gap recovered (test) = (RTN - method) / (RTN - float), RTN = normtweak's
 of the same config; "of GPTQ's gap" = (GPTQ - method) / (GPTQ - float), GPTQ = normtweak's
-default GPTQ. Prints Markdown and writes results/accuracy_table_<text>.json.
+default GPTQ. Below it, the calibration-size study: every (config, variant) that
+accuracy.py ran with more than one --calib-samples / --calib-len. Prints Markdown and
+writes results/accuracy_table_<text>.json.
 """
 
 from __future__ import annotations
@@ -58,6 +60,25 @@ def accuracy_rows(runs: Path, text: str, calib: dict = DEFAULT_CALIB,
     return rows
 
 
+def calibration_rows(runs: Path, text: str, max_windows: int = 8) -> list[dict]:
+    """The calibration-size study: every run of a (config, variant) measured with more than
+    one calibration size, smallest number of tokens first."""
+    groups: dict = {}
+    for path in sorted(runs.glob(f"{text}_w*.json")):
+        r = json.loads(path.read_text())
+        if r.get("max_windows", 8) != max_windows:
+            continue
+        calib = r.get("calib", DEFAULT_CALIB)
+        groups.setdefault((config_key(r["config"]), r["variant"]), []).append({
+            "config": config_key(r["config"]), "method": f"normtweak {r['variant']}",
+            "samples": calib["samples"], "len": calib["len"], "seed": calib["seed"],
+            "tokens": calib["samples"] * calib["len"], "val": r["val"], "test": r["test"],
+            "quantize_s": r["quantize_s"], "source": _shown(path)})
+    rows = [row for group in groups.values() if len({(g["samples"], g["len"]) for g in group}) > 1
+            for row in group]
+    return sorted(rows, key=lambda r: (r["config"], r["method"], r["tokens"], r["len"]))
+
+
 def peer_rows(runs: Path, text: str) -> list[dict]:
     rows = []
     for path in sorted(runs.glob(f"{text}_*_{PROTOCOL}_t*.json")):
@@ -102,7 +123,8 @@ def table(text: str, accuracy_runs: Path, peers_runs: Path, reference: Path) -> 
         r["gap_rtn"] = gap(rtn["test"], r["test"], floats["test"]) if rtn else float("nan")
         r["gap_gptq"] = gap(gptq["test"], r["test"], floats["test"]) if gptq else float("nan")
     rows.sort(key=lambda r: (r["config"], -r["test"]))
-    return {"text": text, "float": floats, "rows": rows}
+    return {"text": text, "float": floats, "rows": rows,
+            "calibration": calibration_rows(accuracy_runs, text)}
 
 
 def markdown(result: dict) -> str:
@@ -119,6 +141,13 @@ def markdown(result: dict) -> str:
                    f"{r['test']:.2f} | {num(100 * r['gap_rtn'], '.0f')} | "
                    f"{num(100 * r['gap_gptq'], '.0f')} | {num(r['quantize_s'], '.0f')} | "
                    f"{num(r['peak_mb'], '.0f')} |")
+    if result.get("calibration"):
+        out += ["", "Calibration size (train windows, seed 0; the same evaluation):", "",
+                "| config | method | samples x tokens | val ppl | test ppl | quantize s |",
+                "|---|---|---|---|---|---|"]
+        out += [f"| {r['config']} | {r['method']} | {r['samples']} x {r['len']} | "
+                f"{r['val']:.2f} | {r['test']:.2f} | {num(r['quantize_s'], '.0f')} |"
+                for r in result["calibration"]]
     return "\n".join(out)
 
 

@@ -62,3 +62,8 @@ def test_table_joins_runs_peers_and_reference(tmp_path):
     assert math.isnan(by["AutoRound-50"]["val"])
     text = table_mod.markdown(result)
     assert "| W4 g64 | AutoRound-50 | – | 14.00 | 80 | 60 |" in text
+    # the study: GPTQ at two calibration sizes (the run without a record is 128 x 512)
+    study = result["calibration"]
+    assert [(r["method"], r["samples"], r["len"], r["test"]) for r in study] == [
+        ("normtweak gptq", 32, 512, 99.0), ("normtweak gptq", 128, 512, 20.0)]
+    assert "| W4 g64 | normtweak gptq | 32 x 512 | 99.00 | 99.00 | 1 |" in text
