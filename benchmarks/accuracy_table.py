@@ -76,7 +76,7 @@ def calibration_rows(runs: Path, text: str, max_windows: int = 8) -> list[dict]:
             "quantize_s": r["quantize_s"], "source": _shown(path)})
     rows = [row for group in groups.values() if len({(g["samples"], g["len"]) for g in group}) > 1
             for row in group]
-    return sorted(rows, key=lambda r: (r["config"], r["method"], r["tokens"], r["len"]))
+    return sorted(rows, key=lambda r: (r["config"], r["method"], r["tokens"], r["len"], r["seed"]))
 
 
 def peer_rows(runs: Path, text: str) -> list[dict]:
@@ -143,9 +143,9 @@ def markdown(result: dict) -> str:
                    f"{num(r['peak_mb'], '.0f')} |")
     if result.get("calibration"):
         out += ["", "Calibration size (train windows, seed 0; the same evaluation):", "",
-                "| config | method | samples x tokens | val ppl | test ppl | quantize s |",
-                "|---|---|---|---|---|---|"]
-        out += [f"| {r['config']} | {r['method']} | {r['samples']} x {r['len']} | "
+                "| config | method | samples x tokens | seed | val ppl | test ppl | quantize s |",
+                "|---|---|---|---|---|---|---|"]
+        out += [f"| {r['config']} | {r['method']} | {r['samples']} x {r['len']} | {r['seed']} | "
                 f"{r['val']:.2f} | {r['test']:.2f} | {num(r['quantize_s'], '.0f')} |"
                 for r in result["calibration"]]
     return "\n".join(out)

@@ -66,4 +66,4 @@ def test_table_joins_runs_peers_and_reference(tmp_path):
     study = result["calibration"]
     assert [(r["method"], r["samples"], r["len"], r["test"]) for r in study] == [
         ("normtweak gptq", 32, 512, 99.0), ("normtweak gptq", 128, 512, 20.0)]
-    assert "| W4 g64 | normtweak gptq | 32 x 512 | 99.00 | 99.00 | 1 |" in text
+    assert "| W4 g64 | normtweak gptq | 32 x 512 | 0 | 99.00 | 99.00 | 1 |" in text
