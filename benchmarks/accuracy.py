@@ -61,6 +61,8 @@ VARIANTS = {
     "gptq+round-5e-3": ({"method": "gptq"}, {**JOINT, "quant_params": "clip_round",
                                              "quant_lr": 5e-3}),
     # with TweakSpec.keep_better (a block that training made worse is restored)
+    "rtn+round-kb": ({"method": "rtn"}, {**JOINT, "quant_params": "clip_round",
+                                         "keep_better": True}),
     "gptq+round-kb": ({"method": "gptq"}, {**JOINT, "quant_params": "clip_round",
                                            "keep_better": True}),
     # ... and AutoRound's best-iteration rule inside each block (TweakSpec.best_step)
