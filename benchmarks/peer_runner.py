@@ -94,6 +94,8 @@ def run_autoround(model, tokenizer, ids: torch.Tensor, args):
     kwargs = {"lr": args.lr} if args.lr is not None else {}
     if args.disable_opt_rtn:
         kwargs["disable_opt_rtn"] = True  # plain RTN (iters=0 defaults to its optimized RTN)
+    if args.no_amp:
+        kwargs["amp"] = False  # train in float32 (its CPU default autocasts to bfloat16)
     ar = AutoRound(model, tokenizer, bits=args.bits, group_size=args.group_size, sym=False,
                    dataset=dataset, nsamples=ids.shape[0], seqlen=ids.shape[1],
                    batch_size=batch, iters=args.iters, device_map="cpu", seed=args.seed,
@@ -180,6 +182,8 @@ def parse(argv):
     p.add_argument("--iters", type=int, default=0, help="AutoRound iterations (0 = RTN mode)")
     p.add_argument("--disable-opt-rtn", action="store_true", help="AutoRound: plain RTN at iters=0")
     p.add_argument("--lr", type=float, default=None, help="AutoRound lr (default: its own)")
+    p.add_argument("--no-amp", action="store_true",
+                   help="AutoRound: float32 training instead of bfloat16 autocast")
     p.add_argument("--calib", help="safetensors file with input_ids [n, seq_len]")
     p.add_argument("--text", default="wikipedia")
     p.add_argument("--window", type=int, default=1024)
