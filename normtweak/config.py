@@ -10,7 +10,7 @@ import math
 from dataclasses import asdict, dataclass, field
 
 QUANT_METHODS = ("rtn", "gptq")
-TWEAK_LOSSES = ("dist", "dist_mse", "mse", "none")
+TWEAK_LOSSES = ("dist", "dist_mse", "mse", "rel_mse", "none")
 TWEAK_TARGETS = ("quantized_input", "float_input")
 QUANT_PARAMS = ("none", "clip", "clip_round")
 GROUP_PARAMS = ("updated", "reference")

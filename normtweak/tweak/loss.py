@@ -44,15 +44,30 @@ def output_mse_loss(y_float: torch.Tensor, y_quant: torch.Tensor) -> torch.Tenso
     return (y_float.float() - y_quant.float()).pow(2).mean()
 
 
+def token_relative_mse_loss(y_float: torch.Tensor, y_quant: torch.Tensor) -> torch.Tensor:
+    """Each token's squared error relative to its float output's squared norm, averaged.
+
+    L = mean over samples and tokens of sum_c (y_f - y_q)^2 / sum_c y_f^2 (a token whose
+    float output is exactly zero counts its absolute error). Plain MSE is ruled by the few
+    tokens with massive activations: on SmolLM2 from block 11 on, the first token of each
+    window carries 80-95% of a block's output MSE at only 1.2% relative error (RTN W4 g64),
+    so MSE training fits that token; here every token weighs the same.
+    """
+    diff = (y_float.float() - y_quant.float()).pow(2).sum(dim=-1)
+    norm = y_float.float().pow(2).sum(dim=-1)
+    return (diff / torch.where(norm > 0, norm, torch.ones_like(norm))).mean()
+
+
 LOSSES = {
     "dist": distribution_loss,
     "dist_mse": distribution_mse_loss,
     "mse": output_mse_loss,
+    "rel_mse": token_relative_mse_loss,
 }
 
 
 def get_loss(name: str):
-    """The loss function called `name` ('dist', 'dist_mse' or 'mse')."""
+    """The loss function called `name` ('dist', 'dist_mse', 'mse' or 'rel_mse')."""
     if name not in LOSSES:
         raise ValueError(f"unknown tweak loss {name!r}; choose from {sorted(LOSSES)}")
     return LOSSES[name]

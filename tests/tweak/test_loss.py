@@ -9,6 +9,7 @@ from normtweak.tweak.loss import (
     distribution_mse_loss,
     get_loss,
     output_mse_loss,
+    token_relative_mse_loss,
 )
 
 
@@ -48,7 +49,7 @@ def test_channel_stats_shapes_and_bf16_in_float32():
 
 def test_losses_are_zero_on_equal_outputs_and_differentiable():
     y = torch.randn(2, 6, 4)
-    for name in ("dist", "dist_mse", "mse"):
+    for name in ("dist", "dist_mse", "mse", "rel_mse"):
         q = y.clone().requires_grad_(True)
         loss = get_loss(name)(y, q + 0.5)
         loss.backward()
@@ -66,3 +67,36 @@ def test_dist_mse_has_a_finite_gradient_at_zero_variance():
     assert torch.isfinite(y_q.grad).all()
     # hand value (stds 1, 2 vs 0, 0; means 2, 2 vs 2, 1): (0 + 1) / 2 + (1 + 4) / 2
     assert loss.item() == pytest.approx(3.0, rel=1e-5)
+
+
+def test_token_relative_mse_hand_case():
+    # one sample, 2 tokens, 2 channels: token norms^2 25 and 1; errors^2 (1+4)=5 and 1
+    y_f = torch.tensor([[[3.0, 4.0], [1.0, 0.0]]])
+    y_q = torch.tensor([[[2.0, 2.0], [0.0, 0.0]]])
+    # (5/25 + 1/1) / 2 = 0.6
+    assert token_relative_mse_loss(y_f, y_q).item() == pytest.approx(0.6)
+    # a token whose float output is zero counts its absolute error: (0 + 2) / 2 with y_f = 0
+    zero = torch.zeros(1, 2, 2)
+    assert token_relative_mse_loss(zero, torch.tensor([[[1.0, 1.0], [0.0, 0.0]]])).item() \
+        == pytest.approx(1.0)
+
+
+def test_token_relative_mse_matches_float64_formula_and_ignores_token_scale():
+    gen = torch.Generator().manual_seed(1)
+    y_f = torch.randn(3, 11, 8, generator=gen)
+    y_f[:, 0] *= 1000.0  # a massive-activation token
+    y_q = y_f * (1 + 0.05 * torch.randn(3, 11, 8, generator=gen))
+    a, b = y_f.double(), y_q.double()
+    ref = 0.0
+    for s in range(3):
+        for t in range(11):
+            ref += (((a[s, t] - b[s, t]) ** 2).sum() / (a[s, t] ** 2).sum()).item()
+    ref /= 3 * 11
+    assert token_relative_mse_loss(y_f, y_q).item() == pytest.approx(ref, rel=1e-5)
+    # scaling one token's float and quantized outputs together leaves the loss unchanged,
+    # while plain MSE follows that token
+    y_f2, y_q2 = y_f.clone(), y_q.clone()
+    y_f2[:, 0] *= 10.0
+    y_q2[:, 0] *= 10.0
+    assert token_relative_mse_loss(y_f2, y_q2).item() == pytest.approx(ref, rel=1e-5)
+    assert output_mse_loss(y_f2, y_q2).item() > 50 * output_mse_loss(y_f, y_q).item()
