@@ -4,8 +4,9 @@
     python benchmarks/accuracy_table.py --text austen
 
 Reads finished runs only (it quantizes nothing): normtweak's from benchmarks/accuracy.py
-(results/accuracy_runs/) and the peers' from benchmarks/peers.py (results/peers_runs/),
-both on the same 128 x 512-token calibration windows of the train split (seed 0) and the
+(results/accuracy_runs/), the peers' from benchmarks/peers.py (results/peers_runs/) and
+norm tweaking on the peers' checkpoints from benchmarks/tweak_imported.py
+(results/tweak_imported_runs/), all on the same 128 x 512-token calibration windows of the train split (seed 0) and the
 first 8 x 1024-token windows of the validation and test splits. Rows the issue's filer
 measured on the same protocol but that were not re-run here (AutoRound with 50
 iterations: hours per config on this CPU) come from results/issue13_reference.json and
@@ -21,6 +22,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import re
 from pathlib import Path
 
 from normtweak.evaluate.report import write_json
@@ -93,6 +95,29 @@ def peer_rows(runs: Path, text: str) -> list[dict]:
     return rows
 
 
+def imported_rows(runs: Path, text: str, calib: dict = DEFAULT_CALIB,
+                  max_windows: int = 8) -> list[dict]:
+    """Norm tweaking on a peer's checkpoint (benchmarks/tweak_imported.py) on the protocol:
+    the checkpoint quantized from the protocol's windows, tweaked on them, scored as saved
+    and read back. quantize_s is the tweak's time alone (the peer's is in its own row)."""
+    rows = []
+    tag = f"-{calib['samples']}x{calib['len']}"
+    for path in sorted(runs.glob(f"{text}-*.json")):
+        r = json.loads(path.read_text())
+        if not r["checkpoint"].endswith(tag) or r.get("calib", calib) != calib \
+                or r.get("max_windows", 8) != max_windows:
+            continue
+        peer, config = r["checkpoint"][len(text) + 1:-len(tag)].rsplit("-", 1)
+        m = re.fullmatch(r"w(\d+)(?:pc|g(\d+))", config)  # peers.py's config_tag
+        if m is None:
+            continue
+        label = f"W{m[1]} " + ("per-channel" if m[2] is None else f"g{m[2]}")
+        rows.append({"config": label, "method": f"{peer} + normtweak {r['preset']} tweak "
+                     "(imported)", "val": r["after"]["validation"], "test": r["after"]["test"],
+                     "quantize_s": r["tweak_s"], "peak_mb": float("nan"), "source": _shown(path)})
+    return rows
+
+
 def _shown(path: Path) -> str:
     """The run's file, relative to the repository when it is inside it."""
     try:
@@ -106,11 +131,14 @@ def _peer_config(run: dict) -> str:
     return f"W{a['bits']} " + ("per-channel" if a["group_size"] == -1 else f"g{a['group_size']}")
 
 
-def table(text: str, accuracy_runs: Path, peers_runs: Path, reference: Path) -> dict:
+def table(text: str, accuracy_runs: Path, peers_runs: Path, reference: Path,
+          imported_runs: Path | None = None) -> dict:
     floats = json.loads((accuracy_runs / f"{text}_float_8.json").read_text())
     rows = accuracy_rows(accuracy_runs, text)
     seen = {(r["config"], r["method"]) for r in rows}
     rows += [r for r in peer_rows(peers_runs, text) if (r["config"], r["method"]) not in seen]
+    if imported_runs is not None:
+        rows += imported_rows(imported_runs, text)
     if reference.exists():
         ref = json.loads(reference.read_text())
         if ref["text"] == text:
@@ -157,10 +185,11 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--accuracy-runs", default=str(ROOT / "results" / "accuracy_runs"))
     p.add_argument("--peers-runs", default=str(ROOT / "results" / "peers_runs"))
     p.add_argument("--reference", default=str(ROOT / "results" / "issue13_reference.json"))
+    p.add_argument("--imported-runs", default=str(ROOT / "results" / "tweak_imported_runs"))
     p.add_argument("--output", default=None, help="default results/accuracy_table_<text>.json")
     args = p.parse_args(argv)
     result = table(args.text, Path(args.accuracy_runs), Path(args.peers_runs),
-                   Path(args.reference))
+                   Path(args.reference), Path(args.imported_runs))
     print(markdown(result))
     write_json(args.output or ROOT / "results" / f"accuracy_table_{args.text}.json", result)
     return result

@@ -125,7 +125,9 @@ def main(argv: list[str] | None = None) -> dict:
         if cache.exists() and not args.fresh:
             row = json.loads(cache.read_text())
         else:
-            row = {**run_one(path, model, tokenizer, texts, calib, args), "git": rev}
+            row = {**run_one(path, model, tokenizer, texts, calib, args), "git": rev,
+                   "calib": {"samples": args.calib_samples, "len": args.calib_len,
+                             "seed": args.seed}, "max_windows": args.max_windows}
             write_json(cache, row)
         rows.append(row)
     print(f"\n{args.model}; {args.preset} tweak on {args.calib_samples} x {args.calib_len} "

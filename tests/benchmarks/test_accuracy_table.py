@@ -67,3 +67,28 @@ def test_table_joins_runs_peers_and_reference(tmp_path):
     assert [(r["method"], r["samples"], r["len"], r["test"]) for r in study] == [
         ("normtweak gptq", 32, 512, 99.0), ("normtweak gptq", 128, 512, 20.0)]
     assert "| W4 g64 | normtweak gptq | 32 x 512 | 0 | 99.00 | 99.00 | 1 |" in text
+
+
+def test_imported_rows_parse_configs_and_keep_the_protocol(tmp_path):
+    runs = tmp_path / "imported"
+    runs.mkdir()
+
+    def run(checkpoint, after_test, **extra):
+        return {"checkpoint": checkpoint, "preset": "paper", "tweak_s": 7.0,
+                "after": {"validation": after_test + 1, "test": after_test}, **extra}
+
+    _write(runs / "wikipedia-autoround-50-fp32-w4pc-128x512_paper_a.json",
+           run("wikipedia-autoround-50-fp32-w4pc-128x512", 21.0))
+    _write(runs / "wikipedia-llmc-gptq-w3g64-128x512_paper_b.json",
+           run("wikipedia-llmc-gptq-w3g64-128x512", 33.0))
+    # other calibration sizes or windows: not this protocol
+    _write(runs / "wikipedia-llmc-gptq-w3g64-128x128_paper_c.json",
+           run("wikipedia-llmc-gptq-w3g64-128x128", 1.0))
+    _write(runs / "wikipedia-llmc-gptq-w4g64-128x512_paper_d.json",
+           run("wikipedia-llmc-gptq-w4g64-128x512", 2.0, max_windows=2))
+    _write(runs / "austen-llmc-gptq-w4g64-128x512_paper_e.json",
+           run("austen-llmc-gptq-w4g64-128x512", 3.0))
+    rows = table_mod.imported_rows(runs, "wikipedia")
+    assert sorted((r["config"], r["method"], r["val"], r["test"]) for r in rows) == [
+        ("W3 g64", "llmc-gptq + normtweak paper tweak (imported)", 34.0, 33.0),
+        ("W4 per-channel", "autoround-50-fp32 + normtweak paper tweak (imported)", 22.0, 21.0)]
