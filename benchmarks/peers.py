@@ -46,7 +46,8 @@ PEERS = {
     "autoround-rtn-plain": ("autoround", ["--iters", "0", "--disable-opt-rtn"]),
     "autoround-50": ("autoround", ["--iters", "50", "--lr", "5e-3"]),
     "autoround-200": ("autoround", ["--iters", "200"]),  # its default lr 1/iters = 5e-3
-    # AutoRound-50 trained in float32 (amp=False): its bf16 autocast is ~4x slower on this CPU
+    # AutoRound-50 in float32 whatever the CPU (amp=False): where the CPU has bf16, AutoRound
+    # autocasts to it by default (this machine has none, so autoround-50 is float32 here too)
     "autoround-50-fp32": ("autoround", ["--iters", "50", "--lr", "5e-3", "--no-amp"]),
 }
 PEER_PACKAGES = {"llmc": "llmcompressor", "autoround": "auto_round"}
