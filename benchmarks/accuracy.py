@@ -68,6 +68,8 @@ VARIANTS = {
     # ... with the per-token relative MSE (tweak.loss.token_relative_mse_loss) instead of MSE
     "gptq+round-kb-rel": ({"method": "gptq"}, {**JOINT, "quant_params": "clip_round",
                                                "keep_better": True, "loss": "rel_mse"}),
+    "rtn+round-kb-rel": ({"method": "rtn"}, {**JOINT, "quant_params": "clip_round",
+                                              "keep_better": True, "loss": "rel_mse"}),
     # ... and AutoRound's best-iteration rule inside each block (TweakSpec.best_step)
     "gptq+round-kb-best": ({"method": "gptq"}, {**JOINT, "quant_params": "clip_round",
                                                 "keep_better": True, "best_step": True}),
