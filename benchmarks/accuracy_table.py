@@ -12,9 +12,9 @@ measured on the same protocol but that were not re-run here (AutoRound with 50
 iterations: hours per config on this CPU) come from results/issue13_reference.json and
 are marked as such. Gap recovered (test) = (RTN - method) / (RTN - float), RTN = normtweak's
 of the same config; "of GPTQ's gap" = (GPTQ - method) / (GPTQ - float), GPTQ = normtweak's
-default GPTQ. Below it, the calibration-size study: every (config, variant) that
-accuracy.py ran with more than one --calib-samples / --calib-len. Prints Markdown and
-writes results/accuracy_table_<text>.json.
+default GPTQ. Below it, the calibration-size study: every (config, method) measured with
+more than one calibration size (accuracy.py's or peers.py's --calib-samples / --calib-len).
+Prints Markdown and writes results/accuracy_table_<text>.json.
 """
 
 from __future__ import annotations
@@ -62,20 +62,36 @@ def accuracy_rows(runs: Path, text: str, calib: dict = DEFAULT_CALIB,
     return rows
 
 
-def calibration_rows(runs: Path, text: str, max_windows: int = 8) -> list[dict]:
-    """The calibration-size study: every run of a (config, variant) measured with more than
-    one calibration size, smallest number of tokens first."""
-    groups: dict = {}
+def calibration_rows(runs: Path, text: str, max_windows: int = 8,
+                     peers_runs: Path | None = None) -> list[dict]:
+    """The calibration-size study: every (config, method) measured with more than one
+    calibration size, normtweak's runs and (with `peers_runs`) the peers', smallest number of
+    tokens first."""
+    found = []
     for path in sorted(runs.glob(f"{text}_w*.json")):
         r = json.loads(path.read_text())
         if r.get("max_windows", 8) != max_windows:
             continue
         calib = r.get("calib", DEFAULT_CALIB)
-        groups.setdefault((config_key(r["config"]), r["variant"]), []).append({
-            "config": config_key(r["config"]), "method": f"normtweak {r['variant']}",
+        found.append((config_key(r["config"]), f"normtweak {r['variant']}", calib, r["val"],
+                      r["test"], r["quantize_s"], path))
+    if peers_runs is not None:
+        for path in sorted(peers_runs.glob(f"{text}_*_c*_e{max_windows}x1024_t*.json")):
+            m = re.search(r"_c(\d+)x(\d+)s(\d+)_e", path.name)  # peers.py's run tag
+            r = json.loads(path.read_text())
+            if m is None or r["method"] == "float" or r["method"].startswith("normtweak-"):
+                continue
+            calib = {"samples": int(m[1]), "len": int(m[2]), "seed": int(m[3])}
+            found.append((config_key(r.get("config") or _peer_config(r)), r["method"], calib,
+                          r["eval"]["validation"]["ppl"], r["eval"]["test"]["ppl"],
+                          r["quantize_s"], path))
+    groups: dict = {}
+    for config, method, calib, val, test, seconds, path in found:
+        groups.setdefault((config, method), []).append({
+            "config": config, "method": method,
             "samples": calib["samples"], "len": calib["len"], "seed": calib["seed"],
-            "tokens": calib["samples"] * calib["len"], "val": r["val"], "test": r["test"],
-            "quantize_s": r["quantize_s"], "source": _shown(path)})
+            "tokens": calib["samples"] * calib["len"], "val": val, "test": test,
+            "quantize_s": seconds, "source": _shown(path)})
     rows = [row for group in groups.values() if len({(g["samples"], g["len"]) for g in group}) > 1
             for row in group]
     return sorted(rows, key=lambda r: (r["config"], r["method"], r["tokens"], r["len"], r["seed"]))
@@ -152,7 +168,7 @@ def table(text: str, accuracy_runs: Path, peers_runs: Path, reference: Path,
         r["gap_gptq"] = gap(gptq["test"], r["test"], floats["test"]) if gptq else float("nan")
     rows.sort(key=lambda r: (r["config"], -r["test"]))
     return {"text": text, "float": floats, "rows": rows,
-            "calibration": calibration_rows(accuracy_runs, text)}
+            "calibration": calibration_rows(accuracy_runs, text, peers_runs=peers_runs)}
 
 
 def markdown(result: dict) -> str:

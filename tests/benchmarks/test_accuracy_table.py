@@ -92,3 +92,31 @@ def test_imported_rows_parse_configs_and_keep_the_protocol(tmp_path):
     assert sorted((r["config"], r["method"], r["val"], r["test"]) for r in rows) == [
         ("W3 g64", "llmc-gptq + normtweak paper tweak (imported)", 34.0, 33.0),
         ("W4 per-channel", "autoround-50-fp32 + normtweak paper tweak (imported)", 22.0, 21.0)]
+
+
+def test_calibration_study_includes_peers_at_two_sizes(tmp_path):
+    acc, peers = tmp_path / "acc", tmp_path / "peers"
+    acc.mkdir(), peers.mkdir()
+    row = {"config": "W3 g64", "quantize_s": 1.0, "max_windows": 8}
+    _write(acc / "wikipedia_w3g64_rtn+round-kb_a.json", {
+        **row, "variant": "rtn+round-kb", "val": 30.0, "test": 28.0})  # no record: 128 x 512
+    _write(acc / "wikipedia_w3g64_rtn+round-kb_b.json", {
+        **row, "variant": "rtn+round-kb", "val": 29.0, "test": 27.0,
+        "calib": {"samples": 128, "len": 128, "seed": 0}})
+
+    def peer(method, calib, test, windows=8):
+        _write(peers / f"wikipedia_{method}_w3g64_{calib}_e{windows}x1024_t1.json", {
+            "method": method, "config": "W3 g64 asym", "quantize_s": 2.0,
+            "eval": {"validation": {"ppl": test + 1}, "test": {"ppl": test}}})
+
+    peer("autoround-50-fp32", "c128x512s0", 26.0)
+    peer("autoround-50-fp32", "c128x128s0", 25.5)
+    peer("autoround-50-fp32", "c128x64s0", 1.0, windows=2)  # other evaluation: left out
+    peer("llmc-gptq", "c128x512s0", 36.0)  # one size only: not in the study
+    peer("normtweak-rtn", "c128x512s0", 61.0)
+    peer("normtweak-rtn", "c128x128s0", 60.0)  # accuracy.py's rows stand for ours
+    rows = table_mod.calibration_rows(acc, "wikipedia", peers_runs=peers)
+    assert [(r["method"], r["samples"], r["len"], r["val"], r["test"]) for r in rows] == [
+        ("autoround-50-fp32", 128, 128, 26.5, 25.5), ("autoround-50-fp32", 128, 512, 27.0, 26.0),
+        ("normtweak rtn+round-kb", 128, 128, 29.0, 27.0),
+        ("normtweak rtn+round-kb", 128, 512, 30.0, 28.0)]
