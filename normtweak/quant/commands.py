@@ -34,7 +34,8 @@ def quantize_cmd(model_ref, data, from_text, num_samples, seq_len, save_dir, ove
         calibration = None
         if spec.method == "gptq":
             calibration = command_calibration(calib, from_text, model, tokenizer, model_ref,
-                                              num_samples, seq_len, opts["seed"], opts["device"])
+                                              num_samples, o.default_seq_len(seq_len),
+                                              opts["seed"], opts["device"])
         start = time.perf_counter()
         quantize_model(model, spec, calibration=calibration, device=opts["device"],
                        batch_size=opts["batch_size"], true_sequential=opts["true_sequential"])

@@ -133,7 +133,8 @@ def tweak_cmd(ctx, model_ref, data, from_text, num_samples, seq_len, save_dir, o
                        f"{quant.group_size}, {'symmetric' if quant.symmetric else 'asymmetric'}; "
                        f"saving as {save_format}")
         _check_format(save_format, quant, model)
-        ids = command_calibration(calib, from_text, model, tok, model_ref, num_samples, seq_len,
+        ids = command_calibration(calib, from_text, model, tok, model_ref, num_samples,
+                                  o.default_seq_len(seq_len, spec),
                                   opts["seed"], opts["device"])
         if grid:
             try:
@@ -250,7 +251,7 @@ def _grid(model, tok, ids, quant, spec, lrs, scales, validation_text, windows, d
 @click.option("--num-samples", "--num_samples", "num_samples", type=click.IntRange(min=1),
               default=o.DEFAULT_NUM_SAMPLES, show_default=True, help=o.NUM_SAMPLES_HELP)
 @click.option("--seq-len", "--seq_len", "seq_len", type=click.IntRange(min=1),
-              default=o.DEFAULT_SEQ_LEN, show_default=True, help=o.SEQ_LEN_HELP)
+              default=None, help=o.SEQ_LEN_TWEAK_HELP)
 @click.option("--data-dir", type=click.Path(file_okay=False), default=None,
               help="calibration cache folder [default: <cache>/calibration, shared with "
                    "generate-data]")
@@ -276,7 +277,7 @@ def run_cmd(model_ref, calibration, num_samples, seq_len, data_dir, text, eval_w
         check_target(report_path, overwrite, "report")
         click.echo(f"the tweaked model will be saved to {save_dir}, the report to {report_path}")
         report = main_job(model_ref, quant, spec, calibration=calibration, num_samples=num_samples,
-                          seq_len=seq_len, data_dir=data_dir, text=text, eval_windows=eval_windows,
+                          seq_len=o.default_seq_len(seq_len, spec), data_dir=data_dir, text=text, eval_windows=eval_windows,
                           save_dir=str(save_dir), device=opts["device"], seed=opts["seed"],
                           echo=click.echo, overwrite=overwrite,
                           true_sequential=opts["true_sequential"])

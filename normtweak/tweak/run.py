@@ -28,7 +28,7 @@ def default_save_dir(model_ref: str, quant: QuantSpec) -> Path:
 
 
 def main_job(model_ref: str, quant: QuantSpec, tweak: TweakSpec, *, calibration: str = "selfgen",
-             num_samples: int = 128, seq_len: int = 128, data_dir: str | None = None,
+             num_samples: int = 128, seq_len: int | None = None, data_dir: str | None = None,
              text: str = "wikipedia", eval_windows: int | None = 16, save_dir: str | None = None,
              device: str = "cpu", seed: int = 0, echo=print, overwrite: bool = False,
              true_sequential: bool = False) -> dict:
@@ -37,6 +37,8 @@ def main_job(model_ref: str, quant: QuantSpec, tweak: TweakSpec, *, calibration:
     The model stays on the CPU; `device` gets one block at a time (and the whole model
     only while a perplexity is computed). save_dir: default models/<model>-<spec>-tweaked;
     an existing output there is replaced only with `overwrite` (normtweak.outputs).
+    seq_len: default 128, or 512 when `tweak` trains quantization parameters
+    (normtweak.options.default_seq_len).
     """
     from normtweak.assets import load_text
     from normtweak.calib.store import calibration_hash
@@ -46,9 +48,11 @@ def main_job(model_ref: str, quant: QuantSpec, tweak: TweakSpec, *, calibration:
     from normtweak.evaluate.report import compare_rows
     from normtweak.io import save_quantized
     from normtweak.io.float_model import load_model
+    from normtweak.options import default_seq_len
     from normtweak.outputs import check_target, write_folder
     from normtweak.tweak.pipeline import prepare_start, tweak_model
 
+    seq_len = default_seq_len(seq_len, tweak)
     t_start = time.perf_counter()
     save_dir = check_target(save_dir or default_save_dir(model_ref, quant), overwrite)
     test_text = load_text(text, "test")

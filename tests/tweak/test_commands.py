@@ -146,3 +146,24 @@ def test_tweaked_model_is_saved_in_the_format_it_came_in(tmp_path, make_tiny, to
                                "--save-format", "gguf", "--save_dir", str(tmp_path / "bad")])
     assert res.exit_code == 1 and "multiple of 32" in res.output
     assert "calibration" not in res.output.lower() and not (tmp_path / "bad").exists()
+
+
+def test_seq_len_default_follows_the_tweak_mode(tmp_path, make_tiny, tokenizer, monkeypatch):
+    """128-token windows unless the quantization parameters train (the joint preset): 512."""
+    import normtweak.calib.commands as calib_commands
+
+    model_dir, corpus = _folder(tmp_path, make_tiny, tokenizer)
+    seen = []
+
+    def record(calib, from_text, model, tok, model_ref, num_samples, seq_len, *rest):
+        seen.append(seq_len)
+        raise ValueError("stopped by the test")
+
+    monkeypatch.setattr(calib_commands, "command_calibration", record)
+    base = ["tweak", "--model", str(model_dir), "--from-text", str(corpus), "--group-size", "16"]
+    for extra in ([], ["--preset", "paper"], ["--preset", "joint"], ["--quant-params", "clip"],
+                  ["--preset", "joint", "--seq-len", "64"]):
+        res = CliRunner().invoke(main, [*base, *extra, "--save-dir", str(tmp_path / "o")])
+        assert res.exit_code == 1 and "stopped by the test" in res.output, res.output
+    assert seen == [128, 128, 512, 512, 64]
+    assert not (tmp_path / "o").exists()
