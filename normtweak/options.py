@@ -22,20 +22,9 @@ from normtweak import config
 from normtweak.config import QUANT_METHODS, TWEAK_LOSSES, TWEAK_TARGETS, QuantSpec, TweakSpec
 
 DEFAULT_NUM_SAMPLES = 128  # calibration samples (the paper's 128)
-DEFAULT_SEQ_LEN = 128  # tokens per calibration sample (the paper's 2048 is slow on a CPU)
-# ... when the quantization parameters train too (the joint preset): on 128-token windows it
-# fitted the first token's massive activations and broke long contexts (README, Accuracy:
-# W3 g64 validation 102.5 at 128 x 128 against 28.9 at 128 x 512)
-DEFAULT_JOINT_SEQ_LEN = 512
-
-
-def default_seq_len(seq_len: int | None, tweak: TweakSpec | None = None) -> int:
-    """`seq_len` if given; else 512 when `tweak` trains quantization parameters, else 128."""
-    if seq_len is not None:
-        return seq_len
-    if tweak is not None and tweak.quant_params != "none":
-        return DEFAULT_JOINT_SEQ_LEN
-    return DEFAULT_SEQ_LEN
+DEFAULT_SEQ_LEN = config.DEFAULT_SEQ_LEN
+DEFAULT_JOINT_SEQ_LEN = config.DEFAULT_JOINT_SEQ_LEN
+default_seq_len = config.default_seq_len
 
 DEFAULT_EVAL_WINDOWS = 16  # 1024-token windows of a split scored per model
 DEFAULT_DEVICE = "cpu"

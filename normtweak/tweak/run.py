@@ -13,7 +13,7 @@ from dataclasses import asdict, replace
 from pathlib import Path
 
 from normtweak.calib.cache import calibration_ids  # benchmarks import it from here
-from normtweak.config import QuantSpec, TweakSpec
+from normtweak.config import QuantSpec, TweakSpec, default_seq_len
 
 
 def spec_slug(quant: QuantSpec) -> str:
@@ -38,7 +38,7 @@ def main_job(model_ref: str, quant: QuantSpec, tweak: TweakSpec, *, calibration:
     only while a perplexity is computed). save_dir: default models/<model>-<spec>-tweaked;
     an existing output there is replaced only with `overwrite` (normtweak.outputs).
     seq_len: default 128, or 512 when `tweak` trains quantization parameters
-    (normtweak.options.default_seq_len).
+    (normtweak.config.default_seq_len).
     """
     from normtweak.assets import load_text
     from normtweak.calib.store import calibration_hash
@@ -48,7 +48,6 @@ def main_job(model_ref: str, quant: QuantSpec, tweak: TweakSpec, *, calibration:
     from normtweak.evaluate.report import compare_rows
     from normtweak.io import save_quantized
     from normtweak.io.float_model import load_model
-    from normtweak.options import default_seq_len
     from normtweak.outputs import check_target, write_folder
     from normtweak.tweak.pipeline import prepare_start, tweak_model
 
