@@ -48,6 +48,8 @@ from normtweak.io.float_model import load_model
 from normtweak.io.scales import format_scale_dtype
 from normtweak.tweak.pipeline import tweak_model
 
+# "joint" here is plain MSE, what the imported runs measured (TweakSpec's joint preset has
+# since moved to rel_mse)
 PRESETS = {"paper": dict(lr=1e-4, scale=5.0, iters=1, batch_size=1, loss="dist"),
            "joint": dict(lr=1e-4, scale=5.0, iters=3, batch_size=8, loss="mse",
                          target="float_input", quant_params="clip_round")}
