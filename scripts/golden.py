@@ -1,0 +1,281 @@
+"""Golden outputs: what quantizing and tweaking produce today, pinned so a redesign can't move them.
+
+    python scripts/golden.py record            # tiny models -> tests/golden/tiny.json
+    python scripts/golden.py record --smollm2  # + two SmolLM2 blocks -> tests/golden/smollm2.json
+    python scripts/golden.py check [--smollm2] # recompute and compare (exit 1 on a difference)
+
+Every case spells out every QuantSpec / TweakSpec field it relies on, so changing a default
+never changes a golden case. A case's record is the sha256 of every tensor of the resulting
+model's state dict (bytes, dtype and shape), plus the perplexity of the result on a fixed text
+in repr form (exact). The environment (torch version, CPU capability) is recorded too:
+bit-identity is only promised on the same one (tests/test_golden.py says what it checks
+elsewhere).
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import math
+import sys
+import tempfile
+import warnings
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parent.parent
+GOLDEN = ROOT / "tests" / "golden"
+
+# Every field each case relies on, spelled out (defaults may change; these may not).
+RTN_W4 = dict(bits=4, group_size=16, symmetric=False, method="rtn")
+RTN_W3 = dict(bits=3, group_size=16, symmetric=False, method="rtn")
+GPTQ_W4 = dict(bits=4, group_size=16, symmetric=False, method="gptq", damp=0.01, act_order=True,
+               block_size=128, static_groups=True, group_params="updated")
+PAPER = dict(lr=1e-3, scale=5.0, iters=1, batch_size=1, loss="dist", target="quantized_input",
+             quant_params="none", quant_lr=None, end_to_end_iters=0, keep_better=False,
+             best_step=False)
+JOINT = dict(lr=1e-4, scale=5.0, iters=3, batch_size=2, loss="rel_mse", target="float_input",
+             quant_params="clip_round", quant_lr=None, end_to_end_iters=0, keep_better=True,
+             best_step=False)
+FAMILIES = ("llama", "opt", "bloom", "gemma", "gpt2", "bert")
+
+
+def environment() -> dict:
+    return {"torch": torch.__version__.split("+")[0],
+            "cpu_capability": torch.backends.cpu.get_cpu_capability()}
+
+
+def tensor_digest(t: torch.Tensor) -> str:
+    t = t.detach().cpu().contiguous()
+    raw = t.view(torch.uint8) if t.dtype.itemsize == 1 else t
+    data = raw.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b""
+    head = f"{t.dtype}|{tuple(t.shape)}|".encode()
+    return hashlib.sha256(head + data).hexdigest()[:16]
+
+
+def model_record(model, tokenizer, text: str | None) -> dict:
+    from normtweak.evaluate.perplexity import perplexity
+
+    record = {"tensors": {k: tensor_digest(v) for k, v in sorted(model.state_dict().items())}}
+    if text is not None:
+        record["ppl"] = repr(perplexity(model, tokenizer, text, window=32).ppl)
+    return record
+
+
+def _calibration(n: int = 4, seq: int = 32) -> torch.Tensor:
+    from normtweak.testing import tiny_batch
+
+    return torch.cat([tiny_batch(1, seq, seed=s) for s in range(n)])
+
+
+def tiny_cases():
+    """(name, family, run(model, tokenizer) -> extra dict or None) for every tiny case."""
+    from normtweak.config import QuantSpec, TweakSpec
+    from normtweak.evaluate.deltas import layer_stats
+    from normtweak.quant.model import quantize_model
+    from normtweak.tweak.pipeline import tweak_model
+
+    ids = _calibration()
+
+    def quantize(spec):
+        def run(model, tok):
+            quantize_model(model, QuantSpec(**spec), calibration=ids, batch_size=2,
+                           progress=False)
+        return run
+
+    def tweak(quant, spec, **kw):
+        def run(model, tok):
+            result = tweak_model(model, ids, QuantSpec(**quant), TweakSpec(**spec),
+                                 progress=False, seed=3, **kw)
+            return {"losses": [[repr(b.loss_before), repr(b.loss_after), b.kept_start]
+                               for b in result.blocks]}
+        return run
+
+    def stats(model, tok):
+        quantize_model(model, QuantSpec(**RTN_W4), progress=False)
+        return {"layer_stats": [[repr(m), repr(v)] for m, v in layer_stats(model, ids)]}
+
+    def imported(model, tok):
+        from normtweak.io import load_quantized_linears, save_quantized
+
+        other = _fresh("llama")
+        quantize_model(other, QuantSpec(**RTN_W4), progress=False)
+        with tempfile.TemporaryDirectory() as tmp, warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            save_quantized(other, tok, Path(tmp) / "q", quant=QuantSpec(**RTN_W4))
+            linears = load_quantized_linears(Path(tmp) / "q")
+        return tweak(RTN_W4, JOINT, imported=linears)(model, tok)
+
+    def resumed(model, tok):
+        from normtweak.config import QuantSpec, TweakSpec
+
+        with tempfile.TemporaryDirectory() as tmp:
+            first = _fresh("llama")
+
+            def stop(index):
+                if index == 0:
+                    raise KeyboardInterrupt
+
+            try:
+                tweak_model(first, ids, QuantSpec(**RTN_W4), TweakSpec(**JOINT), progress=False,
+                            seed=3, checkpoint_dir=tmp, on_block_done=stop)
+            except KeyboardInterrupt:
+                pass
+            tweak_model(model, ids, QuantSpec(**RTN_W4), TweakSpec(**JOINT), progress=False,
+                        seed=3, checkpoint_dir=tmp, resume=True)
+
+    cases = []
+    for fam in FAMILIES:
+        cases += [(f"{fam}/rtn", fam, quantize(RTN_W4)),
+                  (f"{fam}/paper", fam, tweak(RTN_W3, PAPER)),
+                  (f"{fam}/joint", fam, tweak(RTN_W4, JOINT))]
+        if fam != "bert":
+            cases.append((f"{fam}/gptq", fam, quantize(GPTQ_W4)))
+    cases += [
+        ("llama/gptq-true-sequential", "llama", lambda m, t: quantize_model(
+            m, QuantSpec(**GPTQ_W4), calibration=ids, batch_size=2, progress=False,
+            true_sequential=True)),
+        ("llama/gptq+joint", "llama", tweak(GPTQ_W4, JOINT)),
+        ("llama/gptq+paper-true-sequential", "llama", tweak(GPTQ_W4, PAPER,
+                                                            true_sequential=True)),
+        ("llama/joint-fp16-scales", "llama", tweak(RTN_W4, JOINT, scale_dtype=torch.float16)),
+        ("llama/joint-mse-sym", "llama", tweak({**RTN_W4, "symmetric": True},
+                                               {**JOINT, "loss": "mse"})),
+        ("llama/paper-float-target-kb", "llama", tweak(RTN_W3, {**PAPER, "target": "float_input",
+                                                                "keep_better": True})),
+        ("llama/end-to-end", "llama", tweak(RTN_W3, {**PAPER, "end_to_end_iters": 1})),
+        ("llama/imported+joint", "llama", imported),
+        ("llama/resumed-joint", "llama", resumed),
+        ("llama/layer-stats", "llama", stats),
+    ]
+    return cases
+
+
+def _fresh(family: str):
+    from normtweak.arch import prepare_model
+    from normtweak.testing import tiny_model
+
+    return prepare_model(tiny_model(family, seed=0))
+
+
+def record_tiny() -> dict:
+    from normtweak.testing import _SAMPLE_TEXT, tiny_tokenizer
+
+    tok = tiny_tokenizer()
+    out = {}
+    for name, family, run in tiny_cases():
+        model = _fresh(family)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            extra = run(model, tok)
+        extra = extra if isinstance(extra, dict) else {}
+        text = _SAMPLE_TEXT if family not in ("bert", "distilbert") else None
+        out[name] = {**model_record(model, tok, text), **extra}
+    return out
+
+
+def smollm2_cases():
+    from normtweak.config import QuantSpec
+
+    return [("smollm2/rtn", QuantSpec(**{**RTN_W4, "group_size": 64}), None),
+            ("smollm2/gptq", QuantSpec(**{**GPTQ_W4, "group_size": 64}), None),
+            ("smollm2/paper", QuantSpec(**{**RTN_W4, "group_size": 64}),
+             {**PAPER, "lr": 1e-4}),
+            ("smollm2/joint", QuantSpec(**{**RTN_W4, "group_size": 64}),
+             {**JOINT, "batch_size": 4})]
+
+
+def record_smollm2() -> dict:
+    """Two SmolLM2 blocks (the model cut after block 1) on 8 x 128 Wikipedia train windows."""
+    from normtweak.assets import load_text
+    from normtweak.calib.text import calibration_from_text
+    from normtweak.config import TweakSpec
+    from normtweak.evaluate.perplexity import perplexity
+    from normtweak.io.float_model import load_model
+    from normtweak.quant.model import quantize_model
+    from normtweak.tweak.pipeline import tweak_model
+
+    base, tok = load_model("smollm2-135m")
+    base.model.layers = base.model.layers[:2]
+    base.config.num_hidden_layers = 2
+    ids = calibration_from_text(tok, "wikipedia", 8, 128, seed=0).input_ids
+    text = load_text("wikipedia", "validation")[:6000]
+    out = {}
+    import copy
+
+    for name, quant, tweak in smollm2_cases():
+        model = copy.deepcopy(base)
+        extra = {}
+        if tweak is None:
+            quantize_model(model, quant, calibration=ids, batch_size=4, progress=False)
+        else:
+            res = tweak_model(model, ids, quant, TweakSpec(**tweak), progress=False, seed=0)
+            extra["losses"] = [[repr(b.loss_before), repr(b.loss_after), b.kept_start]
+                               for b in res.blocks]
+        blocks = {k: tensor_digest(v) for k, v in sorted(model.state_dict().items())
+                  if k.startswith("model.layers.")}
+        out[name] = {"tensors": blocks, **extra,
+                     "ppl": repr(perplexity(model, tok, text, window=256, max_windows=2).ppl)}
+    return out
+
+
+def compare(golden: dict, fresh: dict, exact: bool = True) -> list[str]:
+    """Every difference between two records, as lines (empty: identical).
+
+    exact=False (another torch version or CPU capability, where float rounding may differ):
+    tensors are not compared and perplexities must agree to a relative 1e-3 only."""
+    problems = []
+    for case in sorted(set(golden) | set(fresh)):
+        g, f = golden.get(case), fresh.get(case)
+        if g is None or f is None:
+            problems.append(f"{case}: {'new' if g is None else 'missing'} case")
+            continue
+        for key in sorted(set(g) | set(f)):
+            if not exact:
+                if key == "ppl" and not math.isclose(float(g[key]), float(f[key]), rel_tol=1e-3):
+                    problems.append(f"{case}: ppl {g[key]} vs {f[key]} (beyond 1e-3)")
+                continue
+            if key == "tensors":
+                names = sorted(set(g[key]) | set(f[key]))
+                diff = [n for n in names if g[key].get(n) != f[key].get(n)]
+                if diff:
+                    problems.append(f"{case}: {len(diff)} tensors differ, e.g. {diff[:3]}")
+            elif g.get(key) != f.get(key):
+                problems.append(f"{case}: {key} {g.get(key)} != {f.get(key)}")
+    return problems
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("action", choices=["record", "check"])
+    p.add_argument("--smollm2", action="store_true", help="also the two SmolLM2 blocks (slow)")
+    args = p.parse_args(argv)
+    torch.set_num_threads(1)  # reductions summed in one fixed order
+    jobs = [("tiny", record_tiny)] + ([("smollm2", record_smollm2)] if args.smollm2 else [])
+    failed = False
+    for name, fn in jobs:
+        path = GOLDEN / f"{name}.json"
+        fresh = {"environment": environment(), "cases": fn()}
+        if args.action == "record":
+            GOLDEN.mkdir(parents=True, exist_ok=True)
+            path.write_text(json.dumps(fresh, indent=1, sort_keys=True) + "\n")
+            print(f"wrote {path} ({len(fresh['cases'])} cases)")
+            continue
+        golden = json.loads(path.read_text())
+        exact = golden["environment"] == fresh["environment"]
+        if not exact:
+            print(f"note: recorded on {golden['environment']}, checked on "
+                  f"{fresh['environment']}: perplexities compared to 1e-3, tensors not compared")
+        problems = compare(golden["cases"], fresh["cases"], exact)
+        for line in problems:
+            print(line)
+        print(f"{name}: {'DIFFERENT' if problems else 'identical'} "
+              f"({len(fresh['cases'])} cases)")
+        failed |= bool(problems)
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
