@@ -11,8 +11,9 @@ benchmarks/peers.py builds the calibration file and calls this script; use that.
 
 Calibration: the token ids in the safetensors file (tensor "input_ids", [n, seq_len]),
 the same ids for every method (AutoRound's default calibration set needs the hub).
-Quantization is asymmetric integer weights (bits, group size; -1 = per-channel) on every
-Linear but the LM head, as in the peers' own defaults. The quantized model is scored in
+Quantization is integer weights (bits, group size; -1 = per-channel; asymmetric unless
+--sym) on every Linear but the LM head, as in the peers' own defaults. --seed seeds torch
+before the peer runs and is AutoRound's own seed. The quantized model is scored in
 float32 with normtweak.evaluate.perplexity on the validation and test splits (first
 --max-windows windows of --window tokens), then saved in the peer's export format.
 """
@@ -60,7 +61,7 @@ def run_llmc(model, tokenizer, ids: torch.Tensor, args) -> dict:
     from llmcompressor.modifiers.gptq import GPTQModifier
 
     strategy = "channel" if args.group_size == -1 else "group"
-    weights = QuantizationArgs(num_bits=args.bits, type="int", symmetric=False, strategy=strategy,
+    weights = QuantizationArgs(num_bits=args.bits, type="int", symmetric=args.sym, strategy=strategy,
                                group_size=None if args.group_size == -1 else args.group_size)
     scheme = QuantizationScheme(targets=["Linear"], weights=weights)
     kwargs = {} if args.actorder == "default" else {
@@ -73,7 +74,7 @@ def run_llmc(model, tokenizer, ids: torch.Tensor, args) -> dict:
             shuffle_calibration_samples=False, batch_size=args.llmc_batch_size)
     return {"actorder": str(modifier.actorder), "dampening_frac": modifier.dampening_frac,
             "block_size": modifier.block_size, "quant_dtype": str(model.dtype),
-            "calibration_batch_size": args.llmc_batch_size}
+            "calibration_batch_size": args.llmc_batch_size, "symmetric": weights.symmetric}
 
 
 def save_llmc(model, tokenizer, folder: Path) -> str:
@@ -86,17 +87,17 @@ def save_llmc(model, tokenizer, folder: Path) -> str:
 
 
 def run_autoround(model, tokenizer, ids: torch.Tensor, args):
-    """AutoRound (iters=0: its RTN mode); its defaults but scheme, data and lr."""
+    """AutoRound (iters=0: its RTN mode); its defaults but scheme, data, batch, seed and lr."""
     from auto_round import AutoRound
 
-    batch = 8  # AutoRound's default batch size
+    batch = args.batch_size  # AutoRound's default: 8
     dataset = [ids[i : i + batch] for i in range(0, ids.shape[0], batch)]
     kwargs = {"lr": args.lr} if args.lr is not None else {}
     if args.disable_opt_rtn:
         kwargs["disable_opt_rtn"] = True  # plain RTN (iters=0 defaults to its optimized RTN)
     if args.no_amp:
         kwargs["amp"] = False  # train in float32 (its CPU default autocasts to bfloat16)
-    ar = AutoRound(model, tokenizer, bits=args.bits, group_size=args.group_size, sym=False,
+    ar = AutoRound(model, tokenizer, bits=args.bits, group_size=args.group_size, sym=args.sym,
                    dataset=dataset, nsamples=ids.shape[0], seqlen=ids.shape[1],
                    batch_size=batch, iters=args.iters, device_map="cpu", seed=args.seed,
                    **kwargs)
@@ -104,16 +105,26 @@ def run_autoround(model, tokenizer, ids: torch.Tensor, args):
     qmodel = ar.model
     amp_dtype = getattr(ar, "amp_dtype", None)
     info = {"iters": args.iters, "lr": args.lr if args.lr is not None else "default",
+            "sym": args.sym, "seed": args.seed, "requested_batch_size": batch,
             "quant_dtype": str(amp_dtype if amp_dtype is not None else qmodel.dtype),
             "model_dtype_after": str(qmodel.dtype)}
     config = getattr(ar, "quantize_config", None)
     info["algorithm_config"] = type(config).__name__ if config is not None else None
     for name in ("disable_opt_rtn", "enable_minmax_tuning", "minmax_lr", "lr", "nblocks",
-                 "enable_quanted_input", "batch_size", "gradient_accumulate_steps"):
+                 "enable_quanted_input", "batch_size", "gradient_accumulate_steps", "sym",
+                 "seed", "iters", "nsamples", "seqlen"):
         for owner in (config, ar):
             value = getattr(owner, name, None)
             if isinstance(value, (bool, int, float, str)):
                 info.setdefault(name, value)
+    # what AutoRound actually used (its calibration context holds batch, samples, length)
+    context = getattr(ar, "calibration_context", None)
+    for name in ("batch_size", "nsamples", "seqlen"):
+        value = getattr(context, name, None)
+        if isinstance(value, int):
+            info[f"used_{name}"] = value
+    if isinstance(getattr(config, "lr", None), float):
+        info["used_lr"] = config.lr
     info["amp"] = getattr(ar, "amp", None)
     info["enable_torch_compile"] = getattr(ar, "enable_torch_compile", None)
     return ar, qmodel, info
@@ -175,11 +186,19 @@ def parse(argv):
     p.add_argument("--model", default="smollm2-135m")
     p.add_argument("--bits", type=int, default=4)
     p.add_argument("--group-size", type=int, default=64, help="-1 = per-channel")
+    sym = p.add_mutually_exclusive_group()
+    sym.add_argument("--sym", dest="sym", action="store_true",
+                     help="symmetric weights (AutoRound's own default)")
+    sym.add_argument("--asym", dest="sym", action="store_false",
+                     help="asymmetric weights (the default here, as in the earlier runs)")
+    p.set_defaults(sym=False)
     p.add_argument("--actorder", default="default", help="llmc: default|none|static|group")
     # oneshot's default batch is 1 sample; 8 gives the same Hessians (equal-length windows,
     # no padding) with far less per-call overhead on a CPU.
     p.add_argument("--llmc-batch-size", type=int, default=8)
     p.add_argument("--iters", type=int, default=0, help="AutoRound iterations (0 = RTN mode)")
+    p.add_argument("--batch-size", type=int, default=8,
+                   help="AutoRound calibration batch size (its default 8)")
     p.add_argument("--disable-opt-rtn", action="store_true", help="AutoRound: plain RTN at iters=0")
     p.add_argument("--lr", type=float, default=None, help="AutoRound lr (default: its own)")
     p.add_argument("--no-amp", action="store_true",
@@ -189,10 +208,13 @@ def parse(argv):
     p.add_argument("--window", type=int, default=1024)
     p.add_argument("--max-windows", type=int, default=8)
     p.add_argument("--threads", type=int, default=1)
-    p.add_argument("--seed", type=int, default=42, help="AutoRound's seed (its default 42)")
+    p.add_argument("--seed", type=int, default=42,
+                   help="torch's seed before the peer runs; AutoRound's seed (its default 42)")
     p.add_argument("--save-dir", help="export the quantized model here (must not exist)")
     p.add_argument("--output", required=True, help="JSON result file")
     args = p.parse_args(argv)
+    if args.batch_size < 1:
+        p.error("--batch-size must be >= 1")
     if args.peer != "float" and not args.calib:
         p.error("--calib is required for a peer run")
     if args.save_dir and Path(args.save_dir).exists() and any(Path(args.save_dir).iterdir()):
@@ -204,6 +226,7 @@ def main(argv=None) -> dict:
     args = parse(argv)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")  # the peers must not reach for the hub
     torch.set_num_threads(args.threads)
+    torch.manual_seed(args.seed)
     from normtweak.assets import resolve_model
     from normtweak.io.float_model import load_model
 

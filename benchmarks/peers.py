@@ -3,6 +3,7 @@
     OMP_NUM_THREADS=1 python benchmarks/peers.py --threads 1                # everything installed
     OMP_NUM_THREADS=1 python benchmarks/peers.py --only-peers --peers llmc-gptq --configs 4:64
     OMP_NUM_THREADS=1 python benchmarks/peers.py --text austen --configs 4:64
+    OMP_NUM_THREADS=1 python benchmarks/peers.py --only-peers --peers autoround-200 --configs 4:64:sym
 
 Every method quantizes SmolLM2 from the same calibration token ids (calib.text.
 calibration_from_text(tokenizer, TEXT, N, LEN, seed), written once to a safetensors
@@ -13,6 +14,11 @@ pins conflict with ours; see the README's "Peers" section); a peer whose environ
 missing is skipped, and the table says so. normtweak's variants run in this process
 (`normtweak_variants`). Each run's JSON is cached in results/peers_runs/ under a name
 made of its settings, so a rerun skips finished runs (--fresh reruns them).
+
+--configs items are bits:group_size[:sym|asym] (asymmetric when left out, the scheme every
+earlier run used: their names carry no scheme; symmetric runs' names end in "sym").
+--seed picks the calibration windows and seeds every method: AutoRound's own seed, torch
+in the peers' runner, normtweak's tweak; a seed other than 0 is in every file name.
 
 Columns: val/test perplexity, gap recovered on test = (RTN - method) / (RTN - float) with
 normtweak's RTN of the same config, quantization wall time, peak resident memory of the
@@ -38,70 +44,117 @@ ROOT = Path(__file__).resolve().parent.parent
 RUNNER = ROOT / "benchmarks" / "peer_runner.py"
 
 # name -> (peer environment, runner arguments). Defaults are the peers' own, but the
-# scheme (asymmetric int weights) and, for AutoRound-50, the lr the issue measured with.
+# scheme (--configs; asymmetric unless :sym), the seed (--seed) and, for AutoRound-50, the lr
+# the issue measured with. AutoRound's amp (its default True) autocasts to bfloat16 where
+# the CPU has bf16 (avx512_bf16) and runs float32 where it has not: the run's quant dtype
+# column says which.
 PEERS = {
     "llmc-gptq": ("llmc", []),  # GPTQModifier defaults: actorder "static"
     "llmc-gptq-noact": ("llmc", ["--actorder", "none"]),
     "autoround-rtn": ("autoround", ["--iters", "0"]),  # its default: optimized RTN
     "autoround-rtn-plain": ("autoround", ["--iters", "0", "--disable-opt-rtn"]),
     "autoround-50": ("autoround", ["--iters", "50", "--lr", "5e-3"]),
-    "autoround-200": ("autoround", ["--iters", "200"]),  # its default lr 1/iters = 5e-3
+    # AutoRound's default recipe: 200 iterations, lr 1/iters = 5e-3, batch 8, its default amp
+    "autoround-200": ("autoround", ["--iters", "200", "--batch-size", "8"]),
+    # its "fast" recipe for 512-token calibration: 200 iterations at batch 4
+    "autoround-fast": ("autoround", ["--iters", "200", "--batch-size", "4"]),
     # AutoRound-50 in float32 whatever the CPU (amp=False): where the CPU has bf16, AutoRound
-    # autocasts to it by default (this machine has none, so autoround-50 is float32 here too)
+    # autocasts to it by default
     "autoround-50-fp32": ("autoround", ["--iters", "50", "--lr", "5e-3", "--no-amp"]),
 }
 PEER_PACKAGES = {"llmc": "llmcompressor", "autoround": "auto_round"}
 DEFAULT_PEERS = "llmc-gptq,autoround-rtn,autoround-50"
 
 
+# The tweak of "normtweak-gptq+tweak" as its cached runs were made (TweakSpec()'s defaults
+# then), pinned so that the name keeps its meaning whatever TweakSpec's defaults become.
+GPTQ_TWEAK = {"lr": 1e-4, "scale": 5.0, "iters": 1, "batch_size": 1, "loss": "dist",
+              "target": "quantized_input", "quant_params": "none", "keep_better": True}
+
+
 def normtweak_variants(args) -> list[tuple[str, "QuantSpec", "TweakSpec | None"]]:
     """(name, QuantSpec, TweakSpec or None) for every normtweak row of one config.
 
-    args.bits / args.group_size: the config. The first entry must be plain RTN (the
-    reference of the gap-recovered column).
+    args.bits / args.group_size / args.symmetric (False when missing): the config. The
+    first entry must be plain RTN (the reference of the gap-recovered column).
     """
     from normtweak.config import QuantSpec, TweakSpec
 
     def q(method: str, **kw) -> QuantSpec:
-        return QuantSpec(bits=args.bits, group_size=args.group_size, symmetric=False,
-                         method=method, **kw)
+        return QuantSpec(bits=args.bits, group_size=args.group_size,
+                         symmetric=bool(getattr(args, "symmetric", False)), method=method, **kw)
 
     gptq = q("gptq", act_order=True, static_groups=True)
     return [
         ("normtweak-rtn", q("rtn"), None),
         ("normtweak-gptq", gptq, None),
-        ("normtweak-gptq+tweak", gptq, TweakSpec()),
+        ("normtweak-gptq+tweak", gptq, TweakSpec(**GPTQ_TWEAK)),
+        # the joint preset on RTN: 3 passes x 16 batches of 8 = 48 steps per block
+        ("normtweak-default", q("rtn"), TweakSpec.preset("joint")),
+        # 13 passes x 16 batches of 8 = 208 steps per block (AutoRound-200: 200 x batch 8)
+        ("normtweak-joint-equal-compute", q("rtn"), TweakSpec.preset("joint", iters=13)),
+        # norms frozen (lr 0): only the linears' clipping and rounding train
+        ("normtweak-joint-frozen-norms", q("rtn"), TweakSpec.preset("joint", lr=0.0)),
     ]
 
 
 # --- small helpers -----------------------------------------------------------------------
 
 
-def parse_configs(text: str) -> list[tuple[int, int]]:
-    """'4:64,3:64,4:-1' -> [(bits, group_size), ...] (-1 = per-channel)."""
+SCHEMES = {"sym": True, "asym": False}
+
+
+def parse_configs(text: str) -> list[tuple[int, int, bool]]:
+    """'4:64:sym,3:64,4:-1:asym' -> [(bits, group_size, symmetric), ...] (-1 = per-channel;
+    asymmetric when the scheme is left out)."""
     out = []
     for item in text.split(","):
+        parts = item.strip().split(":")
         try:
-            bits, group = (int(x) for x in item.split(":"))
+            if len(parts) not in (2, 3) or (len(parts) == 3 and parts[2] not in SCHEMES):
+                raise ValueError
+            bits, group = int(parts[0]), int(parts[1])
         except ValueError:
-            raise ValueError(f"--configs items are bits:group_size (e.g. 4:64, 4:-1), got {item!r}")
-        out.append((bits, group))
+            raise ValueError(f"--configs items are bits:group_size[:sym|asym] (e.g. 4:64, "
+                             f"4:-1, 4:64:sym), got {item!r}") from None
+        out.append((bits, group, SCHEMES[parts[2]] if len(parts) == 3 else False))
     return out
 
 
-def config_label(bits: int, group: int) -> str:
-    return f"W{bits} " + ("per-channel" if group == -1 else f"g{group}") + " asym"
+def config_label(bits: int, group: int, symmetric: bool = False) -> str:
+    return (f"W{bits} " + ("per-channel" if group == -1 else f"g{group}")
+            + (" sym" if symmetric else " asym"))
 
 
-def config_tag(bits: int, group: int) -> str:
-    return f"w{bits}" + ("pc" if group == -1 else f"g{group}")
+def config_tag(bits: int, group: int, symmetric: bool = False) -> str:
+    """w4g64, w4pc (asymmetric: the names every earlier run has), w4g64sym (symmetric)."""
+    return f"w{bits}" + ("pc" if group == -1 else f"g{group}") + ("sym" if symmetric else "")
 
 
-def run_tag(args, method: str, bits: int | None, group: int | None) -> str:
+def run_tag(args, method: str, bits: int | None, group: int | None,
+            symmetric: bool = False) -> str:
     """File name of a run's JSON: every setting that changes its numbers or its timing."""
-    cfg = "float" if bits is None else config_tag(bits, group)
+    cfg = "float" if bits is None else config_tag(bits, group, symmetric)
     return (f"{args.text}_{method}_{cfg}_c{args.calib_samples}x{args.calib_len}s{args.seed}"
             f"_e{args.max_windows}x{args.window}_t{args.threads}")
+
+
+def model_dir_name(args, method: str, bits: int, group: int, symmetric: bool = False) -> str:
+    """Folder of a peer's exported checkpoint under --models-dir (seed 0: no seed in the name,
+    as the earlier folders have it)."""
+    seed = f"s{args.seed}" if args.seed else ""
+    return (f"{args.text}-{method}-{config_tag(bits, group, symmetric)}-"
+            f"{args.calib_samples}x{args.calib_len}{seed}")
+
+
+def seed_mismatch(run: dict, args) -> str | None:
+    """A note when a cached peer run was tuned with another seed than --seed (the AutoRound
+    runs made before --seed reached AutoRound used its default 42); None when the seed
+    matches or cannot matter (llm-compressor, AutoRound's RTN mode: no randomness)."""
+    a = run.get("args") or {}
+    if a.get("peer") != "autoround" or not a.get("iters") or a.get("seed") in (None, args.seed):
+        return None
+    return f"AutoRound seed {a['seed']}"
 
 
 def peak_rss_reset() -> None:
@@ -194,24 +247,33 @@ def run_normtweak(name, quant, tweak, model, tokenizer, ids, texts, args) -> dic
         quantize_model(qmodel, quant, calibration=ids if quant.method == "gptq" else None,
                        progress=False)
     else:
-        tweak_model(qmodel, ids, quant, tweak, progress=False)
+        tweak_model(qmodel, ids, quant, tweak, progress=False, seed=args.seed)
     quantize_s = time.perf_counter() - t
     peak = peak_rss_mb()
     return {"method": name, "quant": quant.as_dict(),
             "tweak": tweak.as_dict() if tweak is not None else None, "quantize_s": quantize_s,
             "peak_rss_mb": peak, "peak_rss_note": "VmHWM of the orchestrator (float model held too)",
             "eval": evaluate(qmodel, tokenizer, texts, args),
-            "peer_settings": {"quant_dtype": "torch.float32"}, "torch_threads": torch.get_num_threads()}
+            "peer_settings": {"quant_dtype": "torch.float32"}, "seed": args.seed,
+            "torch_threads": torch.get_num_threads()}
 
 
-def run_peer(name: str, bits: int, group: int, python: Path, calib: Path, out: Path, args) -> dict | None:
-    """One peer run through its environment's interpreter; None when it failed."""
+def peer_command(name: str, bits: int, group: int, symmetric: bool, python: Path, calib: Path,
+                 out: Path, args) -> list[str]:
+    """The runner's command line for one peer run (without --save-dir)."""
     env_name, extra = PEERS[name]
-    cmd = [str(python), str(RUNNER), "--peer", env_name, "--bits", str(bits), "--group-size",
-           str(group), "--calib", str(calib), "--text", args.text, "--window", str(args.window),
-           "--max-windows", str(args.max_windows), "--threads", str(args.threads),
-           "--output", str(out), *extra]
-    save = Path(args.models_dir) / f"{args.text}-{name}-{config_tag(bits, group)}-{args.calib_samples}x{args.calib_len}"
+    return [str(python), str(RUNNER), "--peer", env_name, "--bits", str(bits), "--group-size",
+            str(group), "--sym" if symmetric else "--asym", "--seed", str(args.seed),
+            "--calib", str(calib), "--text", args.text, "--window", str(args.window),
+            "--max-windows", str(args.max_windows), "--threads", str(args.threads),
+            "--output", str(out), *extra]
+
+
+def run_peer(name: str, bits: int, group: int, symmetric: bool, python: Path, calib: Path,
+             out: Path, args) -> dict | None:
+    """One peer run through its environment's interpreter; None when it failed."""
+    cmd = peer_command(name, bits, group, symmetric, python, calib, out, args)
+    save = Path(args.models_dir) / model_dir_name(args, name, bits, group, symmetric)
     if save.exists() and any(save.iterdir()):
         print(f"  {save} exists: this run does not export its model again", flush=True)
     else:
@@ -220,7 +282,8 @@ def run_peer(name: str, bits: int, group: int, python: Path, calib: Path, out: P
     print("  $ " + shlex.join(cmd), flush=True)
     proc = subprocess.run(cmd, env=env, cwd=ROOT)
     if proc.returncode != 0 or not out.is_file():
-        print(f"  {name} {config_label(bits, group)} FAILED (exit {proc.returncode})", flush=True)
+        print(f"  {name} {config_label(bits, group, symmetric)} FAILED (exit {proc.returncode})",
+              flush=True)
         return None
     result = json.loads(out.read_text())
     result["method"] = name
@@ -244,7 +307,8 @@ def table_rows(float_run: dict, runs: list[dict]) -> list[dict]:
         test = r["eval"]["test"]["ppl"]
         ref = rtn.get(r["config"])
         gap = None if ref is None or r["method"] == "normtweak-rtn" else gap_recovered(f_test, ref, test)
-        rows.append({"method": r["method"], "config": r["config"],
+        note = r.get("seed_note")
+        rows.append({"method": r["method"] + (f" ({note})" if note else ""), "config": r["config"],
                      "val_ppl": r["eval"]["validation"]["ppl"], "test_ppl": test,
                      "gap_recovered_%": gap, "quantize_s": r["quantize_s"],
                      "peak_rss_mb": r["peak_rss_mb"],
@@ -279,7 +343,8 @@ def parse(argv):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--model", default="smollm2-135m")
     p.add_argument("--text", default="wikipedia", choices=["wikipedia", "austen"])
-    p.add_argument("--configs", default="4:64,3:64,4:-1", help="bits:group_size,... (-1 = per-channel)")
+    p.add_argument("--configs", default="4:64,3:64,4:-1",
+                   help="bits:group_size[:sym|asym],... (-1 = per-channel; asym when left out)")
     p.add_argument("--peers", default=DEFAULT_PEERS, help=f"comma list of {','.join(PEERS)}, or none")
     p.add_argument("--only-peers", action="store_true", help="run no normtweak variant (cached ones still join the table)")
     p.add_argument("--only-normtweak", action="store_true", help="no peers")
@@ -287,7 +352,8 @@ def parse(argv):
                    help="comma list of normtweak variant names to run (default: all of normtweak_variants)")
     p.add_argument("--calib-samples", type=int, default=128)
     p.add_argument("--calib-len", type=int, default=512)
-    p.add_argument("--seed", type=int, default=0, help="calibration windows' seed")
+    p.add_argument("--seed", type=int, default=0,
+                   help="calibration windows' seed, also every method's (AutoRound's, the tweak's)")
     p.add_argument("--max-windows", type=int, default=8, help="windows per split; 0 = all")
     p.add_argument("--window", type=int, default=1024)
     p.add_argument("--threads", type=int, default=1, help="torch threads, also OMP_NUM_THREADS of the peers")
@@ -303,6 +369,10 @@ def parse(argv):
     args = p.parse_args(argv)
     args.config_list = parse_configs(args.configs)
     args.variants = [v for v in args.variants.split(",") if v]
+    names = [n for n, _, _ in normtweak_variants(argparse.Namespace(bits=4, group_size=64))]
+    if [v for v in args.variants if v not in names]:
+        p.error(f"unknown variant(s) {[v for v in args.variants if v not in names]}; "
+                f"choose from {names}")
     args.peer_list = [] if args.peers in ("", "none") or args.only_normtweak else args.peers.split(",")
     unknown = [n for n in args.peer_list if n not in PEERS]
     if unknown:
@@ -341,11 +411,12 @@ def main(argv=None) -> dict:
 
     runs = []
     pythons = {env: peer_python(env, args) for env in {PEERS[n][0] for n in args.peer_list}}
-    for bits, group in args.config_list:
-        args.bits, args.group_size = bits, group
+    for bits, group, sym in args.config_list:
+        args.bits, args.group_size, args.symmetric = bits, group, sym
+        label = config_label(bits, group, sym)
         for name in args.peer_list:
             python = pythons[PEERS[name][0]]
-            path = runs_dir / f"{run_tag(args, name, bits, group)}.json"
+            path = runs_dir / f"{run_tag(args, name, bits, group, sym)}.json"
             run = cached(path, args)
             if run is None and args.cached_only:
                 continue
@@ -354,25 +425,30 @@ def main(argv=None) -> dict:
                                f"{getattr(args, 'venv_' + PEERS[name][0])} nor in this Python")
                 continue
             if run is None:
-                print(f"{name} {config_label(bits, group)} ...", flush=True)
-                run = run_peer(name, bits, group, python, calib, path, args)
+                print(f"{name} {label} ...", flush=True)
+                run = run_peer(name, bits, group, sym, python, calib, path, args)
                 if run is None:
-                    skipped.append(f"{name} {config_label(bits, group)}: failed (see its output)")
+                    skipped.append(f"{name} {label}: failed (see its output)")
                     continue
-            run["config"] = config_label(bits, group)
+            run["config"] = label
+            note = seed_mismatch(run, args)
+            if note:
+                run["seed_note"] = note
+                print(f"  cached {path.name} was tuned with {note}, not {args.seed} "
+                      f"(--fresh reruns it)", flush=True)
             runs.append(run)
 
         for name, quant, tweak in normtweak_variants(args):
             if args.variants and name not in args.variants:
                 continue
-            path = runs_dir / f"{run_tag(args, name, bits, group)}.json"
+            path = runs_dir / f"{run_tag(args, name, bits, group, sym)}.json"
             run = cached(path, args)
             if run is None and (args.only_peers or args.cached_only):
                 continue  # a cached normtweak run still joins the table (RTN: the gap's reference)
             if run is None:
-                print(f"{name} {config_label(bits, group)} ...", flush=True)
+                print(f"{name} {label} ...", flush=True)
                 run = run_normtweak(name, quant, tweak, model, tokenizer, ids, texts, args)
-                run["config"] = config_label(bits, group)
+                run["config"] = label
                 write_json_atomic(path, run)
             runs.append(run)
     rows = table_rows(float_run, runs)
@@ -387,7 +463,8 @@ def main(argv=None) -> dict:
     print(f"\nreproduce: OMP_NUM_THREADS={args.threads} {command}")
     result = {"command": command, "caption": caption, "rows": rows, "skipped": sorted(set(skipped)),
               "runs": runs, "float": float_run,
-              "args": {k: v for k, v in vars(args).items() if k not in ("bits", "group_size")}}
+              "args": {k: v for k, v in vars(args).items()
+                       if k not in ("bits", "group_size", "symmetric")}}
     write_json_atomic(Path(args.output), result)
     print(f"wrote {args.output}")
     return result

@@ -22,23 +22,118 @@ def _load(name: str):
 peers = _load("peers")
 
 
+peer_runner = _load("peer_runner")
+
+
+def _args(**kw):
+    base = {"text": "wikipedia", "calib_samples": 128, "calib_len": 512, "seed": 0,
+            "max_windows": 8, "window": 1024, "threads": 1}
+    return SimpleNamespace(**{**base, **kw})
+
+
 def test_parse_configs_and_labels():
-    assert peers.parse_configs("4:64,3:64,4:-1") == [(4, 64), (3, 64), (4, -1)]
+    assert peers.parse_configs("4:64,3:64,4:-1") == [(4, 64, False), (3, 64, False), (4, -1, False)]
+    assert peers.parse_configs("4:64:sym,3:64:asym,4:-1:sym") == [
+        (4, 64, True), (3, 64, False), (4, -1, True)]
     assert peers.config_label(4, -1) == "W4 per-channel asym"
+    assert peers.config_label(4, 64, True) == "W4 g64 sym"
     assert peers.config_tag(3, 64) == "w3g64"
-    with pytest.raises(ValueError, match="bits:group_size"):
-        peers.parse_configs("4-64")
+    assert peers.config_tag(4, -1, False) == "w4pc"
+    assert peers.config_tag(4, 64, True) == "w4g64sym"
+    for bad in ("4-64", "4:64:symmetric", "4:64:sym:x", "4", "a:64"):
+        with pytest.raises(ValueError, match="bits:group_size"):
+            peers.parse_configs(bad)
 
 
 def test_run_tag_changes_with_every_setting():
-    args = SimpleNamespace(text="wikipedia", calib_samples=128, calib_len=512, seed=0,
-                           max_windows=8, window=1024, threads=1)
+    args = _args()
     base = peers.run_tag(args, "llmc-gptq", 4, 64)
-    assert base == "wikipedia_llmc-gptq_w4g64_c128x512s0_e8x1024_t1"
+    assert base == "wikipedia_llmc-gptq_w4g64_c128x512s0_e8x1024_t1"  # the cached runs' names
+    assert peers.run_tag(args, "llmc-gptq", 4, 64, False) == base
+    assert peers.run_tag(args, "autoround-200", 4, 64, True) == \
+        "wikipedia_autoround-200_w4g64sym_c128x512s0_e8x1024_t1"
     for field, value in [("text", "austen"), ("calib_samples", 64), ("calib_len", 2048),
                          ("seed", 1), ("max_windows", 0), ("threads", 2)]:
         other = SimpleNamespace(**{**vars(args), field: value})
         assert peers.run_tag(other, "llmc-gptq", 4, 64) != base
+
+
+def test_model_dir_name_keeps_old_names_and_separates_seeds():
+    assert peers.model_dir_name(_args(), "llmc-gptq", 4, 64) == "wikipedia-llmc-gptq-w4g64-128x512"
+    assert peers.model_dir_name(_args(), "autoround-200", 4, 64, True) == \
+        "wikipedia-autoround-200-w4g64sym-128x512"
+    assert peers.model_dir_name(_args(seed=1), "llmc-gptq", 4, 64) == \
+        "wikipedia-llmc-gptq-w4g64-128x512s1"
+
+
+def test_peer_command_passes_scheme_and_seed(tmp_path):
+    args = _args(seed=3)
+    cmd = peers.peer_command("autoround-fast", 4, 64, True, Path("py"), tmp_path / "c",
+                             tmp_path / "o.json", args)
+    assert "--sym" in cmd and "--asym" not in cmd
+    assert cmd[cmd.index("--seed") + 1] == "3"
+    assert cmd[cmd.index("--iters") + 1] == "200" and cmd[cmd.index("--batch-size") + 1] == "4"
+    cmd = peers.peer_command("llmc-gptq", 3, -1, False, Path("py"), tmp_path / "c",
+                             tmp_path / "o.json", args)
+    assert "--asym" in cmd and cmd[cmd.index("--group-size") + 1] == "-1"
+    # AutoRound's default recipe: 200 iterations at batch 8, its own lr and amp
+    extra = peers.PEERS["autoround-200"][1]
+    assert extra[extra.index("--iters") + 1] == "200" and extra[extra.index("--batch-size") + 1] == "8"
+    assert "--lr" not in extra and "--no-amp" not in extra
+    assert {"autoround-50", "llmc-gptq"} <= set(peers.PEERS)
+
+
+def test_runner_parses_scheme_batch_and_seed():
+    a = peer_runner.parse(["--peer", "autoround", "--calib", "x", "--output", "o.json"])
+    assert (a.sym, a.batch_size, a.seed) == (False, 8, 42)
+    a = peer_runner.parse(["--peer", "llmc", "--calib", "x", "--output", "o.json", "--sym",
+                           "--batch-size", "4", "--seed", "0"])
+    assert (a.sym, a.batch_size, a.seed) == (True, 4, 0)
+    assert peer_runner.parse(["--peer", "llmc", "--calib", "x", "--output", "o", "--asym"]).sym is False
+    with pytest.raises(SystemExit):
+        peer_runner.parse(["--peer", "llmc", "--calib", "x", "--output", "o", "--sym", "--asym"])
+
+
+def test_normtweak_variants_follow_the_scheme():
+    from normtweak.config import TweakSpec
+
+    for sym in (False, True):
+        rows = peers.normtweak_variants(SimpleNamespace(bits=3, group_size=64, symmetric=sym))
+        assert rows[0][0] == "normtweak-rtn" and rows[0][2] is None  # the gap's reference
+        assert all(q.symmetric is sym and q.bits == 3 and q.group_size == 64 for _, q, _ in rows)
+    by = {n: (q, t) for n, q, t in peers.normtweak_variants(SimpleNamespace(bits=4, group_size=64))}
+    assert all(not q.symmetric for q, _ in by.values())  # no scheme given: asymmetric
+    joint = TweakSpec.preset("joint")
+    q, t = by["normtweak-default"]
+    assert q.method == "rtn" and t == joint
+    q, t = by["normtweak-joint-equal-compute"]
+    assert q.method == "rtn" and t.iters == 13 and t.batch_size == 8
+    assert t == TweakSpec.preset("joint", iters=13)
+    q, t = by["normtweak-joint-frozen-norms"]
+    assert t.lr == 0.0 and t.quant_params == joint.quant_params and t.enabled
+    gptq_tweak = by["normtweak-gptq+tweak"][1]
+    assert (gptq_tweak.iters, gptq_tweak.batch_size, gptq_tweak.loss, gptq_tweak.quant_params) == \
+        (1, 1, "dist", "none")
+
+
+def test_parse_rejects_unknown_variants_and_peers():
+    with pytest.raises(SystemExit):
+        peers.parse(["--variants", "normtweak-nope"])
+    with pytest.raises(SystemExit):
+        peers.parse(["--peers", "autoround-9"])
+    a = peers.parse(["--configs", "4:64:sym", "--peers", "autoround-200,autoround-fast",
+                     "--variants", "normtweak-default"])
+    assert a.config_list == [(4, 64, True)] and a.peer_list == ["autoround-200", "autoround-fast"]
+
+
+def test_seed_mismatch_only_where_the_seed_matters():
+    args = _args()
+    tuned = {"args": {"peer": "autoround", "iters": 50, "seed": 42}}
+    assert peers.seed_mismatch(tuned, args) == "AutoRound seed 42"
+    assert peers.seed_mismatch({"args": {"peer": "autoround", "iters": 50, "seed": 0}}, args) is None
+    assert peers.seed_mismatch({"args": {"peer": "autoround", "iters": 0, "seed": 42}}, args) is None
+    assert peers.seed_mismatch({"args": {"peer": "llmc", "seed": 42}}, args) is None
+    assert peers.seed_mismatch({"method": "normtweak-rtn"}, args) is None
 
 
 def _run(method, config, val, test, seconds=1.0):
@@ -59,6 +154,14 @@ def test_table_gap_is_against_normtweak_rtn_of_the_same_config():
     assert by[("autoround-rtn", "W3 g64 asym")]["gap_recovered_%"] is None
     table = peers.markdown(rows)
     assert "| llmc-gptq | W4 g64 asym | 25.00 | 15.00 | 50.0 |" in table
+
+
+def test_table_names_a_cached_run_of_another_seed():
+    float_run = {"eval": {"validation": {"ppl": 20.0}, "test": {"ppl": 10.0}}}
+    run = {**_run("autoround-50", "W4 g64 sym", 25.0, 15.0), "seed_note": "AutoRound seed 42"}
+    rows = peers.table_rows(float_run, [_run("normtweak-rtn", "W4 g64 sym", 30.0, 20.0), run])
+    assert rows[-1]["method"] == "autoround-50 (AutoRound seed 42)"
+    assert rows[-1]["gap_recovered_%"] == pytest.approx(50.0)
 
 
 def test_peer_python_missing_environment_and_package(tmp_path):
