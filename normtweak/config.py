@@ -7,27 +7,51 @@ tweaked, `GridSpec` which (lr, scale) points a grid search visits.
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 
 QUANT_METHODS = ("rtn", "gptq")
 TWEAK_LOSSES = ("dist", "dist_mse", "mse", "rel_mse", "none")
 TWEAK_TARGETS = ("quantized_input", "float_input")
 QUANT_PARAMS = ("none", "clip", "clip_round")
 GROUP_PARAMS = ("updated", "reference")
+# Where a layer's in_features is not a multiple of the group size (SmolLM2's 576 = 4.5 x 128),
+# the layer takes the largest of these below the group size that divides it (QuantSpec.for_layer).
+FALLBACK_GROUP_SIZES = (128, 64, 32)
+
+
+def weight_schemes() -> dict[str, dict]:
+    """The field's weight-only integer schemes by name: compressed-tensors' presets (the names
+    llm-compressor and vLLM use: W4A16 = 4-bit symmetric, group 128; W4A16_ASYM; W8A16; ...)
+    whose activations stay in 16 bits, as QuantSpec fields."""
+    from compressed_tensors.quantization.quant_scheme import PRESET_SCHEMES
+
+    schemes = {}
+    for name, scheme in PRESET_SCHEMES.items():
+        w = scheme.get("weights") if isinstance(scheme, dict) else None
+        if (w is None or w.type != "int" or scheme.get("input_activations") is not None
+                or not 2 <= w.num_bits <= 8):
+            continue
+        schemes[name] = dict(bits=w.num_bits, symmetric=bool(w.symmetric),
+                             group_size=w.group_size if w.strategy == "group" else -1)
+    return schemes
 
 
 @dataclass(frozen=True)
 class QuantSpec:
-    """Weight quantization settings.
+    """Weight quantization settings. The defaults are the field's W4A16: 4-bit symmetric codes,
+    one scale per 128 inputs (llm-compressor's and AutoRound's default; what vLLM's Marlin
+    kernels and plain transformers load). `QuantSpec.scheme("W3A16")` names others.
 
     group_size: -1 = one scale per output channel, 0 = one scale per tensor,
-    g > 0 = one scale per g consecutive input features of each output channel
-    (g must divide the layer's in_features).
+    g > 0 = one scale per g consecutive input features of each output channel. Where g does
+    not divide a layer's in_features, group_fallback gives that layer the largest of
+    FALLBACK_GROUP_SIZES below g that does (`for_layer`; the saved format records each
+    layer's own), else the layer is refused.
     """
 
     bits: int = 4
-    group_size: int = -1
-    symmetric: bool = False
+    group_size: int = 128
+    symmetric: bool = True
     method: str = "rtn"
     # GPTQ. act_order + static_groups: the field's default (llm-compressor's actorder
     # "static"): columns in order of decreasing Hessian diagonal, group parameters fixed
@@ -42,6 +66,18 @@ class QuantSpec:
     # IST-DASLab's code sees (updates of finished lazy blocks only).
     group_params: str = "updated"
     quantize_head: bool = False
+    group_fallback: bool = True
+
+    @classmethod
+    def scheme(cls, name: str, **overrides) -> "QuantSpec":
+        """A named scheme (W4A16, W4A16_ASYM, W3A16, W8A16, ...; `weight_schemes`), with any
+        field overridden."""
+        schemes = weight_schemes()
+        key = name.upper()
+        if key not in schemes:
+            raise ValueError(f"unknown quantization scheme {name!r}; choose from "
+                             f"{', '.join(sorted(schemes))}")
+        return cls(**{**schemes[key], **overrides})
 
     def __post_init__(self) -> None:
         if not isinstance(self.bits, int) or not 2 <= self.bits <= 8:
@@ -60,14 +96,35 @@ class QuantSpec:
         if self.group_params not in GROUP_PARAMS:
             raise ValueError(f"group_params must be one of {GROUP_PARAMS}, got "
                              f"{self.group_params!r}")
+        for name in ("symmetric", "act_order", "static_groups", "quantize_head",
+                     "group_fallback"):
+            if not isinstance(getattr(self, name), bool):  # "false" would read as true
+                raise TypeError(f"{name} must be True or False, got {getattr(self, name)!r}")
+
+    def layer_group_size(self, name: str, in_features: int) -> int:
+        """The group size a layer of `in_features` inputs is quantized with (see group_fallback);
+        ValueError naming the layer when there is none."""
+        g = self.group_size
+        if g <= 0 or in_features % g == 0:
+            return g
+        if self.group_fallback:
+            for fallback in FALLBACK_GROUP_SIZES:
+                if fallback < g and in_features % fallback == 0:
+                    return fallback
+        smaller = [x for x in FALLBACK_GROUP_SIZES if x < g] if self.group_fallback else []
+        raise ValueError(
+            f"layer {name!r}: group_size {g} does not divide in_features {in_features}"
+            + (f", nor does any of {smaller}" if smaller else "")
+            + "; choose a group size that divides it, or -1 (one scale per output channel)")
+
+    def for_layer(self, name: str, in_features: int) -> "QuantSpec":
+        """This spec as a layer of `in_features` inputs gets it (its own group size)."""
+        g = self.layer_group_size(name, in_features)
+        return self if g == self.group_size else replace(self, group_size=g)
 
     def check_layer(self, name: str, in_features: int) -> None:
         """Raise ValueError if this spec cannot quantize a layer of `in_features` inputs."""
-        if self.group_size > 0 and in_features % self.group_size != 0:
-            raise ValueError(
-                f"layer {name!r}: group_size {self.group_size} does not divide "
-                f"in_features {in_features}"
-            )
+        self.layer_group_size(name, in_features)
 
     def groups(self, in_features: int) -> int:
         """Number of scale groups along the input dimension."""
@@ -77,12 +134,38 @@ class QuantSpec:
         return asdict(self)
 
 
+def group_fallback_note(quant: QuantSpec, layers) -> str | None:
+    """One line saying which layers take another group size than `quant.group_size` (None if
+    none do). layers: (name, in_features) pairs; a layer no group size fits raises ValueError."""
+    moved: dict[int, list[str]] = {}
+    in_features: dict[int, set[int]] = {}
+    for name, n in layers:
+        g = quant.layer_group_size(name, n)
+        if g != quant.group_size:
+            moved.setdefault(g, []).append(name)
+            in_features.setdefault(g, set()).add(n)
+    if not moved:
+        return None
+    parts = []
+    for g, names in sorted(moved.items(), reverse=True):
+        leaves = sorted({n.rsplit(".", 1)[-1].rsplit(" ", 1)[-1] for n in names})
+        sizes = ", ".join(str(n) for n in sorted(in_features[g]))
+        parts.append(f"{len(names)} layers ({', '.join(leaves)}; in_features {sizes}) use "
+                     f"group size {g}")
+    return (f"group size {quant.group_size} does not divide every layer's inputs: "
+            + "; ".join(parts) + " (recorded per layer in the saved model)")
+
+
 @dataclass(frozen=True)
 class TweakSpec:
-    """Norm-tweaking settings (paper, Algorithm 1).
+    """How each quantized block is tuned. The defaults are normtweak's best measured method,
+    the `joint` preset; `TweakSpec.preset("paper")` is the paper's Algorithm 1 as written.
 
     Block l of L trains its norm weights with Adam at lr_l = lr * (1 + scale * l / L)
-    for `iters` passes over the calibration samples.
+    (the paper's layer scale) for `iters` passes over the calibration samples in batches of
+    `batch_size`. Beyond the paper (the joint defaults), each quantized linear's clipping and
+    rounding train with the norms ("clip_round"), by the per-token relative MSE against the
+    float model's own hidden states, and a block that training made worse is put back.
 
     target: what the float block is run on to make the targets. "quantized_input" (the
     paper): the same inputs X_l the quantized block gets. "float_input": the float
@@ -93,19 +176,24 @@ class TweakSpec:
     # (results/tweak_ablation.json); the paper's larger models use smaller rates: grid-search.
     lr: float = 1e-4
     scale: float = 5.0
-    iters: int = 1
-    batch_size: int = 1
-    loss: str = "dist"
+    # 3 passes in batches of 8 (48 steps per block at 128 samples): SignRound's batch; the
+    # joint mode was measured with it (README, Results).
+    iters: int = 3
+    batch_size: int = 8
+    # rel_mse: each token's squared error over its float output's squared norm; won over plain
+    # MSE on validation at W4 g64, W3 g64 and W4 per-channel (SmolLM2's massive first-token
+    # activations carry up to 95% of a block's plain MSE: benchmarks/token_error_share.py).
+    loss: str = "rel_mse"
     num_samples: int | None = None
-    target: str = "quantized_input"
-    # Beyond the paper (opt-in): also train each quantized linear's clipping ("clip":
-    # scales and zero points) and rounding ("clip_round") by the same loss, with signed
-    # gradient steps of quant_lr decayed linearly to 0 (normtweak.tweak.qparams).
+    target: str = "float_input"
+    # Also train each quantized linear's clipping ("clip": scales and zero points) and
+    # rounding ("clip_round") by the same loss, with signed gradient steps of quant_lr
+    # decayed linearly to 0 (normtweak.tweak.qparams).
     # None: min(1 / steps per block, 2e-2). 1 / steps is SignRound's rule (the steps add
     # up to about half a rounding level); the cap: with few steps, 1/6 moved every clipping
     # factor so far that SmolLM2 blocks 5 and 20 doubled their held-out output error,
     # while 2e-2 cut it by 44% (block 20; 5e-3, 1e-2 and 5e-2 did less).
-    quant_params: str = "none"
+    quant_params: str = "clip_round"
     quant_lr: float | None = None
     # Beyond the paper (opt-in): after the block pass, every norm (the final one too)
     # trains jointly for end_to_end_iters passes against the float model's token
@@ -158,9 +246,10 @@ class TweakSpec:
 
         "paper": Algorithm 1 as written: one pass, batch 1, Adam on the norms only, the
         channel-wise distribution loss, lr_l = lr * (1 + scale * l / L), float targets from
-        the quantized path's inputs. "joint": norms plus each linear's clipping and
-        rounding, per-token relative MSE against the float model's own stream (beyond the
-        paper; chosen over plain MSE on validation at W4 g64, W3 g64 and W4 per-channel).
+        the quantized path's inputs, every block's training kept. "joint" (the defaults):
+        norms plus each linear's clipping and rounding, per-token relative MSE against the
+        float model's own stream, keep_better (beyond the paper; chosen over plain MSE on
+        validation at W4 g64, W3 g64 and W4 per-channel).
         """
         if name not in TWEAK_PRESETS:
             raise ValueError(f"unknown tweak preset {name!r}; choose from {sorted(TWEAK_PRESETS)}")
@@ -183,7 +272,7 @@ TWEAK_PRESETS = {
     "paper": dict(iters=1, batch_size=1, loss="dist", target="quantized_input",
                   quant_params="none", keep_better=False),
     "joint": dict(iters=3, batch_size=8, loss="rel_mse", target="float_input",
-                  quant_params="clip_round", quant_lr=None),
+                  quant_params="clip_round", quant_lr=None, keep_better=True),
 }
 
 

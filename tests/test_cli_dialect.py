@@ -37,24 +37,34 @@ def test_quantizing_commands_share_names_aliases_and_defaults():
     assert {"--group-size", "--group_size"} <= set(first["group_size"].opts)
     for cmd in ("tweak", "run"):
         params = _params(cmd)
-        for name in ("lr", "scale", "iters", "loss", "target", "eval_windows"):
+        for name in ("lr", "scale", "iters", "loss", "target"):
             assert params[name].default == _params("tweak")[name].default
+    # run scores 16 test windows; tweak scores 4 validation windows at its end (16 in a grid)
+    assert _params("run")["eval_windows"].default == 16
+    assert _params("tweak")["eval_windows"].default is None
 
 
 def test_defaults_come_from_the_dataclasses():
+    from normtweak.options import quant_spec
+
     params = _params("tweak")
-    for field in ("bits", "group_size", "symmetric", "method", "damp", "act_order", "block_size",
-                  "static_groups", "quantize_head"):
+    for field in ("method", "damp", "act_order", "block_size", "static_groups", "quantize_head",
+                  "group_fallback"):
         assert params[field].default == getattr(QuantSpec(), field), field
+    # bits, group size and symmetry come from --scheme, whose default is QuantSpec()'s: W4A16
+    assert params["scheme"].default == "W4A16"
+    assert QuantSpec.scheme("W4A16") == QuantSpec() == quant_spec(
+        {name: p.default for name, p in params.items()})
+    assert (QuantSpec().bits, QuantSpec().group_size, QuantSpec().symmetric) == (4, 128, True)
     for field in ("lr", "scale", "iters", "loss", "target", "batch_size"):
         assert params[field].default == getattr(TweakSpec(), field), field
 
 
 def test_default_quant_spec_fits_the_default_model():
-    """SmolLM2: hidden 576, intermediate 1536 (every linear's in_features)."""
+    """SmolLM2: hidden 576 (= 4.5 x 128: those layers fall back to group 64), intermediate 1536."""
     spec = QuantSpec()
-    for in_features in (576, 1536):
-        spec.check_layer("linear", in_features)
+    assert spec.for_layer("linear", 576).group_size == 64
+    assert spec.for_layer("linear", 1536) is spec
 
 
 @pytest.mark.parametrize("value", [["0", "0.0001", "1e-05"], ["0,0.0001,1e-05"], ["0,", "0.0001", "1e-05"]])

@@ -97,21 +97,52 @@ def write_gptq(model: nn.Module, tokenizer, path, record: dict, version: int = 2
     if version not in GPTQ_FORMATS:
         raise ValueError(f"GPTQ version must be 1 or 2, got {version}")
     qs = {n: m for n, m in model.named_modules() if isinstance(m, QuantLinear)}
-    keys = {(m.bits, m.group_size if m.group_size > 0 else -1) for m in qs.values()}
-    if len(keys) != 1:
-        raise ValueError(f"GPTQ holds one bits/group_size for the whole model; this one has {keys}")
+    bits = {m.bits for m in qs.values()}
+    if len(bits) != 1:
+        raise ValueError(f"GPTQ holds one bit width for the whole model; this one has "
+                         f"{sorted(bits)}: export compressed-tensors instead")
     for name, q in qs.items():
         check_gptq(name, q, version)
-    (bits, group_size), = keys
+    (bits,) = bits
+    sizes = {n: m.group_size if m.group_size > 0 else -1 for n, m in qs.items()}
+    group_size, dynamic = group_size_overrides(sizes)
     symmetric = all(is_symmetric(m) for m in qs.values())
     act_order = any(m.group_size > 0 and not torch.equal(
         m.g_idx.cpu(), torch.arange(m.in_features, dtype=torch.int32) // m.group_size)
         for m in qs.values())
     tensors = quantized_state_dict(model, lambda name, q: encode_gptq(q, version))
     config = gptq_config(bits, group_size, symmetric, act_order, version)
+    if dynamic:
+        config["dynamic"] = dynamic
     record = {**record, "format": f"gptq/{GPTQ_FORMATS[version]}"}
     return write_quantized_folder(model, tokenizer, path, tensors, record,
                                   lambda folder: _add_config(folder, config))
+
+
+def group_size_overrides(sizes: dict[str, int]) -> tuple[int, dict]:
+    """(the model's group size, GPTQModel `dynamic` overrides for the modules that differ).
+
+    sizes: module name -> group size. The most common size is the model's; each other size
+    gets one positive-match pattern ("+:regex" matched from the start of the module name, as
+    GPTQModel and vLLM read `dynamic`), by leaf name where a leaf name has that size
+    everywhere (`.*\\.down_proj$`), else by exact module names."""
+    import re
+    from collections import Counter
+
+    base = Counter(sizes.values()).most_common(1)[0][0]
+    by_leaf: dict[str, set[int]] = {}
+    for name, g in sizes.items():
+        by_leaf.setdefault(name.rsplit(".", 1)[-1], set()).add(g)
+    dynamic = {}
+    for g in sorted(set(sizes.values()) - {base}):
+        names = sorted(n for n, size in sizes.items() if size == g)
+        leaves = sorted({n.rsplit(".", 1)[-1] for n in names})
+        if all(by_leaf[leaf] == {g} for leaf in leaves):
+            pattern = r".*\.(?:" + "|".join(map(re.escape, leaves)) + ")$"
+        else:
+            pattern = "(?:" + "|".join(map(re.escape, names)) + ")$"
+        dynamic[f"+:{pattern}"] = {"group_size": g}
+    return base, dynamic
 
 
 def _add_config(folder: Path, qc: dict) -> None:

@@ -134,7 +134,7 @@ def _gptq(weight: torch.Tensor, hessian: torch.Tensor, spec: QuantSpec) -> GPTQR
     w = weight.detach().clone().float()
     h = hessian.detach().clone().float().to(w.device)
     out_f, n = w.shape
-    spec.check_layer("gptq", n)
+    spec = spec.for_layer("gptq", n)
     bits, gs, sym = spec.bits, spec.group_size, spec.symmetric
     maxq = max_code(bits)
     _dead_columns(w, h)

@@ -57,7 +57,7 @@ class QuantLinear(nn.Module):
         super().__init__()
         if scale_dtype not in SCALE_DTYPES:
             raise ValueError(f"scale_dtype must be one of {SCALE_DTYPES}, got {scale_dtype}")
-        spec.check_layer("QuantLinear", in_features)
+        spec = spec.for_layer("QuantLinear", in_features)  # this layer's own group size
         self.in_features, self.out_features = in_features, out_features
         self.spec = spec
         self.bits, self.group_size = spec.bits, spec.group_size
@@ -90,6 +90,7 @@ class QuantLinear(nn.Module):
     ) -> QuantLinear:
         """Build from a float Linear (for its bias) and its codes [out, in], scale/zero [out, G]."""
         out_f, in_f = linear.weight.shape
+        spec = spec.for_layer("QuantLinear", in_f)
         if codes.shape != (out_f, in_f):
             raise ValueError(f"codes shape {tuple(codes.shape)} != weight shape {(out_f, in_f)}")
         groups = spec.groups(in_f)

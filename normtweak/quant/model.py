@@ -7,6 +7,7 @@ device at a time.
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable
 
 import torch
@@ -14,10 +15,20 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from normtweak import arch, dist
-from normtweak.config import QuantSpec
+from normtweak.config import QuantSpec, group_fallback_note
 from normtweak.quant.gptq import GPTQ
 from normtweak.quant.linear import QuantLinear
 from normtweak.quant.rtn import rtn_quantize
+
+
+def say_group_fallbacks(spec: QuantSpec, blocks, progress: bool = True) -> None:
+    """Check that `spec` fits every block linear; say once (stderr) which layers take a
+    fallback group size (QuantSpec.group_fallback)."""
+    layers = [(f"block {i}: {name}", lin.in_features)
+              for i, block in enumerate(blocks) for name, lin in arch.block_linears(block)]
+    note = group_fallback_note(spec, layers)
+    if note and progress and dist.is_main():
+        print(note, file=sys.stderr, flush=True)
 
 
 def set_submodule(root: nn.Module, name: str, module: nn.Module) -> None:
@@ -45,13 +56,14 @@ def replace_with_shells(root: nn.Module, spec: QuantSpec, names: list[str] | Non
 
 def rtn_linear(linear: nn.Linear, spec: QuantSpec, name: str = "linear") -> QuantLinear:
     """A QuantLinear holding the RTN quantization of `linear` (its weight is not changed)."""
-    spec.check_layer(name, linear.in_features)
+    spec = spec.for_layer(name, linear.in_features)
     codes, scale, zero = rtn_quantize(linear.weight, spec)
     return QuantLinear.from_linear(linear, codes, scale, zero, spec)
 
 
 def gptq_linear(gptq: GPTQ, spec: QuantSpec) -> QuantLinear:
     """A QuantLinear holding the GPTQ quantization of the layer `gptq` collected inputs for."""
+    spec = spec.for_layer("gptq", gptq.layer.in_features)
     r = gptq.quantize(spec)
     return QuantLinear.from_linear(gptq.layer, r.codes, r.scale, r.zero, spec, g_idx=r.g_idx)
 
@@ -182,9 +194,7 @@ def quantize_model(
     """
     adapter = arch.get_adapter(model)
     blocks = adapter.get_blocks(model)
-    for i, block in enumerate(blocks):
-        for name, lin in arch.block_linears(block):
-            spec.check_layer(f"block {i}: {name}", lin.in_features)
+    say_group_fallbacks(spec, blocks, progress)
     bar = tqdm(blocks, desc=f"{spec.method} W{spec.bits}",
                disable=not progress or not dist.is_main())
     if spec.method == "rtn":

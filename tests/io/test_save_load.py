@@ -15,7 +15,7 @@ from normtweak.quant import QuantLinear
 from normtweak.testing import tiny_batch
 from normtweak.tweak.pipeline import tweak_model
 
-QUANT = QuantSpec(bits=3, group_size=16)
+QUANT = QuantSpec(bits=3, group_size=16, symmetric=False)
 
 
 def _quantized(make_tiny, family, quant=QUANT):

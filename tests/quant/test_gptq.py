@@ -96,7 +96,8 @@ def obq_reference(w, h, bits, damp):
 def test_matches_float64_obq_reference():
     layer, x = correlated_layer(2)
     h = 2 * x.t().double() @ x.double() / N
-    spec = QuantSpec(bits=4, method="gptq", block_size=32, act_order=False)
+    spec = QuantSpec(bits=4, group_size=-1, symmetric=False, method="gptq", block_size=32,
+                     act_order=False)
     r = gptq_quantize(layer.weight, h.float(), spec)
     ref_codes, ref_s, ref_z = obq_reference(layer.weight, h, 4, spec.damp)
     agree = (r.codes.double() == ref_codes).double().mean().item()
@@ -114,11 +115,15 @@ def test_dead_inputs_and_errors():
     with pytest.raises(ValueError, match="add_batch"):
         g.quantize(QuantSpec(method="gptq"))
     g.add_batch(x)
-    r = g.quantize(QuantSpec(bits=4, method="gptq"))
+    r = g.quantize(QuantSpec(bits=4, group_size=-1, symmetric=False, method="gptq"))
     w = dequantize(r.codes, r.scale, r.zero, -1, dtype=torch.float64)
     assert torch.all(w[:, 5] == 0)
     with pytest.raises(ValueError, match="'gptq'.*48.*128"):
-        g.quantize(QuantSpec(group_size=48, method="gptq"))
+        g.quantize(QuantSpec(group_size=48, method="gptq", group_fallback=False))
+    # with the fallback (the default) a group size that does not divide the inputs falls to
+    # the largest of 128/64/32 below it that does: 32 here
+    r = g.quantize(QuantSpec(group_size=48, method="gptq"))
+    assert r.scale.shape == (OUT, IN // 32)
 
 
 def _find_params(x, bits):
@@ -180,8 +185,8 @@ def sequential_gptq(w, h, bits, gs, damp):
 def test_dynamic_group_variants_match_independent_references(group_params, reference):
     layer, x = correlated_layer(4)
     h = 2 * x.t().double() @ x.double() / N
-    spec = QuantSpec(bits=3, group_size=32, method="gptq", act_order=False, static_groups=False,
-                     block_size=48, group_params=group_params)  # blocks straddle groups
+    spec = QuantSpec(bits=3, group_size=32, symmetric=False, method="gptq", act_order=False,
+                     static_groups=False, block_size=48, group_params=group_params)  # blocks straddle groups
     r = gptq_quantize(layer.weight, h.float(), spec)
     if reference == "ist":
         ref = ist_dastlab_gptq(layer.weight, h, 3, 32, 48, spec.damp)

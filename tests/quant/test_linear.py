@@ -91,4 +91,6 @@ def test_in_place_edit_invalidates_cache_and_shape_errors():
     with pytest.raises(ValueError, match="codes shape"):
         QuantLinear.from_linear(lin, torch.zeros(40, 95), torch.ones(40, 3), torch.ones(40, 3), spec)
     with pytest.raises(ValueError, match="group_size 64 does not divide in_features 96"):
-        QuantLinear(96, 40, QuantSpec(group_size=64))
+        QuantLinear(96, 40, QuantSpec(group_size=64, group_fallback=False))
+    assert QuantLinear(96, 40, QuantSpec(group_size=64)).group_size == 32  # the fallback
+    assert QuantLinear(96, 40, QuantSpec(group_size=64)).scales.shape == (40, 3)

@@ -79,7 +79,10 @@ def test_errors_and_head(make_tiny):
     with pytest.raises(ValueError, match="calibration"):
         quantize_model(model, QuantSpec(method="gptq"), progress=False)
     with pytest.raises(ValueError, match=r"block 0.*48.*64"):
-        quantize_model(model, QuantSpec(group_size=48), progress=False)
+        quantize_model(model, QuantSpec(group_size=48, group_fallback=False), progress=False)
+    with pytest.raises(ValueError, match=r"'block 0: fc1': group_size 96 does not divide "
+                                         r"in_features 100, nor does any of \[64, 32\]"):
+        QuantSpec(group_size=96).check_layer("block 0: fc1", 100)
     block = arch.get_adapter(model).get_blocks(model)[0]
     with pytest.raises(ValueError, match="forward_calibration"):
         quantize_block(block, QuantSpec(method="gptq"))

@@ -156,7 +156,7 @@ def test_calibration_shorter_than_requested(work, tmp_path, tokenizer):
     (["--nbits", "9"], "bits must be an integer in 2..8, got 9"),
     (["--nbits", "1"], "bits must be an integer in 2..8, got 1"),
     (["--group-size", "-2"], "group_size must be -1 (per channel), 0 (per tensor)"),
-    (["--group-size", "48"], "group_size 48 does not divide in_features 64"),
+    (["--group-size", "48", "--no-group-fallback"], "group_size 48 does not divide in_features 64"),
 ])
 def test_bits_or_group_size_invalid_for_a_layer(work, tmp_path, flags, message):
     out, ckpt = tmp_path / "out", tmp_path / "ckpt"
