@@ -36,7 +36,7 @@ mse = get_loss("mse")
 def ev(b, hs, ts):
     with torch.no_grad():
         return sum(float(mse(t, arch.run_block(b, h, inputs.extra(k, h.shape)))) for h, t in zip(hs, ts)) / len(hs)
-spec = QuantSpec(bits=4, group_size=64, method=method)
+spec = QuantSpec(bits=4, group_size=64, symmetric=False, method=method)
 hessian_pass = lambda b: (lambda: [arch.run_block(b, h, inputs.extra(k, h.shape)) for h in htr])
 GPTQ_ROWS = [("gptq", 0, "none", None, 0), ("norms 1e-4", 1e-4, "none", None, 3),
              ("clip_round 2e-2", 0.0, "clip_round", 2e-2, 3), ("clip 2e-2", 0.0, "clip", 2e-2, 3),
@@ -50,7 +50,8 @@ for name, lr, qp, qlr, iters in GPTQ_ROWS if method == "gptq" else [("rtn", 0, "
     q = quantize_block(b, spec, hessian_pass(b))
     t0 = time.time()
     if iters:
-        tw = TweakSpec(lr=lr, iters=iters, batch_size=8, loss="mse", quant_params=qp, quant_lr=qlr)
+        tw = TweakSpec(lr=lr, iters=iters, batch_size=8, loss="mse", quant_params=qp, quant_lr=qlr,
+                       target="quantized_input", keep_better=False)
         tun = {nm: make_tunable(m, floats[nm], qp == "clip_round") for nm, m in q.items()} if qp != "none" else {}
         for nm, t in tun.items(): set_submodule(b, nm, t)
         train_norms(b, htr, ttr, lambda h: inputs.extra(k, h.shape), lr, tw, mse, "cpu", torch.Generator().manual_seed(0), list(tun.values()))

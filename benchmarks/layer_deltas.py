@@ -43,7 +43,8 @@ def tweaked_model(model, tok, args, spec):
     n, t = (int(v) for v in args.calib.split("x"))
     calib = calibration_ids(model, tok, args.model, "selfgen", n, t, None, 0)
     tweaked = copy.deepcopy(model)
-    tweak_model(tweaked, calib.input_ids, spec, TweakSpec(lr=args.tweak_lr, scale=args.tweak_scale),
+    tweak_model(tweaked, calib.input_ids, spec, TweakSpec.preset("paper", lr=args.tweak_lr, scale=args.tweak_scale,
+                                                                  keep_better=True),
                 progress=False)
     return tweaked
 
@@ -71,7 +72,7 @@ def main() -> None:
 
     model, tok = load_for_eval(args.model)
     ids = sample_ids(tok, args.text, args.samples, args.seq, args.seed)
-    spec = QuantSpec(bits=args.bits, group_size=args.group_size)
+    spec = QuantSpec(bits=args.bits, group_size=args.group_size, symmetric=False)
     label = f"rtn W{args.bits} " + ("per-channel" if args.group_size == -1 else f"g{args.group_size}")
     quant = quantize_model(copy.deepcopy(model), spec, progress=False)
     ref = layer_stats(model, ids)

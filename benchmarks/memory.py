@@ -134,8 +134,8 @@ def _run_case(case: dict) -> dict:
     device = case["device"]
     if device.startswith("cuda"):
         torch.cuda.reset_peak_memory_stats(device)
-    result = tweak_model(model, ids, QuantSpec(bits=4, group_size=case["group_size"]),
-                         TweakSpec(lr=1e-5, scale=5.0), device=device, activations=budget,
+    result = tweak_model(model, ids, QuantSpec(bits=4, group_size=case["group_size"], symmetric=False),
+                         TweakSpec.preset("paper", lr=1e-5, scale=5.0, keep_better=True), device=device, activations=budget,
                          block_loader=loader, progress=False)
     usage = resource.getrusage(resource.RUSAGE_SELF)
     tensors = list(model.parameters()) + list(model.buffers())

@@ -25,12 +25,12 @@ import torch
 # SmolLM2's hidden size 576 is not a multiple of 128 (576 = 4.5 x 128), so the issue's
 # "g128" configurations cannot group its q/k/v/gate/up inputs; g64 is the nearest valid size.
 CONFIGS = {
-    "rtn-w4-pc": dict(method="rtn", bits=4, group_size=-1),
-    "rtn-w3-g64": dict(method="rtn", bits=3, group_size=64),
-    "gptq-w4-pc": dict(method="gptq", bits=4, group_size=-1),
-    "gptq-w3-g64": dict(method="gptq", bits=3, group_size=64),
-    "rtn-w3-g128": dict(method="rtn", bits=3, group_size=128),  # for models whose widths allow it
-    "gptq-w3-g128": dict(method="gptq", bits=3, group_size=128),
+    "rtn-w4-pc": dict(method="rtn", bits=4, group_size=-1, symmetric=False),
+    "rtn-w3-g64": dict(method="rtn", bits=3, group_size=64, symmetric=False),
+    "gptq-w4-pc": dict(method="gptq", bits=4, group_size=-1, symmetric=False),
+    "gptq-w3-g64": dict(method="gptq", bits=3, group_size=64, symmetric=False),
+    "rtn-w3-g128": dict(method="rtn", bits=3, group_size=128, symmetric=False),  # for models whose widths allow it
+    "gptq-w3-g128": dict(method="gptq", bits=3, group_size=128, symmetric=False),
 }
 DEFAULT_CONFIGS = "rtn-w4-pc,rtn-w3-g64,gptq-w4-pc,gptq-w3-g64"
 
@@ -85,7 +85,8 @@ def main(argv=None) -> dict:
         quant = QuantSpec(**CONFIGS[name])
         t0 = time.perf_counter()
         result, _ = grid_search(model, tok, calib.input_ids, quant,
-                                TweakSpec(loss=args.loss, iters=args.iters), grid,
+                                TweakSpec.preset("paper", loss=args.loss, iters=args.iters,
+                                                                  keep_better=True), grid,
                                 validation_text=val, test_text=test, max_windows=args.eval_windows,
                                 progress=False, float_ppl=float_ppl)
         best = result.best

@@ -57,7 +57,8 @@ def main(argv=None) -> dict:
     model, tokenizer = load_model(args.model)
     ids = calibration_from_text(tokenizer, "wikipedia", args.samples, args.seq_len, seed=0).input_ids
     qmodel = copy.deepcopy(model)
-    quantize_model(qmodel, QuantSpec(bits=args.bits, group_size=args.group_size, method="rtn"))
+    quantize_model(qmodel, QuantSpec(bits=args.bits, group_size=args.group_size, symmetric=False,
+                                      method="rtn"))
     with torch.no_grad():
         # hidden_states[0] is the embedding output; [l + 1] the output of block l (the
         # last one is after the final norm, so it is left out)

@@ -63,7 +63,7 @@ def main(argv=None) -> dict:
     from normtweak.tweak.run import calibration_ids
 
     method, bits, group = args.quant.split(":")
-    quant = QuantSpec(method=method, bits=int(bits), group_size=int(group))
+    quant = QuantSpec(method=method, bits=int(bits), group_size=int(group), symmetric=False)
     model, tok = load_model(args.model)
     calib = calibration_ids(model, tok, args.model, args.calibration, args.num_samples,
                             args.seq_len, None, 0)
@@ -81,7 +81,7 @@ def main(argv=None) -> dict:
     print(f"float {float_ppl:.3f}  quantized {quant_ppl:.3f}", flush=True)
     rows = []
     for text in args.variants:
-        spec = TweakSpec(**parse_variant(text))
+        spec = TweakSpec.preset("paper", **{"keep_better": True, **parse_variant(text)})
         m = copy.deepcopy(model)
         t0 = time.perf_counter()
         run = tweak_model(m, calib.input_ids, quant, spec, start=start, progress=False)

@@ -42,7 +42,8 @@ def _model():
 def _tweak_spec(batch):
     from normtweak.config import TweakSpec
 
-    return TweakSpec(lr=1e-2, scale=2.0, iters=2, batch_size=batch)
+    return TweakSpec.preset("paper", lr=1e-2, scale=2.0, iters=2, batch_size=batch,
+                            keep_better=True)
 
 
 def _state(model):

@@ -127,11 +127,11 @@ def post_training(model: nn.Module, precision: str, calibration: torch.Tensor | 
         if match is None:
             raise ValueError(f"{precision!r} is not a post-training precision")
         method = match.group(2)
-        spec = QuantSpec(bits=int(match.group(1)), group_size=-1, method=method)
+        spec = QuantSpec(bits=int(match.group(1)), group_size=-1, symmetric=False, method=method)
         if match.group(3):
             # keep_better off: the study's committed results predate it (norm tweaking as
             # the paper has it, every block's training kept)
-            tweak_model(q, calibration, spec, TweakSpec(lr=tweak_lr, keep_better=False),
+            tweak_model(q, calibration, spec, TweakSpec.preset("paper", lr=tweak_lr),
                         progress=False)
         else:
             quantize_model(q, spec, calibration=calibration if method == "gptq" else None, progress=False)

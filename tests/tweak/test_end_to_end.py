@@ -74,10 +74,10 @@ def test_tweak_model_runs_end_to_end_after_the_block_pass(make_tiny):
     spec = QuantSpec(bits=3, group_size=16)
     ids = tiny_batch(4, 16, seed=2)
     plain = make_tiny("llama")
-    tweak_model(plain, ids, spec, TweakSpec(lr=1e-3), progress=False)
+    tweak_model(plain, ids, spec, TweakSpec.preset("paper", lr=1e-3), progress=False)
     model = make_tiny("llama")
-    res = tweak_model(model, ids, spec, TweakSpec(lr=1e-3, end_to_end_iters=2,
-                                                  end_to_end_lr=1e-2), progress=False)
+    res = tweak_model(model, ids, spec, TweakSpec.preset("paper", lr=1e-3, end_to_end_iters=2,
+                                                         end_to_end_lr=1e-2), progress=False)
     e2e = res.as_dict()["end_to_end"]
     assert e2e["steps"] == 8 and e2e["kl_after"] < e2e["kl_before"]
     assert torch.equal(plain.model.norm.weight, make_tiny("llama").model.norm.weight)

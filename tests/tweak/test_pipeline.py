@@ -29,8 +29,7 @@ def test_only_norm_parameters_change(make_tiny, family):
     tweaked = make_tiny(family)
     plain = make_tiny(family)
     # keep_better off: this checks what training moves, not whether it is kept
-    tweak_model(tweaked, ids, QUANT, TweakSpec(lr=1e-2, iters=2, keep_better=False),
-                progress=False)
+    tweak_model(tweaked, ids, QUANT, TweakSpec.preset("paper", lr=1e-2, iters=2), progress=False)
     tweak_model(plain, ids, QUANT, TweakSpec(loss="none"), progress=False)
     norms = _norm_names(tweaked)
     assert norms
@@ -73,7 +72,7 @@ def test_learning_rate_schedule(make_tiny, monkeypatch):
             return super().step(closure)
 
     monkeypatch.setattr(torch.optim, "Adam", RecordingAdam)
-    spec = TweakSpec(lr=2e-4, scale=3.0)
+    spec = TweakSpec.preset("paper", lr=2e-4, scale=3.0)
     result = tweak_model(make_tiny("llama"), _calibration(2), QUANT, spec, progress=False)
     assert len(result.blocks) == 2
     steps = len(used) // 2  # 2 calibration batches, 1 iteration per block
@@ -132,8 +131,8 @@ def test_bad_calibration_and_group_size(make_tiny):
     with pytest.raises(ValueError, match="token ids"):
         tweak_model(make_tiny("llama"), torch.randn(2, 8), QUANT, TweakSpec(), progress=False)
     with pytest.raises(ValueError, match="group_size 48 does not divide in_features 64"):
-        tweak_model(make_tiny("llama"), _calibration(2), QuantSpec(group_size=48), TweakSpec(),
-                    progress=False)
+        tweak_model(make_tiny("llama"), _calibration(2),
+                    QuantSpec(group_size=48, group_fallback=False), TweakSpec(), progress=False)
 
 
 def test_float_input_target_uses_the_float_stream(make_tiny):
@@ -149,7 +148,8 @@ def test_float_input_target_uses_the_float_stream(make_tiny):
         float_y1 = [arch.run_block(adapter.get_blocks(reference)[1], h, captured.extra(1, h.shape))
                     for h in float_x1]
     model = make_tiny("llama")
-    result = tweak_model(model, ids, QUANT, TweakSpec(loss="none", target="float_input"),
+    result = tweak_model(model, ids, QUANT, TweakSpec.preset("paper", loss="none",
+                                                              target="float_input"),
                          progress=False)
     quant_blocks = arch.get_adapter(model).get_blocks(model)
     with torch.no_grad():
@@ -157,7 +157,8 @@ def test_float_input_target_uses_the_float_stream(make_tiny):
         quant_y1 = [arch.run_block(quant_blocks[1], h, captured.extra(1, h.shape)) for h in quant_x1]
     expected = sum(float(distribution_loss(f, q)) for f, q in zip(float_y1, quant_y1)) / 2
     assert result.blocks[1].loss_before == pytest.approx(expected, rel=1e-5)
-    paper = tweak_model(make_tiny("llama"), ids, QUANT, TweakSpec(loss="none"), progress=False)
+    paper = tweak_model(make_tiny("llama"), ids, QUANT, TweakSpec.preset("paper", loss="none"),
+                        progress=False)
     assert paper.blocks[0].loss_before == pytest.approx(result.blocks[0].loss_before, rel=1e-6)
     assert paper.blocks[1].loss_before != pytest.approx(result.blocks[1].loss_before, rel=1e-3)
     with pytest.raises(ValueError, match="target must be one of"):

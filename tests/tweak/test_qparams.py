@@ -92,12 +92,15 @@ def test_starts_exactly_at_the_base_codes(method):
 
 def test_gradients_reach_clipping_and_rounding():
     lin, gen = _layer(3)
-    spec = QuantSpec(bits=4, group_size=16)
-    t = make_tunable(rtn_linear(lin, spec), lin.weight, rounding=True)
     x = torch.randn(32, 64, generator=gen)
+    spec = QuantSpec(bits=4, group_size=16, symmetric=False)
+    t = make_tunable(rtn_linear(lin, spec), lin.weight, rounding=True)
     (t(x) - lin(x)).pow(2).mean().backward()
     assert t.alpha.grad.abs().sum() > 0 and t.beta.grad.abs().sum() > 0
     assert t.d.grad.abs().sum() > 0
+    sym = make_tunable(rtn_linear(lin, QuantSpec(bits=4, group_size=16)), lin.weight, True)
+    (sym(x) - lin(x)).pow(2).mean().backward()  # one range per group: beta alone scales it
+    assert sym.alpha.grad is None and sym.beta.grad.abs().sum() > 0
 
 
 def test_refuses_layouts_it_cannot_tune():
