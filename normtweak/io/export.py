@@ -82,8 +82,7 @@ def _write_other(model, tokenizer, path, fmt, quant, tweak, calibration_sha256, 
                  gptq_version, gguf_type) -> Path:
     from normtweak.io.save import provenance
 
-    record = provenance(model, None, tweak, calibration_sha256, extra)
-    record["quant"] = quant.as_dict() if hasattr(quant, "as_dict") else quant
+    record = provenance(model, quant, tweak, calibration_sha256, extra)
     if fmt == "gptq":
         from normtweak.io.gptq import write_gptq
 

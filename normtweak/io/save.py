@@ -88,17 +88,26 @@ def write_quantized_folder(model: nn.Module, tokenizer, path, tensors: dict, rec
 
 def provenance(model: nn.Module, quant: QuantSpec | None, tweak: TweakSpec | None,
                calibration_sha256: str | None, extra: dict | None) -> dict:
-    """normtweak_quantization.json: our own record, which other loaders ignore."""
+    """normtweak_quantization.json: our own record, which other loaders ignore.
+
+    quant / tweak: the specs, or their dicts as an earlier record holds them (an export)."""
     return {
         "format_version": FORMAT_VERSION,
         "normtweak_version": __version__,
         "format": f"compressed-tensors/{CT_FORMAT}",
-        "quant": quant.as_dict() if quant is not None else None,
-        "tweak": tweak.as_dict() if tweak is not None else None,
+        "quant": _spec_dict(quant),
+        "tweak": _spec_dict(tweak),
         "calibration_sha256": calibration_sha256,
         "modules": quantization_map(model),
         **(extra or {}),
     }
+
+
+def _spec_dict(spec) -> dict | None:
+    """A spec as a dict (specs and the dicts of an earlier record alike); None stays None."""
+    if spec is None or isinstance(spec, dict):
+        return spec
+    return spec.as_dict()
 
 
 def _ignored_linears(model: nn.Module, quantized: set[str]) -> list[str]:

@@ -1,0 +1,130 @@
+"""The user's path through the CLI: `tweak` with its defaults (the joint method, W4A16), `quantize`,
+or a checkpoint someone else made -> `export` in every format -> load. The default output loads
+in plain transformers, in a process that never imports normtweak, and generates the same greedy
+tokens as normtweak.load_quantized."""
+
+import json
+import os
+import subprocess
+import sys
+import warnings
+
+import pytest
+import torch
+from click.testing import CliRunner
+
+from normtweak.cli import main
+from normtweak.io import load_quantized
+from normtweak.io.export import EXPORT_FORMATS
+from normtweak.quant import QuantLinear
+from normtweak.testing import tiny_batch
+
+
+@pytest.fixture(scope="module")
+def folders(tmp_path_factory):
+    from normtweak.arch import prepare_model
+    from normtweak.testing import tiny_model, tiny_tokenizer
+
+    root = tmp_path_factory.mktemp("deploy")
+    tiny = root / "tiny"
+    prepare_model(tiny_model("llama")).save_pretrained(tiny)
+    tiny_tokenizer().save_pretrained(tiny)
+    corpus = root / "corpus.txt"
+    corpus.write_text("\n\n".join(f"Paragraph {i}: the quick brown fox jumps over the lazy dog. "
+                                  * 6 for i in range(30)), encoding="utf-8")
+    common = ["--model", str(tiny), "--from-text", str(corpus), "--num-samples", "8",
+              "--seq-len", "32"]
+    runner = CliRunner()
+    out = {}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        r = runner.invoke(main, ["tweak", *common, "--eval-windows", "0",
+                                 "--save-dir", str(root / "tweaked")])
+        assert r.exit_code == 0, r.output
+        out["tweaked"] = root / "tweaked"
+        r = runner.invoke(main, ["quantize", *common, "--save-dir", str(root / "quantized")])
+        assert r.exit_code == 0, r.output
+        out["quantized"] = root / "quantized"
+        # "someone else's" checkpoint: a GPTQ folder (as AutoRound and GPTQModel write them)
+        r = runner.invoke(main, ["export", "--model", str(root / "quantized"), "--format", "gptq",
+                                 "--save-dir", str(root / "elsewhere")])
+        assert r.exit_code == 0, r.output
+        out["imported"] = root / "elsewhere"
+    return out
+
+
+def test_tweak_with_no_flags_runs_the_joint_method_in_w4a16(folders):
+    record = json.loads((folders["tweaked"] / "normtweak_quantization.json").read_text())
+    assert record["quant"]["bits"] == 4 and record["quant"]["symmetric"] is True
+    assert record["quant"]["group_size"] == 128
+    assert record["tweak"]["quant_params"] == "clip_round" and record["tweak"]["loss"] == "rel_mse"
+    sizes = {name.rsplit(".", 1)[-1]: m["group_size"] for name, m in record["modules"].items()}
+    assert sizes["down_proj"] == 128 and sizes["q_proj"] == 64  # hidden 64 falls back to 64
+    qc = json.loads((folders["tweaked"] / "config.json").read_text())["quantization_config"]
+    groups = {g["weights"]["group_size"] for g in qc["config_groups"].values()}
+    assert groups == {64, 128}
+
+
+def _quantized(model):
+    return {n: m for n, m in model.named_modules() if isinstance(m, QuantLinear)}
+
+
+@pytest.mark.parametrize("source", ["tweaked", "quantized", "imported"])
+@pytest.mark.parametrize("fmt", EXPORT_FORMATS)
+def test_every_format_exports_what_it_was_given(folders, source, fmt, tmp_path):
+    """Codes exactly, scales as the format stores them (float16 in GPTQ and GGUF), norms exactly;
+    the float export holds the dequantized weights."""
+    import transformers
+
+    out = tmp_path / "out"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        r = CliRunner().invoke(main, ["export", "--model", str(folders[source]), "--format", fmt,
+                                      "--save-dir", str(out)])
+    assert r.exit_code == 0, r.output
+    src, _ = load_quantized(folders[source])
+    if fmt == "float":
+        back = transformers.AutoModelForCausalLM.from_pretrained(out)
+        for name, q in _quantized(src).items():  # in the checkpoint's dtype (GPTQ: float16)
+            expected = q.dequantize(torch.float32).to(q.scales.dtype).float()
+            torch.testing.assert_close(back.get_submodule(name).weight.float(), expected,
+                                       rtol=0, atol=0)
+    else:
+        back, _ = load_quantized(out)
+        theirs = _quantized(back)
+        for name, q in _quantized(src).items():
+            b = theirs[name]
+            assert torch.equal(b.codes(), q.codes()), name
+            scale = q.scales.float()
+            if fmt in ("gptq", "gguf"):
+                scale = scale.half().float()
+            # GGUF stores a scale per 32 inputs: compare per input column
+            assert torch.equal(b.scales.float()[:, b.g_idx.long()], scale[:, q.g_idx.long()]), name
+    norms = {k: v for k, v in src.state_dict().items() if "norm" in k}
+    sd = back.state_dict()
+    assert norms and all(torch.equal(sd[k].float(), v.float()) for k, v in norms.items())
+
+
+GENERATE = """
+import json, sys, torch, transformers
+model = transformers.AutoModelForCausalLM.from_pretrained(sys.argv[1]).eval()
+ids = torch.tensor(json.loads(sys.argv[2]))
+with torch.no_grad():
+    out = model.generate(ids, max_new_tokens=12, do_sample=False, pad_token_id=1)
+assert not any(m.startswith("normtweak") for m in sys.modules), "normtweak was imported"
+assert not any(type(m).__name__ == "QuantLinear" for m in model.modules())
+print(json.dumps(out.tolist()))
+"""
+
+
+def test_default_output_generates_the_same_tokens_in_plain_transformers(folders):
+    ids = tiny_batch(2, 6, seed=11)
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    proc = subprocess.run([sys.executable, "-c", GENERATE, str(folders["tweaked"]),
+                           json.dumps(ids.tolist())], capture_output=True, text=True, env=env)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    theirs = json.loads(proc.stdout.strip().splitlines()[-1])
+    ours, _ = load_quantized(folders["tweaked"])
+    with torch.no_grad():
+        expected = ours.generate(ids, max_new_tokens=12, do_sample=False, pad_token_id=1)
+    assert theirs == expected.tolist()
