@@ -76,20 +76,40 @@ def parse_floats(ctx, param, value):
         raise click.BadParameter(f"expected numbers (space- or comma-separated), got {value!r}") from err
 
 
+DEFAULT_SCHEME = "W4A16"
+
+
+def _scheme(ctx, param, value):
+    try:
+        QuantSpec.scheme(value)
+    except ValueError as err:
+        raise click.BadParameter(str(err)) from err
+    return value.upper()
+
+
 def quant_options(fn):
-    """--method --bits --group-size --symmetric and the GPTQ options; defaults from QuantSpec."""
+    """--scheme --method --bits --group-size --symmetric and the GPTQ options; defaults from
+    QuantSpec and the scheme (W4A16: 4-bit symmetric, group 128)."""
     d = functools.partial(spec_default, QuantSpec)
     return _decorate(fn, [
+        click.option("--scheme", default=DEFAULT_SCHEME, show_default=True, callback=_scheme,
+                     help="weight scheme by the field's name (compressed-tensors' presets): "
+                          "W4A16 = 4-bit symmetric, group 128; W4A16_ASYM; W3A16; W8A16; ... "
+                          "--bits/--group-size/--symmetric override it"),
         click.option("--method", "--quantizer", "method", type=click.Choice(QUANT_METHODS),
                      default=d("method"), show_default=True, help="weight quantizer"),
-        click.option("--bits", "--nbits", "bits", type=int, default=d("bits"), show_default=True,
-                     help="weight bits, 2..8"),
-        click.option("--group-size", "--group_size", "group_size", type=int,
-                     default=d("group_size"), show_default=True,
+        click.option("--bits", "--nbits", "bits", type=int, default=None,
+                     help="weight bits, 2..8 [default: the scheme's]"),
+        click.option("--group-size", "--group_size", "group_size", type=int, default=None,
                      help="-1 one scale per output channel, 0 per tensor, g > 0 groups of g "
-                          "inputs (g must divide every layer's in_features)"),
-        click.option("--symmetric/--asymmetric", default=d("symmetric"), show_default=True,
-                     help="symmetric (no zero point) or asymmetric quantization grid"),
+                          "inputs [default: the scheme's]; a layer g does not divide takes the "
+                          "largest of 128/64/32 below g that does (see --no-group-fallback)"),
+        click.option("--symmetric/--asymmetric", default=None,
+                     help="symmetric (no zero point) or asymmetric grid [default: the scheme's]"),
+        click.option("--group-fallback/--no-group-fallback", default=d("group_fallback"),
+                     show_default=True, help="where the group size does not divide a layer's "
+                     "inputs, use the largest of 128/64/32 that does (said once, recorded per "
+                     "layer); off: refuse such a model"),
         click.option("--act-order/--no-act-order", default=d("act_order"), show_default=True,
                      help="GPTQ: quantize columns by decreasing Hessian diagonal"),
         click.option("--static-groups/--no-static-groups", default=d("static_groups"),
@@ -202,8 +222,19 @@ def model_option(default: str | None = None):
 
 
 def eval_windows_option(fn):
-    return click.option("--eval-windows", type=int, default=DEFAULT_EVAL_WINDOWS,
+    return click.option("--eval-windows", type=click.IntRange(min=0), default=DEFAULT_EVAL_WINDOWS,
                         show_default=True, help="1024-token windows scored per model")(fn)
+
+
+TWEAK_EVAL_WINDOWS = 4  # what `tweak` scores at its end by default (a grid search: 16)
+
+
+def tweak_eval_windows_option(fn):
+    return click.option(
+        "--eval-windows", type=click.IntRange(min=0), default=None,
+        help=f"1024-token validation windows (--validation-text) on which the float, plainly "
+             f"quantized and tweaked models are scored at the end; 0: skip [default: "
+             f"{TWEAK_EVAL_WINDOWS}; a grid search selects on {DEFAULT_EVAL_WINDOWS}]")(fn)
 
 
 def overwrite_option(fn):
@@ -224,8 +255,10 @@ def _spec(cls, opts: dict):
 
 
 def quant_spec(opts: dict) -> QuantSpec:
-    """QuantSpec from the parsed quant_options."""
-    return _spec(QuantSpec, opts)
+    """QuantSpec from the parsed quant_options: the --scheme, overridden by the options given."""
+    fields = {f.name for f in dataclasses.fields(QuantSpec) if f.init}
+    given = {k: v for k, v in opts.items() if k in fields and v is not None}
+    return QuantSpec.scheme(opts.get("scheme") or DEFAULT_SCHEME, **given)
 
 
 def tweak_spec(opts: dict) -> TweakSpec:

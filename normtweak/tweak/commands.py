@@ -63,8 +63,9 @@ def _check_checkpoints(checkpoint_dir, resume, overwrite) -> None:
 @click.option("--grid-search-scale", callback=o.parse_floats,
               help="layer scales, space- or comma-separated: 1 5")
 @click.option("--validation-text", default="wikipedia", show_default=True,
-              help="corpus whose validation split selects the grid point (test split reported)")
-@o.eval_windows_option
+              help="corpus whose validation split scores the result (and selects a grid point; "
+                   "a grid search also reports its test split)")
+@o.tweak_eval_windows_option
 @click.option("--save-all", is_flag=True, help="grid search: save every point's model")
 @click.option("--checkpoint-dir", type=click.Path(file_okay=False),
               help="write each finished block here, so an interrupted run can --resume")
@@ -104,6 +105,15 @@ def tweak_cmd(ctx, model_ref, data, from_text, num_samples, seq_len, save_dir, o
             raise ValueError("--devices is gone: spread the work with torchrun instead, e.g. "
                              "`torchrun --nproc-per-node 2 -m normtweak tweak ... --device cuda`")
         grid = bool(grid_search_lr or grid_search_scale)
+        if quantized and not opts.get("preset"):
+            # The measured way to lift a checkpoint someone else quantized: the paper's norm
+            # tweak keeps its codes (joint tuning of AutoRound-50's was worse on validation).
+            opts["preset"] = "paper"
+            spec = o.tweak_spec(opts)
+            click.echo("--quantized: norm tweaking as in the paper (the checkpoint's codes are "
+                       "kept); --preset joint also tunes its clipping and rounding")
+        if eval_windows is None:
+            eval_windows = o.DEFAULT_EVAL_WINDOWS if grid else o.TWEAK_EVAL_WINDOWS
         single_only = {"--lazy-load": lazy_load, "--checkpoint-dir": checkpoint_dir,
                        "--resume": resume, "--true-sequential": opts["true_sequential"],
                        "--quantized": quantized, "--save-format": save_format != "auto"}
@@ -149,7 +159,8 @@ def tweak_cmd(ctx, model_ref, data, from_text, num_samples, seq_len, save_dir, o
             return
         try:
             _single(model, tok, ids, quant, spec, opts, save_dir, checkpoint_dir, resume,
-                    overwrite, export_dequantized, budget, loader, imported, save_format)
+                    overwrite, export_dequantized, budget, loader, imported, save_format,
+                    validation_text, eval_windows)
         except KeyboardInterrupt:
             _interrupted(ctx, checkpoint_dir)
     except o.USER_ERRORS as err:
@@ -182,7 +193,8 @@ def _load(model_ref, lazy):
 
 
 def _single(model, tok, ids, quant, spec, opts, save_dir, checkpoint_dir, resume, overwrite,
-            export, budget, loader, imported=None, save_format="compressed-tensors"):
+            export, budget, loader, imported=None, save_format="compressed-tensors",
+            validation_text="wikipedia", eval_windows=0):
     from normtweak.calib.store import calibration_hash
     from normtweak.dist import on_main
     from normtweak.io import export_dequantized
@@ -191,12 +203,26 @@ def _single(model, tok, ids, quant, spec, opts, save_dir, checkpoint_dir, resume
     from normtweak.outputs import write_folder
     from normtweak.tweak.pipeline import tweak_model
 
+    from normtweak.tweak.summary import ValidationScores, plain_copy
+
+    if eval_windows and loader is not None:
+        click.echo("--lazy-load: no perplexity at the end (the whole model never sits in memory)")
+    scores = ValidationScores(tok, validation_text, eval_windows if loader is None else 0,
+                              opts["device"], echo=click.echo)
+    scores.add("float", model)
+    if scores.on:
+        scores.add("quant", plain_copy(model, ids, quant, imported, opts["device"],
+                                       opts["batch_size"], opts["true_sequential"]),
+                   label="plain " + ("checkpoint (--quantized)" if imported
+                                     else f"{quant.method} quantization"))
     result = tweak_model(model, ids, quant, spec, device=opts["device"],
                          checkpoint_dir=checkpoint_dir, resume=resume, overwrite=overwrite,
                          seed=opts["seed"], activations=budget, block_loader=loader,
                          true_sequential=opts["true_sequential"], imported=imported,
                          scale_dtype=format_scale_dtype(save_format))
-    extra = {"tweak_result": result.as_dict(), "true_sequential": opts["true_sequential"]}
+    scores.add("tweaked", model)
+    extra = {"tweak_result": result.as_dict(), "true_sequential": opts["true_sequential"],
+             **({"validation": scores.record()} if scores.on else {})}
     path = on_main(write_folder, save_dir, lambda p: write_model(
         model, tok, p, save_format, quant=quant, tweak=spec,
         calibration_sha256=calibration_hash(ids), extra=extra), overwrite=overwrite,
@@ -205,6 +231,8 @@ def _single(model, tok, ids, quant, spec, opts, save_dir, checkpoint_dir, resume
     note = f" ({restored} restored from {checkpoint_dir})" if restored else ""
     click.echo(f"tweaked {len(result.blocks)} blocks{note} in {result.seconds:.1f} s; "
                f"saved the quantized model to {path}")
+    if scores.on:
+        click.echo(scores.summary())
     if export:
         out = on_main(write_folder, export, lambda p: export_dequantized(model, tok, p),
                       overwrite=overwrite,

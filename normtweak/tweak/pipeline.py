@@ -32,7 +32,7 @@ from normtweak import __version__, arch, dist
 from normtweak.calib.store import calibration_hash
 from normtweak.config import QuantSpec, TweakSpec
 from normtweak.norms import kernel_norms as norm_modules
-from normtweak.quant.model import replace_with_shells
+from normtweak.quant.model import replace_with_shells, say_group_fallbacks
 from normtweak.tweak.activations import ActivationBudget, ActivationStore, as_budget
 from normtweak.tweak.checkpoint import CheckpointDir
 from normtweak.tweak.end_to_end import float_teacher, run_end_to_end
@@ -167,9 +167,7 @@ def tweak_model(
         ids = ids[: tweak.num_samples]
     adapter = arch.get_adapter(model)
     blocks = adapter.get_blocks(model)
-    for i, block in enumerate(blocks):
-        for name, lin in arch.block_linears(block):
-            quant.check_layer(f"block {i}: {name}", lin.in_features)
+    say_group_fallbacks(quant, blocks, progress)
     attach = None
     if imported is not None:
         from normtweak.io.attach import attach_to_block
@@ -225,7 +223,8 @@ def tweak_model(
             with norm_modules(block, kernel_norms, adapter.norm_offset):
                 hidden, res = process_block(block, index, len(blocks), hidden, targets, start.inputs,
                                              quant, tweak, device, seed, new_store,
-                                             true_sequential, attach, scale_dtype)
+                                             true_sequential, attach, scale_dtype,
+                                             progress=progress)
             res.seconds = time.perf_counter() - tb
             targets = None  # free this block's targets before the next block makes its own
         block.to(home)

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 import torch
 from torch import nn
+from tqdm.auto import tqdm
 
 from normtweak import arch, dist
 from normtweak.quant import quantize_block
@@ -39,7 +40,8 @@ class BlockResult:
 
 
 def process_block(block, index, num_blocks, hidden, targets, inputs, quant, tweak, device, seed,
-                  new_store, true_sequential=False, attach=None, scale_dtype=None):
+                  new_store, true_sequential=False, attach=None, scale_dtype=None,
+                  progress=False):
     """Quantize one block (or attach its imported QuantLinears), tweak its norms, and return
     (next inputs in a store from `new_store()`, BlockResult).
 
@@ -68,7 +70,8 @@ def process_block(block, index, num_blocks, hidden, targets, inputs, quant, twea
             set_submodule(block, name, t)
         try:
             best_step = train_norms(block, hidden, targets, lambda h: inputs.extra(index, h.shape),
-                                    lr, tweak, loss_fn, device, gen, list(tunables.values()))
+                                    lr, tweak, loss_fn, device, gen, list(tunables.values()),
+                                    progress=progress and f"block {index}")
         finally:
             for name, t in tunables.items():
                 set_submodule(block, name, to_quant_linear(t, quantized[name]))
@@ -112,7 +115,7 @@ def norm_parameters(block: nn.Module) -> list[nn.Parameter]:
 
 
 def train_norms(block, hidden, targets, extra_of, lr, tweak, loss_fn, device, generator,
-                tunables=()) -> int | None:
+                tunables=(), progress: str | bool = False) -> int | None:
     """Adam on the block's norm parameters, `tweak.iters` passes over the batches.
 
     With tweak.best_step the parameters end as they were at the lowest minibatch loss, and
@@ -120,6 +123,8 @@ def train_norms(block, hidden, targets, extra_of, lr, tweak, loss_fn, device, ge
 
     tunables: TunableQuantLinears of the block whose clipping/rounding train alongside,
     by signed steps of tweak.quant_lr (default min(1/steps, 2e-2)) decayed linearly to 0.
+    progress: a label to show the steps and the loss under (a bar that appears once the
+    block has trained for a few seconds); False: nothing shown.
     """
     norms = norm_parameters(block)
     if not norms:
@@ -134,6 +139,8 @@ def train_norms(block, hidden, targets, extra_of, lr, tweak, loss_fn, device, ge
     steps, step = tweak.iters * len(hidden), 0
     quant_lr = tweak.quant_lr if tweak.quant_lr is not None else min(1.0 / steps, 2e-2)
     best = BestStep(norms + quant_params) if tweak.best_step else None
+    bar = tqdm(total=steps, desc=progress or "", leave=False, delay=3, unit="step",
+               disable=not progress or not dist.is_main())
     try:
         with torch.enable_grad():
             for _ in range(tweak.iters):
@@ -153,9 +160,12 @@ def train_norms(block, hidden, targets, extra_of, lr, tweak, loss_fn, device, ge
                     for t in tunables:
                         t.clamp_()
                     step += 1
+                    bar.update()
+                    bar.set_postfix(loss=f"{float(loss):.4g}", refresh=False)
         if best is not None:
             best.restore()
     finally:
+        bar.close()
         for p in block.parameters():
             p.requires_grad_(flags.get(id(p), False))
     return best.step if best is not None else None

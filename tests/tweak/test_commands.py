@@ -46,7 +46,8 @@ def test_tweak_command_errors_are_clear(tmp_path, make_tiny, tokenizer):
     assert res.exit_code == 1 and "bits must be an integer in 2..8" in res.output
     res = runner.invoke(main, ["tweak", "--model", str(model_dir), "--from-text", str(corpus),
                                "--seq-len", "32", "--num-samples", "2",
-                               "--save_dir", str(tmp_path / "o"), "--group-size", "48"])
+                               "--save_dir", str(tmp_path / "o"), "--group-size", "48",
+                               "--no-group-fallback"])
     assert res.exit_code == 1 and "group_size 48 does not divide in_features 64" in res.output
     assert not (tmp_path / "o").exists()
 
@@ -149,7 +150,7 @@ def test_tweaked_model_is_saved_in_the_format_it_came_in(tmp_path, make_tiny, to
 
 
 def test_seq_len_default_follows_the_tweak_mode(tmp_path, make_tiny, tokenizer, monkeypatch):
-    """128-token windows unless the quantization parameters train (the joint preset): 512."""
+    """512-token windows when the quantization parameters train (the joint default), else 128."""
     import normtweak.calib.commands as calib_commands
 
     model_dir, corpus = _folder(tmp_path, make_tiny, tokenizer)
@@ -165,5 +166,5 @@ def test_seq_len_default_follows_the_tweak_mode(tmp_path, make_tiny, tokenizer, 
                   ["--preset", "joint", "--seq-len", "64"]):
         res = CliRunner().invoke(main, [*base, *extra, "--save-dir", str(tmp_path / "o")])
         assert res.exit_code == 1 and "stopped by the test" in res.output, res.output
-    assert seen == [128, 128, 512, 512, 64]
+    assert seen == [512, 128, 512, 512, 64]  # the default is the joint method
     assert not (tmp_path / "o").exists()
