@@ -9,12 +9,14 @@ after the other (never two at once). For a target of S steps per block:
 
 - normtweak: tweak_model(..., TweakSpec.preset("joint", iters=ceil(S / (N / 8)))), i.e.
   S rounded up to whole passes over the N samples (200 -> 13 passes x 16 = 208 steps at
-  N=128), with keep_better on (its default: one more forward pass over the calibration set
-  per block) and, at the steps in --keep-better-off-at, off;
+  N=128), with keep_better on (its default) and, at the steps in --keep-better-off-at, off
+  (the loss before training is measured either way; keep_better adds a pass over the
+  calibration set only for a block whose start it restores);
 - AutoRound: AutoRound(..., iters=S, batch_size=8, nsamples=N, seqlen=512, sym=True,
   group_size=64) in its own environment (--autoround-python, a subprocess, like
   benchmarks/peers.py), with amp=True (its default: bfloat16 autocast where the CPU has bf16)
-  and amp=False (float32).
+  and amp=False (float32), and its other defaults: AutoRound 0.16 turns torch.compile on for
+  a Linux CPU, so its compile time is inside quantize(); normtweak runs eagerly.
 
 Each run is timed around the whole call (tweak_model / AutoRound.quantize(): input capture
 and targets included) in wall seconds (time.perf_counter) and CPU seconds of the process
@@ -153,7 +155,10 @@ def autoround_worker(args) -> None:
     for name in ("lr", "minmax_lr", "enable_minmax_tuning", "enable_quanted_input",
                  "gradient_accumulate_steps", "enable_torch_compile", "batch_size", "nsamples",
                  "seqlen"):
-        for owner in (config, context, ar):
+        # torch.compile: the compressor's final decision (AutoRound turns it on by default on
+        # a Linux CPU; its config object keeps the False it was constructed with)
+        owners = (ar, config, context) if name == "enable_torch_compile" else (config, context, ar)
+        for owner in owners:
             value = getattr(owner, name, None)
             if isinstance(value, (bool, int, float, str)):
                 out.setdefault(f"used_{name}", value)
