@@ -135,10 +135,10 @@ def run_variant(model, tokenizer, calib, bits, group, variant) -> tuple[torch.nn
     qmodel = copy.deepcopy(model)
     t = time.perf_counter()
     if tweak is None:  # plain RTN / GPTQ: no float targets needed
-        quantize_model(qmodel, quant, calibration=calib, batch_size=8)
+        quantize_model(qmodel, quant, calibration=calib, batch_size=8)  # progress shown
         info = {}
     else:
-        run = tweak_model(qmodel, calib, quant, tweak, progress=True)
+        run = tweak_model(qmodel, calib, quant, tweak)
         info = {"blocks": [{"index": b.index, "loss_before": b.loss_before,
                             "loss_after": b.loss_after, "kept_start": b.kept_start,
                             "best_step": b.best_step} for b in run.blocks]}

@@ -14,8 +14,8 @@ from normtweak.config import QuantSpec, TweakSpec
 from normtweak.quant import quantize_block
 from normtweak.tweak.loss import get_loss
 from normtweak.tweak.train import train_norms
-from normtweak.tweak.qparams import make_tunable, to_quant_linear
-from normtweak.quant.model import set_submodule
+from normtweak.walk import BlockState
+from normtweak.quant.tunable import make_tunable, to_quant_linear
 torch.set_num_threads(1); torch.manual_seed(0)
 model, tok = load_model("smollm2-135m")
 k = int(sys.argv[1]); n = int(sys.argv[2]); method = sys.argv[3] if len(sys.argv) > 3 else "rtn"
@@ -53,7 +53,9 @@ for name, lr, qp, qlr, iters in GPTQ_ROWS if method == "gptq" else [("rtn", 0, "
         tw = TweakSpec(lr=lr, iters=iters, batch_size=8, loss="mse", quant_params=qp, quant_lr=qlr,
                        target="quantized_input", keep_better=False)
         tun = {nm: make_tunable(m, floats[nm], qp == "clip_round") for nm, m in q.items()} if qp != "none" else {}
-        for nm, t in tun.items(): set_submodule(b, nm, t)
-        train_norms(b, htr, ttr, lambda h: inputs.extra(k, h.shape), lr, tw, mse, "cpu", torch.Generator().manual_seed(0), list(tun.values()))
-        for nm, t in tun.items(): set_submodule(b, nm, to_quant_linear(t, q[nm]))
+        for nm, t in tun.items(): b.set_submodule(nm, t)
+        state = BlockState(k, 30, b, inputs, htr, torch.device("cpu"), list, targets=ttr,
+                           loss_fn=mse, lr=lr)
+        train_norms(state, tw, torch.Generator().manual_seed(0), list(tun.values()))
+        for nm, t in tun.items(): b.set_submodule(nm, to_quant_linear(t, q[nm]))
     print(f"block {k} n={n} {method} {name:24s} train {ev(b, htr, ttr):.5f} held-out {ev(b, hte, tte):.5f} ({time.time()-t0:.0f}s)", flush=True)

@@ -20,7 +20,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import torch
 
-from normtweak.config import QuantSpec
+from normtweak.config import QuantSpec, RunSpec
 from normtweak.evaluate.report import markdown_table, write_json
 from normtweak.io import (
     export_dequantized,
@@ -56,7 +56,7 @@ def main() -> None:
             copy.deepcopy(model).to(dtype).save_pretrained(tmp / name)  # .to() rounds buffers too
             rows.append({"format": f"float ({name})", "bytes": folder_bytes(tmp / name)})
         spec = QuantSpec(bits=args.bits, group_size=args.group_size, symmetric=args.symmetric)
-        quantize_model(model, spec, progress=False)
+        quantize_model(model, spec, run=RunSpec(progress=False))
         round_scales(model, torch.float16)  # GPTQ and GGUF store fp16 scales: every export exact
         with torch.no_grad():
             ref = model(input_ids=ids).logits

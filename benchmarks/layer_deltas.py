@@ -17,7 +17,7 @@ import sys
 
 import torch
 
-from normtweak.config import QuantSpec
+from normtweak.config import QuantSpec, RunSpec
 from normtweak.evaluate import perplexity
 from normtweak.evaluate.commands import load_for_eval
 from normtweak.evaluate.deltas import layer_deltas, layer_stats, plot_deltas
@@ -43,9 +43,9 @@ def tweaked_model(model, tok, args, spec):
     n, t = (int(v) for v in args.calib.split("x"))
     calib = calibration_ids(model, tok, args.model, "selfgen", n, t, None, 0)
     tweaked = copy.deepcopy(model)
-    tweak_model(tweaked, calib.input_ids, spec, TweakSpec.preset("paper", lr=args.tweak_lr, scale=args.tweak_scale,
-                                                                  keep_better=True),
-                progress=False)
+    tweak_model(tweaked, calib.input_ids, spec,
+                TweakSpec.preset("paper", lr=args.tweak_lr, scale=args.tweak_scale,
+                                 keep_better=True), RunSpec(progress=False))
     return tweaked
 
 
@@ -74,7 +74,7 @@ def main() -> None:
     ids = sample_ids(tok, args.text, args.samples, args.seq, args.seed)
     spec = QuantSpec(bits=args.bits, group_size=args.group_size, symmetric=False)
     label = f"rtn W{args.bits} " + ("per-channel" if args.group_size == -1 else f"g{args.group_size}")
-    quant = quantize_model(copy.deepcopy(model), spec, progress=False)
+    quant = quantize_model(copy.deepcopy(model), spec, run=RunSpec(progress=False))
     ref = layer_stats(model, ids)
     deltas = layer_deltas(ref, layer_stats(quant, ids))
     curves, models = {label: deltas}, [("float", model), ("quant", quant)]

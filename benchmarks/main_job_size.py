@@ -87,7 +87,7 @@ def main(argv=None) -> dict:
         sys.argv[1:] if argv is None else argv)
     torch.set_num_threads(args.threads)
     from normtweak.assets import load_documents
-    from normtweak.config import QuantSpec, TweakSpec
+    from normtweak.config import QuantSpec, RunSpec, TweakSpec
     from normtweak.evaluate.report import write_json
     from normtweak.io.float_model import load_model
     from normtweak.quant.model import quantize_model
@@ -119,7 +119,7 @@ def main(argv=None) -> dict:
         def work():
             m = copy.deepcopy(model)
             if kind == "rtn":
-                quantize_model(m, QuantSpec(), progress=False)
+                quantize_model(m, QuantSpec(), run=RunSpec(progress=False))
             return {"val_ppl": validation_ppl(m, tok, docs, args.max_windows)}
         return work
 
@@ -127,7 +127,7 @@ def main(argv=None) -> dict:
         def work():
             m = copy.deepcopy(model)
             w0, c0 = time.perf_counter(), time.process_time()
-            res = tweak_model(m, ids[:n], QuantSpec(), TweakSpec(iters=passes), progress=True)
+            res = tweak_model(m, ids[:n], QuantSpec(), TweakSpec(iters=passes))
             wall, cpu = time.perf_counter() - w0, time.process_time() - c0
             print(f"N={n} passes={passes}: {wall:.0f} s wall, {cpu:.0f} s CPU", flush=True)
             return {"tweak_wall_s": wall, "tweak_cpu_s": cpu, "load": os.getloadavg(),

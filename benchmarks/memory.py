@@ -104,8 +104,8 @@ def _run_case(case: dict) -> dict:
     import torch
 
     torch.set_num_threads(case["threads"])
-    from normtweak.config import QuantSpec, TweakSpec
-    from normtweak.tweak.activations import ActivationBudget
+    from normtweak.config import QuantSpec, RunSpec, TweakSpec
+    from normtweak.walk.activations import ActivationBudget
     from normtweak.tweak.pipeline import tweak_model
 
     after_import = _status_bytes("VmRSS")
@@ -135,8 +135,9 @@ def _run_case(case: dict) -> dict:
     if device.startswith("cuda"):
         torch.cuda.reset_peak_memory_stats(device)
     result = tweak_model(model, ids, QuantSpec(bits=4, group_size=case["group_size"], symmetric=False),
-                         TweakSpec.preset("paper", lr=1e-5, scale=5.0, keep_better=True), device=device, activations=budget,
-                         block_loader=loader, progress=False)
+                         TweakSpec.preset("paper", lr=1e-5, scale=5.0, keep_better=True),
+                         RunSpec(device=device, activation_budget=budget.limit, progress=False),
+                         block_loader=loader)
     usage = resource.getrusage(resource.RUSAGE_SELF)
     tensors = list(model.parameters()) + list(model.buffers())
     quantized = sum(t.numel() * t.element_size() for t in {id(t): t for t in tensors}.values())

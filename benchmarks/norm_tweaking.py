@@ -63,8 +63,8 @@ def main(argv=None) -> dict:
     if args.threads:
         torch.set_num_threads(args.threads)
 
-    from normtweak.assets import load_text
-    from normtweak.config import GridSpec, QuantSpec, TweakSpec
+    from normtweak.assets import load_documents
+    from normtweak.config import GridSpec, QuantSpec, RunSpec, TweakSpec
     from normtweak.evaluate import perplexity
     from normtweak.evaluate.report import gap_recovered, markdown_table
     from normtweak.io.float_model import load_model
@@ -74,21 +74,21 @@ def main(argv=None) -> dict:
     model, tok = load_model(args.model)
     calib = calibration_ids(model, tok, args.model, args.calibration, args.num_samples,
                             args.seq_len, None, 0)
-    val, test = load_text("wikipedia", "validation"), load_text("wikipedia", "test")
+    val, test = load_documents("wikipedia", "validation"), load_documents("wikipedia", "test")
     t0 = time.perf_counter()
     float_ppl = {"validation": perplexity(model, tok, val, max_windows=args.eval_windows).ppl,
                  "test": perplexity(model, tok, test, max_windows=args.eval_windows).ppl}
     print(f"float: {float_ppl} ({time.perf_counter() - t0:.0f} s)", flush=True)
-    grid = GridSpec(lrs=_numbers(args.lrs), scales=_numbers(args.scales))
+    grid = GridSpec(lrs=_numbers(args.lrs), scales=_numbers(args.scales), text="wikipedia",
+                    windows=args.eval_windows)
     rows = []
     for name in args.configs.split(","):
         quant = QuantSpec(**CONFIGS[name])
         t0 = time.perf_counter()
         result, _ = grid_search(model, tok, calib.input_ids, quant,
                                 TweakSpec.preset("paper", loss=args.loss, iters=args.iters,
-                                                                  keep_better=True), grid,
-                                validation_text=val, test_text=test, max_windows=args.eval_windows,
-                                progress=False, float_ppl=float_ppl)
+                                                 keep_better=True), grid,
+                                RunSpec(progress=False))
         best = result.best
         row = {
             "config": name, "float": float_ppl["test"], "quantized": result.quant_ppl["test"],

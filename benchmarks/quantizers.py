@@ -22,7 +22,7 @@ import torch
 
 from normtweak.assets import load_text
 from normtweak.calib.text import calibration_from_text
-from normtweak.config import QuantSpec
+from normtweak.config import QuantSpec, RunSpec
 from normtweak.evaluate.perplexity import perplexity
 from normtweak.evaluate.report import write_json
 from normtweak.io.float_model import load_model
@@ -90,11 +90,10 @@ def main(argv: list[str] | None = None) -> dict:
     for bits, group in parse_configs(args.configs):
         for method in methods:
             spec = QuantSpec(bits=bits, group_size=group, method=method, symmetric=args.symmetric,
-                             act_order=args.act_order)
+                             act_order=args.act_order, true_sequential=args.true_sequential)
             qmodel = copy.deepcopy(model)
             t = time.perf_counter()
-            quantize_model(qmodel, spec, calibration=calib, progress=False,
-                           true_sequential=args.true_sequential)
+            quantize_model(qmodel, spec, calibration=calib, run=RunSpec(progress=False))
             quant_s = time.perf_counter() - t
             q_ppl, q_eval = ppl(qmodel)
             rows.append({"config": label(bits, group), "method": method, "ppl": q_ppl,

@@ -25,7 +25,7 @@ if str(ROOT) not in sys.path:  # this repository's normtweak, not another checko
     sys.path.insert(0, str(ROOT))
 
 from normtweak.calib.text import calibration_from_text  # noqa: E402
-from normtweak.config import QuantSpec  # noqa: E402
+from normtweak.config import QuantSpec, RunSpec  # noqa: E402
 from normtweak.evaluate.report import write_json  # noqa: E402
 from normtweak.io.float_model import load_model  # noqa: E402
 from normtweak.quant.model import quantize_model  # noqa: E402
@@ -58,7 +58,7 @@ def main(argv=None) -> dict:
     ids = calibration_from_text(tokenizer, "wikipedia", args.samples, args.seq_len, seed=0).input_ids
     qmodel = copy.deepcopy(model)
     quantize_model(qmodel, QuantSpec(bits=args.bits, group_size=args.group_size, symmetric=False,
-                                      method="rtn"))
+                                      method="rtn"), run=RunSpec(progress=False))
     with torch.no_grad():
         # hidden_states[0] is the embedding output; [l + 1] the output of block l (the
         # last one is after the final norm, so it is left out)

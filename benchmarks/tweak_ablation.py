@@ -55,7 +55,7 @@ def main(argv=None) -> dict:
         torch.set_num_threads(args.threads)
 
     from normtweak.assets import load_text
-    from normtweak.config import QuantSpec, TweakSpec
+    from normtweak.config import QuantSpec, RunSpec, TweakSpec
     from normtweak.evaluate import perplexity
     from normtweak.evaluate.report import gap_recovered, markdown_table
     from normtweak.io.float_model import load_model
@@ -73,9 +73,11 @@ def main(argv=None) -> dict:
         return perplexity(m, tok, val, max_windows=args.eval_windows).ppl
 
     float_ppl = score(model)
-    start = prepare_start(model, calib.input_ids, 1, "cpu")
+    QUIET = RunSpec(progress=False)
+    start = prepare_start(model, calib.input_ids, 1, QUIET)
     plain = copy.deepcopy(model)
-    tweak_model(plain, calib.input_ids, quant, TweakSpec(loss="none"), start=start, progress=False)
+    tweak_model(plain, calib.input_ids, quant, TweakSpec.preset("paper", loss="none"), QUIET,
+                start=start)
     quant_ppl = score(plain)
     del plain
     print(f"float {float_ppl:.3f}  quantized {quant_ppl:.3f}", flush=True)
@@ -84,7 +86,7 @@ def main(argv=None) -> dict:
         spec = TweakSpec.preset("paper", **{"keep_better": True, **parse_variant(text)})
         m = copy.deepcopy(model)
         t0 = time.perf_counter()
-        run = tweak_model(m, calib.input_ids, quant, spec, start=start, progress=False)
+        run = tweak_model(m, calib.input_ids, quant, spec, QUIET, start=start)
         seconds = time.perf_counter() - t0
         ppl = score(m)
         losses = [(b.loss_before, b.loss_after) for b in run.blocks]

@@ -39,7 +39,7 @@ if str(ROOT) not in sys.path:
 import normtweak
 from normtweak.assets import load_text
 from normtweak.calib.text import calibration_from_text
-from normtweak.config import TweakSpec
+from normtweak.config import RunSpec, TweakSpec
 from normtweak.evaluate.perplexity import perplexity
 from normtweak.evaluate.report import write_json
 from normtweak.io import attach_quantized, imported_spec, load_quantized, load_quantized_linears
@@ -77,8 +77,10 @@ def run_one(path: Path, model, tokenizer, texts, calib, args) -> dict:
     tweaked = copy.deepcopy(model)
     spec = TweakSpec(**PRESETS[args.preset])
     t = time.perf_counter()
-    tweak_model(tweaked, calib, quant, spec, imported=imported, seed=args.seed,
-                scale_dtype=format_scale_dtype(fmt))
+    dtype = format_scale_dtype(fmt)
+    tweak_model(tweaked, calib, quant, spec,
+                RunSpec(seed=args.seed, scale_dtype=str(dtype).removeprefix("torch.")
+                        if dtype is not None else None), imported=imported)
     seconds = time.perf_counter() - t
     with tempfile.TemporaryDirectory() as tmp:  # score the model as saved and read back
         write_model(tweaked, tokenizer, Path(tmp) / "out", fmt, quant=quant, tweak=spec)

@@ -33,11 +33,12 @@ import contextlib
 import os
 import sys
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
 import torch
+
+from normtweak.common.errors import USER_ERRORS
 
 _alone = 0  # depth of `alone()` contexts: > 0 means "act as a single process"
 
@@ -195,8 +196,7 @@ def broadcast_module(module: torch.nn.Module, src: int = 0) -> None:
         _dist().broadcast(t, src=src)
 
 
-_USER_ERRORS = {"ValueError": ValueError, "FileNotFoundError": FileNotFoundError,
-                "OSError": OSError}
+_USER_ERRORS = {cls.__name__: cls for cls in USER_ERRORS}
 
 
 def on_main(fn: Callable, *args, **kwargs) -> Any:
@@ -245,30 +245,34 @@ def run_info() -> dict:
     return {"world_size": world_size()} if is_distributed() else {}
 
 
-@dataclass
-class Failure:
-    """A job that raised: recorded, not fatal."""
-
-    error: str
-
-
 def map_over_ranks(fn: Callable[[int, Any], Any], items: Sequence[Any]) -> list[Any]:
     """[fn(i, items[i]) for every i] on every rank; rank r runs i = r, r + W, ... alone.
 
-    A job that raises gives Failure('Type: message') in its place. Results must pickle.
+    Results must pickle. A job that raises stops the whole map: in one process the error
+    propagates as it is; under torchrun every rank learns of it (after the others finish
+    their jobs, so no rank waits forever) and raises, the failing rank its own error.
     """
     w, r = world_size(), rank()
-    mine = {}
+    mine, error = {}, None
     for i in range(r, len(items), w):
         with alone():
+            if w == 1:
+                mine[i] = fn(i, items[i])
+                continue
             try:
                 mine[i] = fn(i, items[i])
-            except Exception as err:  # noqa: BLE001 (recorded; the other jobs go on)
-                mine[i] = Failure(f"{type(err).__name__}: {err}")
+            except Exception as err:  # noqa: BLE001 (re-raised below, once every rank knows)
+                error = err
+                break
     if w > 1:
         parts = [None] * w
-        _dist().all_gather_object(parts, mine)
-        for part in parts:
+        _dist().all_gather_object(parts, (mine, None if error is None else repr(error)))
+        failed = [(rank_, msg) for rank_, (_, msg) in enumerate(parts) if msg is not None]
+        if error is not None:
+            raise error
+        if failed:
+            raise RuntimeError(f"rank {failed[0][0]} failed: {failed[0][1]}")
+        for part, _ in parts:
             mine.update(part)
     return [mine[i] for i in range(len(items))]
 

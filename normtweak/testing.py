@@ -115,3 +115,16 @@ def tiny_batch(batch: int = 2, seq: int = 16, vocab_size: int = 384, seed: int =
     """Random token ids [batch, seq] (avoiding the two special ids)."""
     gen = torch.Generator().manual_seed(seed)
     return torch.randint(2, vocab_size, (batch, seq), generator=gen)
+
+
+def tiny_corpus(path):
+    """A small .txt corpus (30 paragraphs) at `path`, for grid searches and evaluations in
+    tests: split by document like any corpus (normtweak.assets.load_documents)."""
+    from pathlib import Path
+
+    words = ["small", "tiny", "quantized", "float", "tweaked"]
+    paragraphs = [" ".join(f"The {words[(p + i) % 5]} model predicts the next token number "
+                           f"{p * 7 + i}." for i in range(6)) for p in range(30)]
+    path = Path(path)
+    path.write_text("\n\n".join(paragraphs) + "\n", encoding="utf-8")
+    return path

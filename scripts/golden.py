@@ -72,36 +72,37 @@ def _calibration(n: int = 4, seq: int = 32) -> torch.Tensor:
 
 def tiny_cases():
     """(name, family, run(model, tokenizer) -> extra dict or None) for every tiny case."""
-    from normtweak.config import QuantSpec, TweakSpec
+    from normtweak.config import QuantSpec, RunSpec, TweakSpec
     from normtweak.evaluate.deltas import layer_stats
     from normtweak.quant.model import quantize_model
     from normtweak.tweak.pipeline import tweak_model
 
     ids = _calibration()
+    QUIET = RunSpec(progress=False)
 
     def quantize(spec):
         def run(model, tok):
-            quantize_model(model, QuantSpec(**spec), calibration=ids, batch_size=2,
-                           progress=False)
+            quantize_model(model, QuantSpec(**spec), calibration=ids, run=QUIET, batch_size=2)
         return run
 
-    def tweak(quant, spec, **kw):
+    def tweak(quant, spec, imported=None, **run_fields):
         def run(model, tok):
             result = tweak_model(model, ids, QuantSpec(**quant), TweakSpec(**spec),
-                                 progress=False, seed=3, **kw)
+                                 RunSpec(seed=3, progress=False, **run_fields),
+                                 imported=imported)
             return {"losses": [[repr(b.loss_before), repr(b.loss_after), b.kept_start]
                                for b in result.blocks]}
         return run
 
     def stats(model, tok):
-        quantize_model(model, QuantSpec(**RTN_W4), progress=False)
+        quantize_model(model, QuantSpec(**RTN_W4), run=QUIET)
         return {"layer_stats": [[repr(m), repr(v)] for m, v in layer_stats(model, ids)]}
 
     def imported(model, tok):
         from normtweak.io import load_quantized_linears, save_quantized
 
         other = _fresh("llama")
-        quantize_model(other, QuantSpec(**RTN_W4), progress=False)
+        quantize_model(other, QuantSpec(**RTN_W4), run=QUIET)
         with tempfile.TemporaryDirectory() as tmp, warnings.catch_warnings():
             warnings.simplefilter("ignore")
             save_quantized(other, tok, Path(tmp) / "q", quant=QuantSpec(**RTN_W4))
@@ -109,22 +110,21 @@ def tiny_cases():
         return tweak(RTN_W4, JOINT, imported=linears)(model, tok)
 
     def resumed(model, tok):
-        from normtweak.config import QuantSpec, TweakSpec
-
         with tempfile.TemporaryDirectory() as tmp:
             first = _fresh("llama")
 
-            def stop(index):
-                if index == 0:
+            def stop_before_block_1(index, block):  # block 0 is checkpointed by then
+                if index == 1:
                     raise KeyboardInterrupt
 
             try:
-                tweak_model(first, ids, QuantSpec(**RTN_W4), TweakSpec(**JOINT), progress=False,
-                            seed=3, checkpoint_dir=tmp, on_block_done=stop)
+                tweak_model(first, ids, QuantSpec(**RTN_W4), TweakSpec(**JOINT),
+                            RunSpec(seed=3, progress=False, checkpoint_dir=tmp),
+                            block_loader=stop_before_block_1)
             except KeyboardInterrupt:
                 pass
-            tweak_model(model, ids, QuantSpec(**RTN_W4), TweakSpec(**JOINT), progress=False,
-                        seed=3, checkpoint_dir=tmp, resume=True)
+            tweak_model(model, ids, QuantSpec(**RTN_W4), TweakSpec(**JOINT),
+                        RunSpec(seed=3, progress=False, checkpoint_dir=tmp, resume=True))
 
     cases = []
     for fam in FAMILIES:
@@ -135,12 +135,12 @@ def tiny_cases():
             cases.append((f"{fam}/gptq", fam, quantize(GPTQ_W4)))
     cases += [
         ("llama/gptq-true-sequential", "llama", lambda m, t: quantize_model(
-            m, QuantSpec(**GPTQ_W4), calibration=ids, batch_size=2, progress=False,
-            true_sequential=True)),
+            m, QuantSpec(**GPTQ_W4, true_sequential=True), calibration=ids, run=QUIET,
+            batch_size=2)),
         ("llama/gptq+joint", "llama", tweak(GPTQ_W4, JOINT)),
-        ("llama/gptq+paper-true-sequential", "llama", tweak(GPTQ_W4, PAPER,
-                                                            true_sequential=True)),
-        ("llama/joint-fp16-scales", "llama", tweak(RTN_W4, JOINT, scale_dtype=torch.float16)),
+        ("llama/gptq+paper-true-sequential", "llama", tweak({**GPTQ_W4, "true_sequential": True},
+                                                            PAPER)),
+        ("llama/joint-fp16-scales", "llama", tweak(RTN_W4, JOINT, scale_dtype="float16")),
         ("llama/joint-mse-sym", "llama", tweak({**RTN_W4, "symmetric": True},
                                                {**JOINT, "loss": "mse"})),
         ("llama/paper-float-target-kb", "llama", tweak(RTN_W3, {**PAPER, "target": "float_input",
@@ -191,7 +191,7 @@ def record_smollm2() -> dict:
     """Two SmolLM2 blocks (the model cut after block 1) on 8 x 128 Wikipedia train windows."""
     from normtweak.assets import load_text
     from normtweak.calib.text import calibration_from_text
-    from normtweak.config import TweakSpec
+    from normtweak.config import RunSpec, TweakSpec
     from normtweak.evaluate.perplexity import perplexity
     from normtweak.io.float_model import load_model
     from normtweak.quant.model import quantize_model
@@ -209,9 +209,10 @@ def record_smollm2() -> dict:
         model = copy.deepcopy(base)
         extra = {}
         if tweak is None:
-            quantize_model(model, quant, calibration=ids, batch_size=4, progress=False)
+            quantize_model(model, quant, calibration=ids, run=RunSpec(progress=False),
+                           batch_size=4)
         else:
-            res = tweak_model(model, ids, quant, TweakSpec(**tweak), progress=False, seed=0)
+            res = tweak_model(model, ids, quant, TweakSpec(**tweak), RunSpec(progress=False))
             extra["losses"] = [[repr(b.loss_before), repr(b.loss_after), b.kept_start]
                                for b in res.blocks]
         blocks = {k: tensor_digest(v) for k, v in sorted(model.state_dict().items())

@@ -39,22 +39,28 @@ def test_quantizing_commands_share_names_aliases_and_defaults():
         params = _params(cmd)
         for name in ("lr", "scale", "iters", "loss", "target"):
             assert params[name].default == _params("tweak")[name].default
-    # run scores 16 test windows; tweak scores 4 validation windows at its end (16 in a grid)
+    # run scores 16 test windows; tweak 4 validation windows at its end; a grid 16 per point
     assert _params("run")["eval_windows"].default == 16
-    assert _params("tweak")["eval_windows"].default is None
+    assert _params("tweak")["eval_windows"].default == 4
+    assert _params("grid")["windows"].default == 16
 
 
 def test_defaults_come_from_the_dataclasses():
     from normtweak.options import quant_spec
 
+    from normtweak.config import RunSpec
+
     params = _params("tweak")
     for field in ("method", "damp", "act_order", "block_size", "static_groups", "quantize_head",
-                  "group_fallback"):
+                  "group_fallback", "true_sequential"):
         assert params[field].default == getattr(QuantSpec(), field), field
     # bits, group size and symmetry come from --scheme, whose default is QuantSpec()'s: W4A16
     assert params["scheme"].default == "W4A16"
-    assert QuantSpec.scheme("W4A16") == QuantSpec() == quant_spec(
-        {name: p.default for name, p in params.items()})
+    with click.Context(main.get_command(None, "tweak")):
+        assert QuantSpec.scheme("W4A16") == QuantSpec() == quant_spec(
+            {name: p.default for name, p in params.items()})
+    assert params["seed"].default == RunSpec().seed and params["device"].default == RunSpec().device
+
     assert (QuantSpec().bits, QuantSpec().group_size, QuantSpec().symmetric) == (4, 128, True)
     for field in ("lr", "scale", "iters", "loss", "target", "batch_size"):
         assert params[field].default == getattr(TweakSpec(), field), field

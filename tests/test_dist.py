@@ -16,8 +16,6 @@ import torch
 from normtweak import dist
 
 WORLD, LOCAL_BATCH, SAMPLES = 2, 2, 8
-TEXT = " ".join(f"The {w} model predicts the next token number {i}." for i, w in
-                enumerate(["small", "tiny", "quantized", "float", "tweaked"] * 12))
 
 
 def free_port() -> int:
@@ -52,7 +50,7 @@ def _state(model):
 
 def _runs(tmp, batch):
     """The runs compared: tweak (RTN, GPTQ), GPTQ quantize_model, a resume; same on both sides."""
-    from normtweak.config import QuantSpec
+    from normtweak.config import QuantSpec, RunSpec
     from normtweak.quant.model import quantize_model
     from normtweak.tweak.pipeline import tweak_model
 
@@ -60,27 +58,31 @@ def _runs(tmp, batch):
     for method in ("rtn", "gptq"):
         model = _model()
         res = tweak_model(model, _ids(), QuantSpec(bits=3, group_size=16, method=method),
-                          _tweak_spec(batch), checkpoint_dir=str(tmp / f"ckpt_{method}"),
-                          progress=False, seed=3)
+                          _tweak_spec(batch), RunSpec(checkpoint_dir=str(tmp / f"ckpt_{method}"),
+                                                      progress=False, seed=3))
         out[method] = (_state(model), [(b.loss_before, b.loss_after) for b in res.blocks])
     model = _model()  # every block already checkpointed: rank 0 loads, the others are sent it
     tweak_model(model, _ids(), QuantSpec(bits=3, group_size=16, method="rtn"), _tweak_spec(batch),
-                checkpoint_dir=str(tmp / "ckpt_rtn"), resume=True, progress=False, seed=3)
+                RunSpec(checkpoint_dir=str(tmp / "ckpt_rtn"), resume=True, progress=False, seed=3))
     out["resumed"] = _state(model)
     model = quantize_model(_model(), QuantSpec(bits=3, group_size=16, method="gptq"), _ids(),
-                           batch_size=batch, progress=False)
+                           RunSpec(progress=False), batch_size=batch)
     out["quantize_gptq"] = _state(model)
     return out
 
 
 def _grid(tmp, tokenizer):
-    from normtweak.config import GridSpec, QuantSpec
+    from normtweak.config import GridSpec, QuantSpec, RunSpec
+    from normtweak.testing import tiny_corpus
     from normtweak.tweak.grid import grid_search
 
-    grid = GridSpec(lrs=(1e-3, 1e-2, math.inf), scales=(0.0, 2.0))  # lr=inf: TweakSpec refuses it
+    tmp.mkdir(parents=True, exist_ok=True)
+    corpus = tiny_corpus(tmp / "corpus.txt")
+    # lr 1e30: the activations overflow, a point that fails (recorded, the others go on)
+    grid = GridSpec(lrs=(1e-3, 1e-2, 1e30), scales=(0.0, 2.0), text=str(corpus), windows=None)
     result, best = grid_search(_model(), tokenizer, _ids(), QuantSpec(bits=3, group_size=16),
-                               _tweak_spec(1), grid, validation_text=TEXT[:600],
-                               test_text=TEXT[600:], save_dir=str(tmp / "grid"), progress=False)
+                               _tweak_spec(1), grid, RunSpec(progress=False),
+                               save_dir=str(tmp / "grid"))
     return result, (None if best is None else _state(best))
 
 
@@ -102,7 +104,11 @@ def _worker(rank, port, tmp):
     dist.average_gradients([p])
     out["grad"] = p.grad
     out["map"] = dist.map_over_ranks(lambda i, item: (item // item, rank, dist.world_size()),
-                                     [1, 2, 0, 4, 5])
+                                     [1, 2, 3, 4, 5])
+    try:  # job 2 (rank 0's) raises: every rank stops, none waits forever
+        dist.map_over_ranks(lambda i, item: 1 // item, [1, 2, 0, 4, 5])
+    except Exception as err:  # noqa: BLE001 (what each rank raised is the result)
+        out["map_error"] = (type(err).__name__, str(err))
     out["runs"] = _runs(tmp / f"rank{rank}", LOCAL_BATCH)
     out["grid"] = _grid(tmp / f"grid{rank}", tiny_tokenizer())
     torch.save(out, tmp / f"out{rank}.pt")
@@ -125,8 +131,9 @@ def test_helpers_are_no_ops_in_one_process():
     mean, count = dist.weighted_mean(h, 7)
     assert mean is h and count == 7 and dist.mean_over_ranks(3.0, 2) == 1.5
     assert dist.on_main(lambda a: a + 1, 1) == 2 and dist.run_info() == {}
-    res = dist.map_over_ranks(lambda i, x: 1 // x, [1, 0])
-    assert res[0] == 1 and isinstance(res[1], dist.Failure) and "ZeroDivisionError" in res[1].error
+    assert dist.map_over_ranks(lambda i, x: 1 // x, [1, 2]) == [1, 0]
+    with pytest.raises(ZeroDivisionError):  # a bug is never recorded as a result
+        dist.map_over_ranks(lambda i, x: 1 // x, [1, 0])
 
 
 def test_collectives_against_float64_references(distributed):
@@ -140,11 +147,13 @@ def test_collectives_against_float64_references(distributed):
         torch.testing.assert_close(out["hessian"], 2 / x.shape[0] * x.t() @ x)
         assert out["count"] == x.shape[0]
         assert out["grad"].tolist() == [1.5, 1.5, 1.5]
-        results = out["map"]
-        assert [r[:2] for r in results if not isinstance(r, dist.Failure)] == [
-            (1, 0), (1, 1), (1, 1), (1, 0)]  # job i on rank i mod 2, alone (world size 1)
-        assert all(r[2] == 1 for r in results if not isinstance(r, dist.Failure))
-        assert isinstance(results[2], dist.Failure) and "ZeroDivisionError" in results[2].error
+        results = out["map"]  # job i on rank i mod 2, alone (world size 1)
+        assert [r[:2] for r in results] == [(1, 0), (1, 1), (1, 0), (1, 1), (1, 0)]
+        assert all(r[2] == 1 for r in results)
+    assert outs[0]["map_error"][0] == "ZeroDivisionError"
+    assert outs[1]["map_error"] == ("RuntimeError",
+                                    "rank 0 failed: ZeroDivisionError('integer division or "
+                                    "modulo by zero')")
 
 
 def test_data_parallel_equals_one_process_with_the_global_batch(distributed, tmp_path):
@@ -187,8 +196,8 @@ def test_grid_over_ranks_equals_the_one_process_grid(distributed, tmp_path, toke
     assert got.quant_ppl == pytest.approx(ref.quant_ppl)
     for a, b, c in zip(got.points, ref.points, other.points):
         assert (a.lr, a.scale) == (b.lr, b.scale) and _seen(a) == _seen(c)  # all ranks agree
-        if math.isinf(b.lr):  # the failed points are recorded, not fatal
-            assert "lr must be a finite" in a.error and math.isnan(a.validation_ppl)
+        if b.lr == 1e30:  # the diverged points are recorded, not fatal
+            assert "NaN/Inf" in a.error and math.isnan(a.validation_ppl)
             continue
         assert a.error is None
         assert a.validation_ppl == pytest.approx(b.validation_ppl, rel=1e-6)

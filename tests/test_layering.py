@@ -3,9 +3,9 @@ atomic-write implementation.
 
 Layers (a module may import its own layer or a lower one, never a higher one):
   0  config, arch, assets, and the low shared helpers (common/, outputs, dist, hub)
-  1  calib, quant, norms, evaluate, io
+  1  calib, quant, norms, evaluate, io, walk
   2  tweak
-  3  experiments, every `*/commands.py`, cli, options, testing, __main__
+  3  experiments, every `*/commands.py` and `*/*_commands.py`, cli, options, testing, __main__
 Both module-level and function-level imports count: a lazy import is still a dependency.
 """
 
@@ -19,7 +19,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1] / "normtweak"
 LAYERS = {
     "config": 0, "arch": 0, "assets": 0, "common": 0, "outputs": 0, "dist": 0, "hub": 0,
-    "calib": 1, "quant": 1, "norms": 1, "evaluate": 1, "io": 1,
+    "calib": 1, "quant": 1, "norms": 1, "evaluate": 1, "io": 1, "walk": 1,
     "tweak": 2,
     "experiments": 3, "cli": 3, "options": 3, "testing": 3, "__main__": 3,
 }
@@ -51,7 +51,7 @@ def layer_of(module: str) -> int:
     parts = module.split(".")
     if parts == ["normtweak"]:
         return 0  # only reached for ROOT_CONSTANTS: the package imports nothing eagerly
-    if parts[-1] == "commands":
+    if parts[-1] == "commands" or parts[-1].endswith("_commands"):
         return COMMANDS_LAYER
     if parts[1] not in LAYERS:
         raise AssertionError(f"{module} has no layer: add normtweak.{parts[1]} to LAYERS here "
@@ -128,6 +128,43 @@ def test_no_module_imports_another_packages_private_names():
     assert found == []
 
 
+def private_attributes(path: Path, source: str | None = None) -> list[str]:
+    """`module._name` uses of a normtweak module imported under a name (`from normtweak import
+    arch` ... `arch._non_block_to(...)`): a private name used through the attribute."""
+    source = path.read_text(encoding="utf-8") if source is None else source
+    tree = ast.parse(source)
+    bound = {}
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("normtweak"):
+            for alias in node.names:
+                bound[alias.asname or alias.name] = f"{node.module}.{alias.name}"
+        elif isinstance(node, ast.Import):
+            for alias in node.names:
+                if alias.name.startswith("normtweak"):
+                    bound[alias.asname or alias.name.split(".")[0]] = alias.name
+    own = module_name(path).split(".")[:2]
+    found = []
+    for node in ast.walk(tree):
+        if (isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name)
+                and node.value.id in bound and node.attr.startswith("_")
+                and not node.attr.startswith("__")
+                and bound[node.value.id].split(".")[:2] != own):
+            found.append(f"{path.relative_to(ROOT.parent)}:{node.lineno}: "
+                         f"{node.value.id}.{node.attr}")
+    return found
+
+
+def test_no_module_uses_another_packages_private_names_as_attributes():
+    found = [line for path in modules().values() for line in private_attributes(path)]
+    assert found == []
+
+
+def test_the_check_catches_a_private_attribute():
+    path = ROOT / "tweak" / "pipeline.py"
+    planted = path.read_text(encoding="utf-8") + "\n\ndef _planted():\n    arch._secret(1)\n"
+    assert any("arch._secret" in line for line in private_attributes(path, planted))
+
+
 def test_the_root_package_imports_nothing_eagerly():
     tree = ast.parse((ROOT / "__init__.py").read_text(encoding="utf-8"))
     eager = [n.lineno for n in tree.body
@@ -158,7 +195,7 @@ def test_modules_stay_short(name):
 
 ATOMIC_HOME = "normtweak.common.files"
 # Temporary folders that are not writes of a result (nothing is renamed into place).
-SCRATCH = {"normtweak.tweak.activations": "mkdtemp"}
+SCRATCH = {"normtweak.walk.activations": "mkdtemp"}
 RENAMES = {("os", "replace"), ("os", "rename"), ("os", "renames"), ("shutil", "move"),
            ("tempfile", "mkstemp"), ("tempfile", "mkdtemp"), ("tempfile", "NamedTemporaryFile")}
 

@@ -21,7 +21,7 @@ from normtweak.arch.adapters import (
 )
 from normtweak.arch.blocks import (
     BlockInputs,
-    _non_block_to,
+    move_outside_blocks,
     capture_block_inputs,
     device_of,
     run_block,
@@ -33,7 +33,6 @@ __all__ = [
     "Adapter",
     "BlockInputs",
     "NormInfo",
-    "_non_block_to",
     "block_linears",
     "block_norms",
     "capture_block_inputs",
@@ -43,6 +42,7 @@ __all__ = [
     "get_adapter",
     "is_norm",
     "linear_to_conv1d",
+    "move_outside_blocks",
     "prepare_model",
     "run_block",
     "supported_model_types",

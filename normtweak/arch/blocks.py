@@ -18,7 +18,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from normtweak.arch.adapters import Adapter, get_adapter
+from normtweak.arch.adapters import get_adapter
 
 
 class _StopForward(Exception):
@@ -71,9 +71,10 @@ class BlockInputs:
         return self.extras[key][block_index]
 
 
-def _non_block_to(model: nn.Module, adapter: Adapter, device: torch.device | str) -> None:
-    """Move all parameters and buffers outside the blocks to `device`."""
-    blocks = adapter.get_blocks(model)
+def move_outside_blocks(model: nn.Module, device: torch.device | str) -> None:
+    """Move all parameters and buffers outside the blocks (embeddings, final norm, head,
+    rotary tables) to `device`; the blocks stay where they are."""
+    blocks = get_adapter(model).get_blocks(model)
     block_ids = {id(t) for b in blocks for t in list(b.parameters()) + list(b.buffers())}
     for module in model.modules():
         for name, p in list(module._parameters.items()):
@@ -102,7 +103,7 @@ def capture_block_inputs(
     """
     adapter = get_adapter(model)
     blocks = adapter.get_blocks(model)
-    _non_block_to(model, adapter, device)
+    move_outside_blocks(model, device)
     captured = BlockInputs(hidden=[] if hidden is None else hidden)
     state: dict[str, Any] = {}
 

@@ -7,6 +7,7 @@ from pathlib import Path
 import click
 
 from normtweak import options as o
+from normtweak.config import DEFAULT_SEQ_LEN
 
 
 def open_calibration(path: str | Path):
@@ -36,24 +37,42 @@ def check_corpora(*names) -> None:
             load_documents(name, "train")
 
 
-def command_calibration(calib, from_text, model, tokenizer, model_ref, num_samples, seq_len, seed,
-                        device):
-    """Token ids [N, T] for a command: --data (checked against the tokenizer), --from-text,
-    else the self-generated set of the calibration cache (made and cached when missing)."""
+def command_calibration(calib, options: dict, model, tokenizer, tweak=None):
+    """Token ids [N, T] for a command: --data (checked against the tokenizer, the model's
+    vocabulary and --seq-len), --from-text, else the self-generated set of the calibration
+    cache (made and cached when missing). tweak: the TweakSpec whose default window length
+    applies (None: the quantizer's)."""
     from normtweak.calib.cache import calibration_ids
     from normtweak.calib.text import calibration_from_text
+    from normtweak.config import default_seq_len
 
+    num_samples, seed = options["num_samples"], options["seed"]
     if calib is not None:
         calib.check_tokenizer(tokenizer)
-        source = click.get_current_context().get_parameter_source("num_samples")
-        if source == click.core.ParameterSource.COMMANDLINE:
+        if o.given(["num_samples"]):
             calib.check_size(min_samples=num_samples)
-        return calib.input_ids[:num_samples]
-    if from_text:
-        return calibration_from_text(tokenizer, from_text, num_samples, seq_len, seed).input_ids
+        if options["seq_len"] is not None and options["seq_len"] != calib.seq_len:
+            raise ValueError(f"--seq-len {options['seq_len']} with --data {options['data']}: "
+                             f"its samples are {calib.seq_len} tokens long; drop --seq-len or "
+                             f"make a set of that length")
+        ids = calib.input_ids[:num_samples]
+        check_vocabulary(ids, model, f"--data {options['data']}")
+        return ids
+    seq_len = default_seq_len(options["seq_len"], tweak)
+    if options["from_text"]:
+        return calibration_from_text(tokenizer, options["from_text"], num_samples, seq_len,
+                                     seed).input_ids
     click.echo("no --data or --from-text: using the self-generated calibration set of the cache")
-    return calibration_ids(model, tokenizer, model_ref, "selfgen", num_samples, seq_len, None,
-                           seed, click.echo, device).input_ids
+    return calibration_ids(model, tokenizer, options["model_ref"], "selfgen", num_samples,
+                           seq_len, None, seed, click.echo, options["device"]).input_ids
+
+
+def check_vocabulary(ids, model, where: str) -> None:
+    """Every token id is a row of the model's embedding (else the model would index past it)."""
+    rows = model.get_input_embeddings().num_embeddings
+    if ids.numel() and int(ids.max()) >= rows:
+        raise ValueError(f"{where}: token id {int(ids.max())} is not in the model's vocabulary "
+                         f"({rows} embeddings): the set was made with another tokenizer")
 
 
 def _safetensors_header(head: bytes, path: Path) -> bool:
@@ -97,7 +116,7 @@ def print_samples(calib, tokenizer, count: int = 3, chars: int = 600) -> None:
 @o.overwrite_option
 @click.option("--num-samples", "--num_samples", "num_samples", default=o.DEFAULT_NUM_SAMPLES,
               show_default=True, type=click.IntRange(min=1), help=o.NUM_SAMPLES_HELP)
-@click.option("--seq-len", "--seq_len", "seq_len", default=o.DEFAULT_SEQ_LEN, show_default=True,
+@click.option("--seq-len", "--seq_len", "seq_len", default=DEFAULT_SEQ_LEN, show_default=True,
               type=click.IntRange(min=1), help=o.SEQ_LEN_HELP)
 @click.option("--languages", default="en,es,pt,zh,fr", show_default=True,
               help="first-token languages, comma-separated (self-generation only)")

@@ -1,6 +1,6 @@
 """Fast evaluation: per-block output mean and variance, and their drift after quantization.
 
-`layer_stats(model, input_ids, device)` runs the blocks one at a time on a few
+`layer_stats(model, input_ids, device)` walks the blocks one at a time on a few
 calibration samples (block l gets block l-1's output of the *same* model) and returns,
 per block, the mean and variance of all elements of its output (float64). Comparing a
 quantized (or tweaked) model's stats with the float model's (`layer_deltas`) shows where
@@ -14,8 +14,25 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from normtweak import arch
 from normtweak.common.files import atomic_file
+from normtweak.config import RunSpec
+from normtweak.walk import BlockPass, Step, prepare_start
+
+
+class _OutputStats(Step):
+    """Record (mean, population variance) of each block's output, in float64."""
+
+    def __init__(self) -> None:
+        self.stats: list[tuple[float, float]] = []
+
+    def after(self, state) -> bool:
+        hidden = state.outputs
+        total = sum(h.numel() for h in hidden)
+        s1 = sum(h.double().sum() for h in hidden)
+        s2 = sum(h.double().square().sum() for h in hidden)
+        mean = float(s1 / total)
+        self.stats.append((mean, float(s2 / total) - mean * mean))
+        return False
 
 
 @torch.no_grad()
@@ -27,32 +44,18 @@ def layer_stats(
 ) -> list[tuple[float, float]]:
     """(mean, variance) of each block's output over all its elements, block order.
 
-    input_ids: LongTensor [N, T] (no padding). Each block is moved to `device`, run, and
-    moved back. Variance is the population variance (divide by the element count),
-    accumulated in float64 across batches of `batch_size` rows.
+    input_ids: LongTensor [N, T] (no padding). The blocks are walked in order
+    (normtweak.walk.BlockPass: each moved to `device`, run, moved back). Variance is the
+    population variance (divide by the element count), accumulated in float64 across
+    batches of `batch_size` rows.
     """
     if input_ids.ndim != 2 or input_ids.shape[0] == 0:
         raise ValueError(f"input_ids must be [N, T] with N >= 1, got {tuple(input_ids.shape)}")
-    adapter = arch.get_adapter(model)
-    blocks = adapter.get_blocks(model)
-    home_outside = arch.device_of(adapter.get_embeddings(model))
-    inputs = arch.capture_block_inputs(
-        model, input_ids.long().split(batch_size), device=device, store_device=device
-    )
-    arch._non_block_to(model, adapter, home_outside)  # capture leaves them on `device`
-    hidden = inputs.hidden
-    stats = []
-    for index, block in enumerate(blocks):
-        home = arch.device_of(block)
-        block.to(device)
-        hidden = [arch.run_block(block, h, inputs.extra(index, h.shape)) for h in hidden]
-        block.to(home)
-        total = sum(h.numel() for h in hidden)
-        s1 = sum(h.double().sum() for h in hidden)
-        s2 = sum(h.double().square().sum() for h in hidden)
-        mean = float(s1 / total)
-        stats.append((mean, float(s2 / total) - mean * mean))
-    return stats
+    run = RunSpec(device=str(device), progress=False)
+    start = prepare_start(model, input_ids.long(), batch_size, run, targets=False)
+    stats = _OutputStats()
+    BlockPass(model, [stats], run).walk(start, free_start=True)
+    return stats.stats
 
 
 def layer_deltas(

@@ -111,7 +111,7 @@ def evaluate(model: nn.Module, ids: torch.Tensor, mask: torch.Tensor, labels: to
 def post_training(model: nn.Module, precision: str, calibration: torch.Tensor | None,
                   tweak_lr: float = 1e-4) -> tuple[nn.Module, float]:
     """(a quantized copy of the trained fp32 `model`, seconds) for a PTQ precision."""
-    from normtweak.config import QuantSpec, TweakSpec
+    from normtweak.config import QuantSpec, RunSpec, TweakSpec
     from normtweak.quant import quantize_model
     from normtweak.quant.int8 import quantize_model_w8a8, wrap_norms_int8
     from normtweak.tweak.pipeline import tweak_model
@@ -132,7 +132,8 @@ def post_training(model: nn.Module, precision: str, calibration: torch.Tensor | 
             # keep_better off: the study's committed results predate it (norm tweaking as
             # the paper has it, every block's training kept)
             tweak_model(q, calibration, spec, TweakSpec.preset("paper", lr=tweak_lr),
-                        progress=False)
+                        RunSpec(progress=False))
         else:
-            quantize_model(q, spec, calibration=calibration if method == "gptq" else None, progress=False)
+            quantize_model(q, spec, calibration=calibration if method == "gptq" else None,
+                           run=RunSpec(progress=False))
     return q, time.perf_counter() - t0

@@ -18,7 +18,6 @@ def attach_quantized(model: nn.Module, quantized_path: str | os.PathLike) -> lis
     """
     from normtweak.io.load import load_quantized
     from normtweak.quant.linear import QuantLinear
-    from normtweak.quant.model import set_submodule
 
     quantized, _ = load_quantized(quantized_path)
     found = {n: m for n, m in quantized.named_modules() if isinstance(m, QuantLinear)}
@@ -38,7 +37,7 @@ def attach_quantized(model: nn.Module, quantized_path: str | os.PathLike) -> lis
                              f"the float model has {target}")
     device = next(model.parameters()).device
     for name, q in found.items():
-        set_submodule(model, name, q.to(device))
+        model.set_submodule(name, q.to(device))
     return list(found)
 
 
@@ -62,7 +61,6 @@ def attach_to_block(model: nn.Module, block: nn.Module, linears: dict) -> list[s
     (same name, same shape); returns the names replaced (relative to the block).
     """
     from normtweak import arch
-    from normtweak.quant.model import set_submodule
 
     prefix = next((n for n, m in model.named_modules() if m is block), None)
     if prefix is None:
@@ -77,7 +75,7 @@ def attach_to_block(model: nn.Module, block: nn.Module, linears: dict) -> list[s
             raise ValueError(f"{prefix}.{name}: the checkpoint's layer is {q.out_features}x"
                              f"{q.in_features}, the float model's {lin.out_features}x"
                              f"{lin.in_features}")
-        set_submodule(block, name, q.to(device))
+        block.set_submodule(name, q.to(device))
         replaced.append(name)
     return replaced
 

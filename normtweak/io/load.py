@@ -112,10 +112,8 @@ def empty_model(config: transformers.PretrainedConfig, path) -> nn.Module:
 def assemble(model: nn.Module, quantized: dict[str, nn.Module], rest: dict[str, torch.Tensor],
              path) -> nn.Module:
     """Put the QuantLinears in, assign every other tensor, tie, and check nothing is left empty."""
-    from normtweak.quant.model import set_submodule
-
     for name, module in quantized.items():
-        set_submodule(model, name, module)
+        model.set_submodule(name, module)
     tied = getattr(model.config, "tie_word_embeddings", False)
     emb, head = model.get_input_embeddings(), model.get_output_embeddings()
     if tied and emb is not None and head is not None:  # a writer may keep either copy

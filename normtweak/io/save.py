@@ -175,12 +175,11 @@ def _save_native(model: nn.Module, tokenizer, path, record: dict) -> Path:
 def dequantized_copy(model: nn.Module) -> nn.Module:
     """A deep copy with every QuantLinear turned back into an nn.Linear (the dequantized weight)."""
     from normtweak.quant.linear import QuantLinear
-    from normtweak.quant.model import set_submodule
 
     plain = copy.deepcopy(model)
     for name, module in list(plain.named_modules()):
         if isinstance(module, QuantLinear):
-            set_submodule(plain, name, module.to_linear())
+            plain.set_submodule(name, module.to_linear())
     adapter = arch.get_adapter(plain)
     if adapter.conv1d:
         arch.linear_to_conv1d(plain, adapter)

@@ -65,7 +65,6 @@ class Int8Norm(nn.Module):
 
 def wrap_norms_int8(model: nn.Module, bits: int = 8, quantize_weight: bool = False) -> nn.Module:
     """Wrap every norm module of `model` (blocks, embeddings, final norm) in Int8Norm."""
-    from normtweak.quant.model import set_submodule
 
     names = [n for n, m in model.named_modules() if n and arch.is_norm(m)]
     for name in names:
@@ -73,7 +72,7 @@ def wrap_norms_int8(model: nn.Module, bits: int = 8, quantize_weight: bool = Fal
         parent = model.get_submodule(name.rpartition(".")[0]) if "." in name else model
         if isinstance(parent, Int8Norm):
             continue
-        set_submodule(model, name, Int8Norm(module, bits, quantize_weight))
+        model.set_submodule(name, Int8Norm(module, bits, quantize_weight))
     return model
 
 
@@ -124,14 +123,13 @@ class W8A8Linear(nn.Module):
 def quantize_model_w8a8(model: nn.Module, quantize_head: bool = False,
                         act_bits: int = 8) -> nn.Module:
     """Replace every block nn.Linear (and the head if asked) by a W8A8Linear, in place."""
-    from normtweak.quant.model import set_submodule
 
     adapter = arch.get_adapter(model)
     for block in adapter.get_blocks(model):
         for name, lin in arch.block_linears(block):
-            set_submodule(block, name, W8A8Linear.from_linear(lin, act_bits))
+            block.set_submodule(name, W8A8Linear.from_linear(lin, act_bits))
     head = adapter.get_head(model)
     if quantize_head and isinstance(head, nn.Linear):
         name = next(n for n, m in model.named_modules() if m is head)
-        set_submodule(model, name, W8A8Linear.from_linear(head, act_bits))
+        model.set_submodule(name, W8A8Linear.from_linear(head, act_bits))
     return model

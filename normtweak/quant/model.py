@@ -12,13 +12,22 @@ from collections.abc import Callable
 
 import torch
 from torch import nn
-from tqdm.auto import tqdm
 
 from normtweak import arch, dist
-from normtweak.config import QuantSpec, group_fallback_note
+from normtweak.config import QuantSpec, RunSpec, group_fallback_note
 from normtweak.quant.gptq import GPTQ
 from normtweak.quant.linear import QuantLinear
 from normtweak.quant.rtn import rtn_quantize
+
+
+def check_model(model: nn.Module, spec: QuantSpec, progress: bool = True) -> None:
+    """Before any work: every weight is finite (naming the first that is not), and `spec` fits
+    every block linear; say once (stderr) which layers take a fallback group size."""
+    for name, t in model.state_dict().items():
+        if t.is_floating_point() and not t.is_meta and not torch.isfinite(t).all():
+            raise ValueError(f"{name} holds NaN/Inf values: the model's weights are damaged; "
+                             f"nothing was quantized")
+    say_group_fallbacks(spec, arch.get_adapter(model).get_blocks(model), progress)
 
 
 def say_group_fallbacks(spec: QuantSpec, blocks, progress: bool = True) -> None:
@@ -29,13 +38,6 @@ def say_group_fallbacks(spec: QuantSpec, blocks, progress: bool = True) -> None:
     note = group_fallback_note(spec, layers)
     if note and progress and dist.is_main():
         print(note, file=sys.stderr, flush=True)
-
-
-def set_submodule(root: nn.Module, name: str, module: nn.Module) -> None:
-    """Replace the submodule at dotted path `name` under `root` by `module`."""
-    parent_name, _, child = name.rpartition(".")
-    parent = root.get_submodule(parent_name) if parent_name else root
-    setattr(parent, child, module)
 
 
 def replace_with_shells(root: nn.Module, spec: QuantSpec, names: list[str] | None = None) -> None:
@@ -51,7 +53,7 @@ def replace_with_shells(root: nn.Module, spec: QuantSpec, names: list[str] | Non
         device = lin.weight.device if lin.weight.device.type != "meta" else None
         shell = QuantLinear(lin.in_features, lin.out_features, spec, bias=lin.bias is not None,
                             device=device)
-        set_submodule(root, name, shell)
+        root.set_submodule(name, shell)
 
 
 def rtn_linear(linear: nn.Linear, spec: QuantSpec, name: str = "linear") -> QuantLinear:
@@ -71,15 +73,14 @@ def gptq_linear(gptq: GPTQ, spec: QuantSpec) -> QuantLinear:
 def quantize_block(
     block: nn.Module,
     spec: QuantSpec,
-    forward_calibration: Callable[[], None] | None = None,
-    true_sequential: bool = False,
+    forward_calibration: Callable[[], object] | None = None,
 ) -> dict[str, QuantLinear]:
     """Replace every nn.Linear in `block` by a QuantLinear, in place; return them by name.
 
     RTN ignores `forward_calibration`. GPTQ hooks the block's linears, calls
     `forward_calibration()` (which must run the float block over all calibration
     inputs), and quantizes every linear from the float block's inputs.
-    true_sequential: GPTQ quantizes the linears in groups that share one input (e.g.
+    spec.true_sequential: GPTQ quantizes the linears in groups that share one input (e.g.
     q/k/v, o, gate/up, down), each from the inputs it gets once the groups before it
     are quantized; one more `forward_calibration()` call per group.
     """
@@ -89,13 +90,13 @@ def quantize_block(
     if spec.method == "rtn":
         quantized = {name: rtn_linear(lin, spec, name) for name, lin in linears}
         for name, q in quantized.items():
-            set_submodule(block, name, q)
+            block.set_submodule(name, q)
         return quantized
     if forward_calibration is None:
         raise ValueError("GPTQ needs forward_calibration: a callable running the block "
                          "over the calibration inputs")
     gptqs, first_inputs = _collect_hessians(linears, forward_calibration)
-    groups = _input_groups([n for n, _ in linears], first_inputs) if true_sequential else None
+    groups = _input_groups([n for n, _ in linears], first_inputs) if spec.true_sequential else None
     del first_inputs
     todo = groups[0] if groups else [n for n, _ in linears]
     quantized = {}
@@ -106,7 +107,7 @@ def quantize_block(
                                          forward_calibration)
         for name in todo:
             quantized[name] = gptq_linear(gptqs[name], spec)
-            set_submodule(block, name, quantized[name])
+            block.set_submodule(name, quantized[name])
     return {name: quantized[name] for name, _ in linears}
 
 
@@ -162,7 +163,7 @@ def quantize_head(model: nn.Module, spec: QuantSpec) -> QuantLinear | None:
         return None
     name = next(n for n, m in model.named_modules() if m is head)
     q = rtn_linear(head, spec, name)
-    set_submodule(model, name, q)
+    model.set_submodule(name, q)
     return q
 
 
@@ -178,49 +179,22 @@ def _calibration_batches(calibration: torch.Tensor | None, batch_size: int) -> l
 
 
 @torch.no_grad()
-def quantize_model(
-    model: nn.Module,
-    spec: QuantSpec,
-    calibration: torch.Tensor | None = None,
-    device: torch.device | str = "cpu",
-    batch_size: int = 1,
-    progress: bool = True,
-    true_sequential: bool = False,
-) -> nn.Module:
+def quantize_model(model: nn.Module, spec: QuantSpec, calibration: torch.Tensor | None = None,
+                   run: RunSpec = RunSpec(), batch_size: int = 1) -> nn.Module:
     """Replace every block Linear (and the head if spec.quantize_head) by a QuantLinear.
 
-    GPTQ walks the blocks in order: each block's calibration inputs are the previous
-    quantized block's outputs. Each block is moved to `device`, processed, moved back.
+    GPTQ walks the blocks in order (normtweak.walk.BlockPass): each block's calibration
+    inputs are the previous quantized block's outputs, `batch_size` samples per forward
+    pass. Each block is moved to run.device, processed, moved back.
     """
-    adapter = arch.get_adapter(model)
-    blocks = adapter.get_blocks(model)
-    say_group_fallbacks(spec, blocks, progress)
-    bar = tqdm(blocks, desc=f"{spec.method} W{spec.bits}",
-               disable=not progress or not dist.is_main())
-    if spec.method == "rtn":
-        for block in bar:
-            home = arch.device_of(block)
-            block.to(device)
-            quantize_block(block, spec)
-            block.to(home)
-    else:
+    from normtweak.quant.steps import Quantize
+    from normtweak.walk import BlockPass, prepare_start
+
+    check_model(model, spec, run.progress)
+    start = None
+    if spec.method == "gptq":
         batches = _calibration_batches(calibration, batch_size)
-        batches = list(dist.shard_samples(torch.cat(batches), batch_size).split(batch_size))
-        home_outside = arch.device_of(adapter.get_embeddings(model))
-        inputs = arch.capture_block_inputs(model, batches, device=device, store_device=device)
-        arch._non_block_to(model, adapter, home_outside)
-        hidden = inputs.hidden
-        for index, block in enumerate(bar):
-            home = arch.device_of(block)
-            block.to(device)
-
-            def forward_calibration(block=block, index=index, hidden=hidden) -> None:
-                for h in hidden:
-                    arch.run_block(block, h, inputs.extra(index, h.shape))
-
-            quantize_block(block, spec, forward_calibration, true_sequential)
-            hidden = [arch.run_block(block, h, inputs.extra(index, h.shape)) for h in hidden]
-            block.to(home)
-    if spec.quantize_head:
-        quantize_head(model, spec)
+        start = prepare_start(model, torch.cat(batches), batch_size, run, targets=False)
+    BlockPass(model, [Quantize(spec)], run, label=f"{spec.method} W{spec.bits}").walk(
+        start, free_start=True)
     return model

@@ -1,12 +1,13 @@
 """Grid search over (lr, scale): select on the validation split, report every point on test.
 
 Work that is the same for every point is done once: block 0's captured inputs and
-float targets (`pipeline.prepare_start`), and the float and plain-quantized
+float targets (`normtweak.walk.prepare_start`), and the float and plain-quantized
 baselines. Each point tweaks a fresh copy of the float model. Under torchrun the
 baselines and points are spread over the ranks (normtweak.dist.map_over_ranks: rank r
 runs jobs r, r + W, ..., each alone on its device, making the shared start once); every
 rank gets every result, rank 0 saves the best model (sent to it by the rank that made
-it). A point that fails is recorded (`error`, NaN perplexities), not fatal. With
+it). A point whose activations diverge (NaN/Inf) is recorded (`error`, NaN perplexities)
+and the others go on; any other error is a bug and stops the search, on every rank. With
 grid.save_all each rank saves its own points (several nodes need a shared folder).
 """
 
@@ -22,8 +23,9 @@ from torch import nn
 
 from normtweak import dist
 from normtweak.common.files import atomic_file, write_atomic
-from normtweak.config import GridSpec, QuantSpec, TweakSpec
-from normtweak.tweak.pipeline import as_input_ids, prepare_start, tweak_model
+from normtweak.config import GridSpec, QuantSpec, RunSpec, TweakSpec
+from normtweak.tweak.pipeline import tweak_model
+from normtweak.walk import NonFiniteActivationError, as_input_ids, prepare_start
 
 
 @dataclass
@@ -63,55 +65,46 @@ class _PointJob:
     ids: object
     quant: QuantSpec
     tweak: TweakSpec
-    validation_text: str
-    test_text: str
-    max_windows: int | None
-    seed: int
-    progress: bool
+    grid: GridSpec
+    run: RunSpec
     save_all_dir: str | None
-    activations: object
-    overwrite: bool = False
 
 
-def _evaluate(job: _PointJob, model, device, label: str) -> tuple[float, float]:
+def _evaluate(job: _PointJob, model, label: str) -> tuple[float, float]:
+    from normtweak.assets import load_documents
     from normtweak.evaluate import perplexity
 
-    windows = f"{job.max_windows} windows" if job.max_windows else "all windows"
+    windows = f"{job.grid.windows} windows" if job.grid.windows else "all windows"
     print(f"{label}: perplexity on the validation and test splits ({windows} each) ...",
           flush=True)
-    v = perplexity(model, job.tokenizer, job.validation_text, max_windows=job.max_windows,
-                   device=device).ppl
-    t = perplexity(model, job.tokenizer, job.test_text, max_windows=job.max_windows,
-                   device=device).ppl
-    return v, t
+    return tuple(perplexity(model, job.tokenizer, load_documents(job.grid.text, split),
+                            max_windows=job.grid.windows, device=job.run.device).ppl
+                 for split in ("validation", "test"))
 
 
-def _setup(job: _PointJob, device):
-    return prepare_start(job.model, job.ids, job.tweak.batch_size, device, job.activations)
+def _run_point(job: _PointJob, start, point: tuple):
+    """Tweak a copy of the float model at (lr, scale), score it: (GridPoint, model on the CPU).
 
-
-def _run_point(job: _PointJob, start, point: tuple[float, float], device):
-    """Tweak a copy of the float model at (lr, scale), score it: (GridPoint, model on the CPU)."""
+    Only a diverged point (NaN/Inf activations) fails; any other error is a bug and stops
+    the search."""
     from normtweak.calib.store import calibration_hash
     from normtweak.io import save_quantized
-    from normtweak.tweak.pipeline import NonFiniteActivationError
 
     lr, scale, number, total = point
     print(f"grid point {number}/{total}: lr {lr:g}, scale {scale:g}", flush=True)
     spec = replace(job.tweak, lr=lr, scale=scale)
     candidate = copy.deepcopy(job.model)
     try:
-        run = tweak_model(candidate, job.ids, job.quant, spec, device=device, start=start,
-                          progress=job.progress, seed=job.seed)
+        run = tweak_model(candidate, job.ids, job.quant, spec, job.run, start=start)
     except NonFiniteActivationError as err:  # this point diverged; the others go on
         print(f"grid point {number}/{total} failed: {err}", flush=True)
         return GridPoint(lr, scale, math.nan, math.nan, 0.0, error=str(err).split(";")[0]), None
-    v, t = _evaluate(job, candidate, device, f"grid point {number}/{total}")
+    v, t = _evaluate(job, candidate, f"grid point {number}/{total}")
     result = GridPoint(lr, scale, v, t, run.seconds)
     if job.save_all_dir is not None:
         path = Path(job.save_all_dir) / point_folder(lr, scale)
         save_quantized(candidate, job.tokenizer, path, quant=job.quant, tweak=spec,
-                       calibration_sha256=calibration_hash(job.ids), overwrite=job.overwrite)
+                       calibration_sha256=calibration_hash(job.ids), overwrite=job.run.overwrite)
         result.saved_to = str(path)
     return result, candidate.to("cpu")
 
@@ -129,34 +122,16 @@ def select_best(points: list[GridPoint]) -> GridPoint:
     return min(finite, key=lambda p: p.validation_ppl)
 
 
-def grid_search(
-    model: nn.Module,
-    tokenizer,
-    calibration,
-    quant: QuantSpec,
-    tweak: TweakSpec,
-    grid: GridSpec,
-    *,
-    validation_text: str,
-    test_text: str,
-    max_windows: int | None = None,
-    device: str = "cpu",
-    save_dir: str | None = None,
-    progress: bool = True,
-    seed: int = 0,
-    float_ppl: dict | None = None,
-    activations=None,
-    overwrite: bool = False,
-):
+def grid_search(model: nn.Module, tokenizer, calibration, quant: QuantSpec, tweak: TweakSpec,
+                grid: GridSpec, run: RunSpec = RunSpec(), save_dir: str | None = None):
     """Run the pipeline for every (lr, scale) of `grid`; return (GridResult, best model).
 
-    The float `model` is left unchanged. The best model (and every model when
-    grid.save_all) is saved under save_dir. float_ppl: {"validation": v, "test": t}
-    when already known (skips scoring the float model again). Under torchrun the jobs
-    are spread over the ranks; the best model is returned on rank 0 (None elsewhere).
-    activations: ActivationBudget or size ('8GiB') for in-memory activations.
-    overwrite: replace models an earlier run saved under save_dir (save_quantized's rule);
-    without it an existing one is refused here, before any tweaking.
+    The float `model` is left unchanged. Points are chosen on `grid.text`'s validation split
+    (each document scored from its own BOS, the first grid.windows windows); the test split
+    is reported. The best model (and every model when grid.save_all) is saved under
+    save_dir; run.overwrite replaces models an earlier run saved there (save_quantized's
+    rule), else an existing one is refused here, before any tweaking. Under torchrun the
+    jobs are spread over the ranks; the best model is returned on rank 0 (None elsewhere).
     """
     from normtweak.calib.store import calibration_hash
     from normtweak.io import save_quantized
@@ -165,27 +140,20 @@ def grid_search(
     if save_dir is not None:
         names = ["best"] + ([point_folder(lr, s) for lr, s in grid.points] if grid.save_all else [])
         for name in names:
-            check_target(Path(save_dir) / name, overwrite, "path", "overwrite=True")
+            check_target(Path(save_dir) / name, run.overwrite, "path", "overwrite=True")
     ids = as_input_ids(calibration)
     if tweak.num_samples is not None:
         ids = ids[: tweak.num_samples]
-    job = _PointJob(model, tokenizer, ids, quant, tweak, validation_text, test_text, max_windows,
-                    seed, progress and not dist.is_distributed(),
-                    save_dir if save_dir is not None and grid.save_all else None, activations,
-                    overwrite)
+    point_run = replace(run, progress=run.progress and not dist.is_distributed())
+    job = _PointJob(model, tokenizer, ids, quant, tweak, grid, point_run,
+                    save_dir if save_dir is not None and grid.save_all else None)
     numbered = [(lr, s, i + 1, len(grid.points)) for i, (lr, s) in enumerate(grid.points)]
-    items = ([] if float_ppl else ["float"]) + ["quantized"] + numbered
+    items = ["float", "quantized"] + numbered
     local: dict = {"start": None, "key": None, "model": None}  # this rank's start and best
-    results = dist.map_over_ranks(lambda i, item: _run_job(job, local, i, item, device), items)
-    baselines = dict(zip(items, results))
-    for name in ("float", "quantized"):
-        if isinstance(baselines.get(name), dist.Failure):
-            raise ValueError(  # noqa: TRY004 (the user's message, whatever the job raised)
-                f"grid search: the {name} baseline failed: {baselines[name].error}")
-    fv, ft = (float_ppl["validation"], float_ppl["test"]) if float_ppl else baselines["float"]
-    qv, qt = baselines["quantized"]
+    results = dist.map_over_ranks(lambda i, item: _run_job(job, local, i, item), items)
+    (fv, ft), (qv, qt) = results[0], results[1]
     result = GridResult({"validation": fv, "test": ft}, {"validation": qv, "test": qt})
-    result.points = [_as_point(p, r) for p, r in zip(grid.points, results[-len(grid.points):])]
+    result.points = list(results[2:])
     result.best = select_best(result.points)
     owner = (len(items) - len(grid.points) + result.points.index(result.best)) % dist.world_size()
     best_model = dist.send_to_main(local["model"] if dist.rank() == owner else None, owner)
@@ -194,33 +162,27 @@ def grid_search(
         path = Path(save_dir) / "best"
         dist.on_main(save_quantized, best_model, tokenizer, path, quant=quant, tweak=best_spec,
                      calibration_sha256=calibration_hash(ids), extra={"grid": result.as_dict()},
-                     overwrite=overwrite)
+                     overwrite=run.overwrite)
         result.best.saved_to = str(path)
     return result, best_model
 
 
-def _run_job(job: _PointJob, local: dict, index: int, item, device):
+def _run_job(job: _PointJob, local: dict, index: int, item):
     """One job of the grid on this rank: a baseline's (validation, test) or a GridPoint."""
     if item == "float":
-        return _evaluate(job, job.model, device, "float model")
+        return _evaluate(job, job.model, "float model")
     if local["start"] is None:
-        local["start"] = _setup(job, device)
+        local["start"] = prepare_start(job.model, job.ids, job.tweak.batch_size, job.run)
     if item == "quantized":
         plain = copy.deepcopy(job.model)
-        tweak_model(plain, job.ids, job.quant, replace(job.tweak, loss="none"), device=device,
-                    start=local["start"], progress=job.progress, seed=job.seed)
-        return _evaluate(job, plain, device, "plain quantization (baseline, no tweak)")
-    point, candidate = _run_point(job, local["start"], item, device)
+        tweak_model(plain, job.ids, job.quant, replace(job.tweak, loss="none"), job.run,
+                    start=local["start"])
+        return _evaluate(job, plain, "plain quantization (baseline, no tweak)")
+    point, candidate = _run_point(job, local["start"], item)
     key = (point.validation_ppl, index)  # ties go to the earlier point
     if math.isfinite(point.validation_ppl) and (local["key"] is None or key < local["key"]):
         local["key"], local["model"] = key, candidate
     return point
-
-
-def _as_point(point: tuple[float, float], result) -> GridPoint:
-    if isinstance(result, dist.Failure):
-        return GridPoint(point[0], point[1], math.nan, math.nan, 0.0, error=result.error)
-    return result
 
 
 def write_grid(result: GridResult, out_dir: str | Path) -> tuple[Path, Path]:

@@ -1,7 +1,8 @@
 """The README's main job: calibration data -> quantize -> tweak -> evaluate -> table.
 
 Float, plain-quantized and tweaked models are scored with the same pinned
-perplexity (non-overlapping 1024-token windows of the test split, each from BOS).
+perplexity (non-overlapping 1024-token windows of the test split's documents, each document
+from its own BOS: the definition of normtweak.evaluate.perplexity everywhere).
 The plain-quantized and tweaked runs share block 0's captured inputs and targets.
 """
 
@@ -9,11 +10,11 @@ from __future__ import annotations
 
 import copy
 import time
-from dataclasses import asdict, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 from normtweak.calib.cache import calibration_ids  # benchmarks import it from here
-from normtweak.config import QuantSpec, TweakSpec, default_seq_len
+from normtweak.config import QuantSpec, RunSpec, TweakSpec, default_seq_len
 
 
 def spec_slug(quant: QuantSpec) -> str:
@@ -27,20 +28,36 @@ def default_save_dir(model_ref: str, quant: QuantSpec) -> Path:
     return Path("models") / f"{Path(str(model_ref).rstrip('/')).name}-{spec_slug(quant)}-tweaked"
 
 
-def main_job(model_ref: str, quant: QuantSpec, tweak: TweakSpec, *, calibration: str = "selfgen",
-             num_samples: int = 128, seq_len: int | None = None, data_dir: str | None = None,
-             text: str = "wikipedia", eval_windows: int | None = 16, save_dir: str | None = None,
-             device: str = "cpu", seed: int = 0, echo=print, overwrite: bool = False,
-             true_sequential: bool = False) -> dict:
+@dataclass(frozen=True)
+class MainJob:
+    """What the main job runs on: the model, its calibration, where it is scored and saved.
+
+    calibration: "selfgen" (the model writes it, the paper's way) or "text" (Wikipedia
+    train windows); cached in `data_dir` (default: the calibration cache). text: the corpus
+    whose test split is scored (each document from its own BOS, the first eval_windows
+    windows). save_dir: default models/<model>-<spec>-tweaked.
+    """
+
+    model: str = "smollm2-135m"
+    calibration: str = "text"
+    num_samples: int = 128
+    seq_len: int | None = None
+    data_dir: str | None = None
+    text: str = "wikipedia"
+    eval_windows: int | None = 16
+    save_dir: str | None = None
+
+
+def main_job(job: MainJob, quant: QuantSpec, tweak: TweakSpec, run: RunSpec = RunSpec(),
+             echo=print) -> dict:
     """Run the whole pipeline once and return a report (also echoed as a table).
 
-    The model stays on the CPU; `device` gets one block at a time (and the whole model
-    only while a perplexity is computed). save_dir: default models/<model>-<spec>-tweaked;
-    an existing output there is replaced only with `overwrite` (normtweak.outputs).
-    seq_len: default 128, or 512 when `tweak` trains quantization parameters
-    (normtweak.config.default_seq_len).
+    The model stays on the CPU; run.device gets one block at a time (and the whole model
+    only while a perplexity is computed). An existing output at the save folder is replaced
+    only with run.overwrite (normtweak.outputs). seq_len: default 128, or 512 when `tweak`
+    trains quantization parameters (normtweak.config.default_seq_len).
     """
-    from normtweak.assets import load_text
+    from normtweak.assets import load_documents
     from normtweak.calib.store import calibration_hash
     from normtweak.common.tables import markdown_table
     from normtweak.dist import on_main
@@ -51,48 +68,59 @@ def main_job(model_ref: str, quant: QuantSpec, tweak: TweakSpec, *, calibration:
     from normtweak.outputs import check_target, write_folder
     from normtweak.tweak.pipeline import prepare_start, tweak_model
 
-    seq_len = default_seq_len(seq_len, tweak)
+    seq_len = default_seq_len(job.seq_len, tweak)
     t_start = time.perf_counter()
-    save_dir = check_target(save_dir or default_save_dir(model_ref, quant), overwrite)
-    test_text = load_text(text, "test")
-    model, tok = load_model(model_ref)
-    calib = on_main(calibration_ids, model, tok, model_ref, calibration, num_samples, seq_len,
-                    data_dir, seed, echo, device)  # made (or read) once, sent to every rank
+    save_dir = check_target(job.save_dir or default_save_dir(job.model, quant), run.overwrite)
+    test_docs = load_documents(job.text, "test")
+    model, tok = load_model(job.model)
+    calib = on_main(calibration_ids, model, tok, job.model, job.calibration, job.num_samples,
+                    seq_len, job.data_dir, run.seed, echo, run.device)  # made once, sent to all
     ids = calib.input_ids
 
     def score(m, label):
-        echo(f"{label}: scoring perplexity on {eval_windows or 'all'} windows of {text}/test ...")
+        echo(f"{label}: scoring perplexity on {job.eval_windows or 'all'} windows of "
+             f"{job.text}/test ...")
         t0 = time.perf_counter()
-        r = on_main(perplexity, m, tok, test_text, max_windows=eval_windows, device=device)
-        echo(f"{label}: perplexity {r.ppl:.3f} ({r.windows} windows, {time.perf_counter() - t0:.0f} s)")
+        r = on_main(perplexity, m, tok, test_docs, max_windows=job.eval_windows,
+                    device=run.device)
+        echo(f"{label}: perplexity {r.ppl:.3f} ({r.windows} windows, "
+             f"{time.perf_counter() - t0:.0f} s)")
         return asdict(r)
 
     results = {"float": score(model, "float")}
-    start = prepare_start(model, ids, tweak.batch_size, device)
+    start = prepare_start(model, ids, tweak.batch_size, run)
     plain = copy.deepcopy(model)
-    tweak_model(plain, ids, quant, replace(tweak, loss="none"), device=device, start=start, seed=seed,
-                true_sequential=true_sequential)
+    tweak_model(plain, ids, quant, replace(tweak, loss="none"), run, start=start)
     results["quant"] = score(plain, f"plain quantization, no tweak ({spec_slug(quant)})")
     del plain
-    run = tweak_model(model, ids, quant, tweak, device=device, start=start, seed=seed,
-                      true_sequential=true_sequential)
+    result = tweak_model(model, ids, quant, tweak, run, start=start)
     results["tweaked"] = score(model, "tweaked")
     saved = on_main(write_folder, save_dir, lambda p: save_quantized(
         model, tok, p, quant=quant, tweak=tweak, calibration_sha256=calibration_hash(ids),
-        extra={"tweak_result": run.as_dict(), "true_sequential": true_sequential}),
-        overwrite=overwrite, command="run")
+        extra={"tweak_result": result.as_dict()}), overwrite=run.overwrite, command="run")
     echo(f"saved the tweaked model to {saved}")
     rows = compare_rows(results, "float", "quant")
-    table = markdown_table(rows, [("model", "model"), ("ppl", "perplexity"), ("bits_per_byte", "bits/byte"),
-                                  ("word_ppl", "word ppl"), ("gap_recovered_%", "gap recovered %")])
-    echo(f"\n{model_ref}, {spec_slug(quant)}, tweak lr={tweak.lr:g} scale={tweak.scale:g} "
-         f"loss={tweak.loss}; {calibration} calibration {len(ids)}x{ids.shape[1]}; "
-         f"{text} test split, {results['float']['windows']} x {results['float']['window']}-token windows")
+    table = markdown_table(rows, [("model", "model"), ("ppl", "perplexity"),
+                                  ("bits_per_byte", "bits/byte"), ("word_ppl", "word ppl"),
+                                  ("gap_recovered_%", "gap recovered %")])
+    echo(f"\n{job.model}, {spec_slug(quant)}, tweak: {tweak_label(tweak)}; {job.calibration} "
+         f"calibration {len(ids)}x{ids.shape[1]}; {job.text} test split, "
+         f"{results['float']['windows']} x {results['float']['window']}-token windows")
     echo(table)
     return {
-        "model": model_ref, "quant": quant.as_dict(), "tweak": tweak.as_dict(),
-        "calibration": {"method": calibration, "num_samples": len(ids), "seq_len": int(ids.shape[1])},
-        "text": text, "results": results, "table": table, "tweak_seconds": run.seconds,
-        "blocks": run.as_dict()["blocks"], "saved_to": str(saved),
+        "model": job.model, "quant": quant.as_dict(), "tweak": tweak.as_dict(),
+        "calibration": {"method": job.calibration, "num_samples": len(ids),
+                        "seq_len": int(ids.shape[1])},
+        "text": job.text, "results": results, "table": table, "tweak_seconds": result.seconds,
+        "blocks": result.as_dict()["blocks"], "saved_to": str(saved),
         "total_seconds": time.perf_counter() - t_start,
     }
+
+
+def tweak_label(tweak: TweakSpec) -> str:
+    """'joint (norms + clipping + rounding, rel_mse, 3 passes x batch 8)' or the paper's."""
+    kind = "paper" if tweak.quant_params == "none" else "joint"
+    parts = {"none": "norms", "clip": "norms + clipping", "clip_round":
+             "norms + clipping + rounding"}[tweak.quant_params]
+    return (f"{kind} ({parts}, {tweak.loss}, lr {tweak.lr:g} scale {tweak.scale:g}, "
+            f"{tweak.iters} pass(es) x batch {tweak.batch_size})")

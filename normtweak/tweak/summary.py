@@ -4,7 +4,7 @@ tweaked result, scored on the first few windows of a validation split."""
 from __future__ import annotations
 
 import copy
-from dataclasses import asdict
+from dataclasses import asdict, replace
 
 from torch import nn
 
@@ -51,16 +51,18 @@ class ValidationScores:
                 f"tweaked {r['tweaked']:.2f} ({gap:.0f}% of the gap recovered)")
 
 
-def plain_copy(model: nn.Module, ids, quant, imported: dict | None, device: str,
-               batch_size: int, true_sequential: bool) -> nn.Module:
+def plain_copy(model: nn.Module, ids, quant, imported: dict | None, run,
+               batch_size: int) -> nn.Module:
     """The start the tweak improves on: a copy of the float model quantized plainly, or
     holding an imported checkpoint's linears."""
-    from normtweak.quant.model import quantize_model, set_submodule
+    from normtweak.quant.model import quantize_model
 
     plain = copy.deepcopy(model)
     if imported is not None:
         for name, q in imported.items():
-            set_submodule(plain, name, copy.deepcopy(q))
+            plain.set_submodule(name, copy.deepcopy(q))
         return plain
-    return quantize_model(plain, quant, calibration=ids, device=device, batch_size=batch_size,
-                          progress=False, true_sequential=true_sequential)
+    return quantize_model(plain, quant, calibration=ids, run=replace(run, progress=False,
+                                                                      checkpoint_dir=None,
+                                                                      resume=False),
+                          batch_size=batch_size)

@@ -5,7 +5,7 @@ import warnings
 import pytest
 import torch
 
-from normtweak.config import QuantSpec
+from normtweak.config import QuantSpec, RunSpec
 from normtweak.io import attach_quantized, load_quantized, save_quantized
 from normtweak.quant import QuantLinear
 from normtweak.quant.model import quantize_model
@@ -20,7 +20,7 @@ def test_attach_swaps_only_the_quantized_linears(make_tiny, tokenizer, tmp_path,
     quantized = make_tiny("llama")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        quantize_model(quantized, spec, progress=False)
+        quantize_model(quantized, spec, run=RunSpec(progress=False))
         save_quantized(quantized, tokenizer, tmp_path / "q", quant=spec)
         source = tmp_path / "q"
         if fmt == "gptq":
@@ -43,7 +43,7 @@ def test_attach_refuses_another_architecture(make_tiny, tokenizer, tmp_path):
     quantized = make_tiny("llama")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        quantize_model(quantized, spec, progress=False)
+        quantize_model(quantized, spec, run=RunSpec(progress=False))
         save_quantized(quantized, tokenizer, tmp_path / "q", quant=spec)
     with pytest.raises(ValueError, match="same architecture"):
         attach_quantized(make_tiny("opt"), tmp_path / "q")
@@ -57,7 +57,7 @@ def test_attach_to_block_swaps_one_block_and_keeps_its_norms(make_tiny, tokenize
     quantized = make_tiny("llama")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        quantize_model(quantized, spec, progress=False)
+        quantize_model(quantized, spec, run=RunSpec(progress=False))
         save_quantized(quantized, tokenizer, tmp_path / "q", quant=spec)
     linears = load_quantized_linears(tmp_path / "q")
     model = make_tiny("llama")

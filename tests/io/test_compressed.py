@@ -9,7 +9,7 @@ import torch
 import transformers
 from safetensors.torch import save_model
 
-from normtweak.config import QuantSpec
+from normtweak.config import QuantSpec, RunSpec
 from normtweak.io import load_quantized, save_quantized
 from normtweak.io.format import PROVENANCE_NAME
 from normtweak.quant import QuantLinear
@@ -27,7 +27,7 @@ def _quantized(make_tiny, family, spec):
     model = make_tiny(family)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        quantize_model(model, spec, progress=False)
+        quantize_model(model, spec, run=RunSpec(progress=False))
     return model
 
 

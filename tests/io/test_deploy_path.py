@@ -42,7 +42,8 @@ def folders(tmp_path_factory):
                                  "--save-dir", str(root / "tweaked")])
         assert r.exit_code == 0, r.output
         out["tweaked"] = root / "tweaked"
-        r = runner.invoke(main, ["quantize", *common, "--save-dir", str(root / "quantized")])
+        r = runner.invoke(main, ["quantize", "--model", str(tiny), "--save-dir",
+                                 str(root / "quantized")])
         assert r.exit_code == 0, r.output
         out["quantized"] = root / "quantized"
         # "someone else's" checkpoint: a GPTQ folder (as AutoRound and GPTQModel write them)

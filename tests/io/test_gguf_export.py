@@ -9,7 +9,7 @@ from click.testing import CliRunner
 from transformers.modeling_gguf_pytorch_utils import load_gguf_checkpoint
 
 from normtweak.cli import main
-from normtweak.config import QuantSpec
+from normtweak.config import QuantSpec, RunSpec
 from normtweak.io import load_quantized, round_scales, save_quantized
 from normtweak.quant import QuantLinear
 from normtweak.quant.model import quantize_model
@@ -19,7 +19,7 @@ def _saved(make_tiny, tokenizer, path, spec):
     model = make_tiny("llama")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        quantize_model(model, spec, progress=False)
+        quantize_model(model, spec, run=RunSpec(progress=False))
     round_scales(model, "gguf")
     save_quantized(model, tokenizer, path, quant=spec)
     return model

@@ -8,7 +8,7 @@ import gguf
 import pytest
 import transformers
 
-from normtweak.config import QuantSpec
+from normtweak.config import QuantSpec, RunSpec
 from normtweak.io import round_scales, save_quantized
 from normtweak.io.export import export_quantized
 from normtweak.quant.model import quantize_model
@@ -27,7 +27,7 @@ def _exported(tokenizer, vocab_size, tmp_path):
     spec = QuantSpec(bits=4, group_size=32, symmetric=True)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        quantize_model(model, spec, progress=False)
+        quantize_model(model, spec, run=RunSpec(progress=False))
         round_scales(model, "gguf")
         save_quantized(model, tokenizer, tmp_path / "q", quant=spec)
         export_quantized(tmp_path / "q", "gguf", tmp_path / "g")

@@ -10,7 +10,7 @@ from click.testing import CliRunner
 from safetensors.torch import load_file
 
 from normtweak.cli import main
-from normtweak.config import QuantSpec
+from normtweak.config import QuantSpec, RunSpec
 from normtweak.io import load_quantized, round_scales, save_quantized
 from normtweak.quant import QuantLinear
 from normtweak.quant.model import quantize_model
@@ -21,7 +21,7 @@ def _folder(make_tiny, tokenizer, path, spec, family="llama", edit=None):
     model = make_tiny(family)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        quantize_model(model, spec, progress=False)
+        quantize_model(model, spec, run=RunSpec(progress=False))
     round_scales(model, "gptq")
     if edit is not None:
         edit(model)
@@ -117,7 +117,7 @@ def test_round_scales_moves_values_to_float16(make_tiny):
     model = make_tiny("llama")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        quantize_model(model, QuantSpec(bits=4, group_size=32), progress=False)
+        quantize_model(model, QuantSpec(bits=4, group_size=32), run=RunSpec(progress=False))
     before = {n: m.scales.clone() for n, m in model.named_modules() if isinstance(m, QuantLinear)}
     assert round_scales(model, torch.float16) > 0
     for n, m in model.named_modules():

@@ -7,7 +7,7 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM, AutoModelForMaskedLM
 
-from normtweak.config import QuantSpec, TweakSpec
+from normtweak.config import QuantSpec, TweakSpec, RunSpec
 from normtweak.io import export_dequantized, load_quantized, save_quantized
 from normtweak.io import save as save_module
 from normtweak.io.format import PROVENANCE_NAME
@@ -21,7 +21,7 @@ QUANT = QuantSpec(bits=3, group_size=16, symmetric=False)
 def _quantized(make_tiny, family, quant=QUANT):
     model = make_tiny(family)
     ids = torch.cat([tiny_batch(1, 16, seed=s) for s in range(2)])
-    tweak_model(model, ids, quant, TweakSpec(lr=1e-2), progress=False)
+    tweak_model(model, ids, quant, TweakSpec(lr=1e-2), run=RunSpec(progress=False))
     return model
 
 

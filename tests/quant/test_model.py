@@ -2,13 +2,14 @@
 replaced, embeddings and head stay float, outputs stay close at 8 bits."""
 
 import copy
+from dataclasses import replace
 
 import pytest
 import torch
 from torch import nn
 
 from normtweak import arch
-from normtweak.config import QuantSpec
+from normtweak.config import QuantSpec, RunSpec
 from normtweak.quant.linear import QuantLinear
 from normtweak.quant.model import quantize_block, quantize_model
 from normtweak.testing import tiny_batch
@@ -39,7 +40,7 @@ def test_quantize_model_every_family(family, make_tiny, method):
     ids = tiny_batch(2, 12, seed=5)
     calib = tiny_batch(4, 12, seed=6)
     spec = QuantSpec(bits=8, group_size=32, method=method)
-    quantize_model(model, spec, calibration=calib, batch_size=2, progress=False)
+    quantize_model(model, spec, calibration=calib, batch_size=2, run=RunSpec(progress=False))
     assert_only_block_linears_quantized(model, float_model)
     ref, out = logits(float_model, ids), logits(model, ids)
     assert (out - ref).abs().max() < 0.05 * ref.abs().max()
@@ -77,16 +78,16 @@ def test_quantize_block_gptq_uses_calibration_hook(make_tiny):
 def test_errors_and_head(make_tiny):
     model = make_tiny("opt")
     with pytest.raises(ValueError, match="calibration"):
-        quantize_model(model, QuantSpec(method="gptq"), progress=False)
+        quantize_model(model, QuantSpec(method="gptq"), run=RunSpec(progress=False))
     with pytest.raises(ValueError, match=r"block 0.*48.*64"):
-        quantize_model(model, QuantSpec(group_size=48, group_fallback=False), progress=False)
+        quantize_model(model, QuantSpec(group_size=48, group_fallback=False), run=RunSpec(progress=False))
     with pytest.raises(ValueError, match=r"'block 0: fc1': group_size 96 does not divide "
                                          r"in_features 100, nor does any of \[64, 32\]"):
         QuantSpec(group_size=96).check_layer("block 0: fc1", 100)
     block = arch.get_adapter(model).get_blocks(model)[0]
     with pytest.raises(ValueError, match="forward_calibration"):
         quantize_block(block, QuantSpec(method="gptq"))
-    quantize_model(model, QuantSpec(bits=8, quantize_head=True), progress=False)
+    quantize_model(model, QuantSpec(bits=8, quantize_head=True), run=RunSpec(progress=False))
     head = arch.get_adapter(model).get_head(model)
     assert isinstance(model.lm_head, QuantLinear) or isinstance(head, QuantLinear)
 
@@ -112,7 +113,7 @@ def test_true_sequential_groups_and_inputs(make_tiny, family, groups):
 
     float_block = copy.deepcopy(block)
     spec = QuantSpec(bits=8, group_size=32, method="gptq")
-    quantized = quantize_block(block, spec, forward_calibration, true_sequential=True)
+    quantized = quantize_block(block, replace(spec, true_sequential=True), forward_calibration)
     assert list(quantized) == names
     groups = groups or [[n] for n in names]  # GPT-2's four linears each get their own input
     # Pass 0 sees the float block; pass k sees groups 0..k-1 quantized.

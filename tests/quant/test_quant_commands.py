@@ -94,7 +94,7 @@ def test_quantize_saves_a_model_that_reloads_identically(tiny_folder, tmp_path):
     """With the real saver: the reloaded model equals quantize_model run in-process."""
     import torch
 
-    from normtweak.config import QuantSpec
+    from normtweak.config import QuantSpec, RunSpec
     from normtweak.io import load_quantized
     from normtweak.io.float_model import load_model
     from normtweak.quant.model import quantize_model
@@ -105,7 +105,7 @@ def test_quantize_saves_a_model_that_reloads_identically(tiny_folder, tmp_path):
     assert r.exit_code == 0, r.output
     loaded, _ = load_quantized(out)
     expect, _ = load_model(str(tiny_folder))
-    quantize_model(expect, QuantSpec(bits=3, group_size=16), progress=False)  # W4A16's symmetric
+    quantize_model(expect, QuantSpec(bits=3, group_size=16), run=RunSpec(progress=False))  # W4A16's symmetric
     ids = tiny_batch(2, 10, seed=3)
     with torch.no_grad():
         assert torch.equal(loaded(input_ids=ids).logits, expect(input_ids=ids).logits)

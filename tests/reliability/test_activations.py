@@ -6,9 +6,9 @@ import os
 import pytest
 import torch
 
-from normtweak.config import QuantSpec, TweakSpec
+from normtweak.config import QuantSpec, TweakSpec, RunSpec
 from normtweak.testing import tiny_batch
-from normtweak.tweak.activations import ActivationBudget, format_size, parse_size
+from normtweak.walk.activations import ActivationBudget, format_size, parse_size
 from normtweak.tweak.pipeline import tweak_model
 
 
@@ -85,9 +85,9 @@ def test_pipeline_on_disk_activations_gives_the_same_model(make_tiny, tmp_path, 
     ids = torch.cat([tiny_batch(1, 24, seed=s) for s in range(3)])
     quant, spec = QuantSpec(bits=3, group_size=16), TweakSpec(lr=1e-2, iters=2, target=target)
     in_memory, on_disk = make_tiny("llama"), make_tiny("llama")
-    res_mem = tweak_model(in_memory, ids, quant, spec, progress=False)
+    res_mem = tweak_model(in_memory, ids, quant, spec, run=RunSpec(progress=False))
     budget = ActivationBudget("0", folder=tmp_path / "spill")
-    res_disk = tweak_model(on_disk, ids, quant, spec, progress=False, activations=budget)
+    res_disk = tweak_model(on_disk, ids, quant, spec, run=RunSpec(progress=False, activation_budget=budget))
     assert budget.spilled > 0 and budget.peak_in_memory == 0
     assert [b.loss_after for b in res_disk.blocks] == [b.loss_after for b in res_mem.blocks]
     x = tiny_batch(2, 16, seed=7)
@@ -99,6 +99,5 @@ def test_budget_caps_activation_memory(make_tiny):
     ids = torch.cat([tiny_batch(1, 24, seed=s) for s in range(4)])
     one_batch = 24 * 64 * 4  # [1, 24, 64] float32
     budget = ActivationBudget(5 * one_batch)  # fewer than the 4 batches x 3 live sets
-    tweak_model(make_tiny("llama"), ids, QuantSpec(bits=4), TweakSpec(lr=1e-3), progress=False,
-                activations=budget)
+    tweak_model(make_tiny("llama"), ids, QuantSpec(bits=4), TweakSpec(lr=1e-3), run=RunSpec(progress=False, activation_budget=budget))
     assert budget.peak_in_memory <= 5 * one_batch and budget.spilled > 0

@@ -10,7 +10,7 @@ from safetensors.torch import load_file, save_file
 from normtweak import arch
 from normtweak.arch import prepare_model
 from normtweak.cli import main
-from normtweak.config import QuantSpec, TweakSpec
+from normtweak.config import QuantSpec, TweakSpec, RunSpec
 from normtweak.testing import tiny_batch, tiny_model
 from normtweak.tweak.offload import load_lazily
 from normtweak.tweak.pipeline import tweak_model
@@ -61,8 +61,8 @@ def test_lazy_loading_gives_the_eager_model(tmp_path, tokenizer, family, sharded
         real(index, block)
 
     eager = prepare_model(tiny_model(family))
-    tweak_model(eager, _ids(), QUANT, SPEC, progress=False)
-    tweak_model(lazy, _ids(), QUANT, SPEC, progress=False, block_loader=spy)
+    tweak_model(eager, _ids(), QUANT, SPEC, run=RunSpec(progress=False))
+    tweak_model(lazy, _ids(), QUANT, SPEC, block_loader=spy, run=RunSpec(progress=False))
     torch.testing.assert_close(_logits(lazy), _logits(eager), atol=0, rtol=0)
     # each block was filled on its turn: before block i's turn, only blocks < i held weights
     first_calls = {}
@@ -85,7 +85,7 @@ def test_lazy_loading_refuses_what_it_cannot_do(tmp_path, tokenizer):
     save_file(state, str(folder / "model.safetensors"), metadata={"format": "pt"})
     model, _, loader = load_lazily(folder)
     with pytest.raises(ValueError, match="block 1: the checkpoint has no tensors"):
-        tweak_model(model, _ids(), QUANT, SPEC, progress=False, block_loader=loader)
+        tweak_model(model, _ids(), QUANT, SPEC, block_loader=loader, run=RunSpec(progress=False))
 
 
 def test_cli_lazy_load_and_activation_budget_match_the_default_run(tmp_path, tokenizer):
@@ -112,7 +112,7 @@ def test_cli_lazy_load_and_activation_budget_match_the_default_run(tmp_path, tok
     assert res.exit_code == 1 and "cannot read a size from 'lots'" in res.output
     res = runner.invoke(main, base + ["--save_dir", str(tmp_path / "c"), "--lazy-load",
                                       "--grid-search-lr", "1e-3,1e-2"])
-    assert res.exit_code == 1 and "--lazy-load works for one run" in res.output
+    assert res.exit_code == 1 and "--lazy-load has no effect in a grid search" in res.output
     assert not (tmp_path / "c").exists()
 
 
@@ -129,8 +129,7 @@ def test_device_holds_one_block_at_a_time():
     block_bytes = sum(p.numel() * 4 for p in blocks[0].parameters())
     outside = sum(p.numel() * 4 for n, p in model.named_parameters() if ".layers." not in n)
     torch.cuda.reset_peak_memory_stats()
-    tweak_model(model, _ids(), QuantSpec(bits=4, group_size=128), TweakSpec(lr=1e-4),
-                device="cuda", progress=False)
+    tweak_model(model, _ids(), QuantSpec(bits=4, group_size=128), TweakSpec(lr=1e-4), run=RunSpec(device="cuda", progress=False))
     peak = torch.cuda.max_memory_allocated()
     # one float block, its dequantized copy and quantized buffers, plus the parts outside the
     # blocks during the capture: far below the 8 blocks of the whole model

@@ -99,8 +99,9 @@ def test_tweak_a_model_quantized_elsewhere(tmp_path, make_tiny, tokenizer):
     runner = CliRunner()
     common = ["--model", str(model_dir), "--from-text", str(corpus), "--num-samples", "2",
               "--seq-len", "32"]
-    res = runner.invoke(main, ["quantize", *common, "--method", "rtn", "--bits", "3",
-                               "--group-size", "16", "--save-dir", str(tmp_path / "q")])
+    res = runner.invoke(main, ["quantize", "--model", str(model_dir), "--method", "rtn",
+                               "--bits", "3", "--group-size", "16", "--save-dir",
+                               str(tmp_path / "q")])
     assert res.exit_code == 0, res.output
     res = runner.invoke(main, ["tweak", *common, "--precomputed-tensors-path", str(tmp_path / "q"),
                                "--lr", "1e-2", "--save_dir", str(tmp_path / "t")])
@@ -124,8 +125,9 @@ def test_tweaked_model_is_saved_in_the_format_it_came_in(tmp_path, make_tiny, to
     runner = CliRunner()
     common = ["--model", str(model_dir), "--from-text", str(corpus), "--num-samples", "2",
               "--seq-len", "32"]
-    res = runner.invoke(main, ["quantize", *common, "--method", "rtn", "--bits", "4",
-                               "--group-size", "32", "--save-dir", str(tmp_path / "q")])
+    res = runner.invoke(main, ["quantize", "--model", str(model_dir), "--method", "rtn",
+                               "--bits", "4", "--group-size", "32", "--save-dir",
+                               str(tmp_path / "q")])
     assert res.exit_code == 0, res.output
     export_quantized(tmp_path / "q", "gptq", tmp_path / "g")
     res = runner.invoke(main, ["tweak", *common, "--quantized", str(tmp_path / "g"),
@@ -151,16 +153,16 @@ def test_tweaked_model_is_saved_in_the_format_it_came_in(tmp_path, make_tiny, to
 
 def test_seq_len_default_follows_the_tweak_mode(tmp_path, make_tiny, tokenizer, monkeypatch):
     """512-token windows when the quantization parameters train (the joint default), else 128."""
-    import normtweak.calib.commands as calib_commands
+    import normtweak.calib.text as calib_text
 
     model_dir, corpus = _folder(tmp_path, make_tiny, tokenizer)
     seen = []
 
-    def record(calib, from_text, model, tok, model_ref, num_samples, seq_len, *rest):
+    def record(tokenizer, text, num_samples, seq_len, *rest, **kw):
         seen.append(seq_len)
         raise ValueError("stopped by the test")
 
-    monkeypatch.setattr(calib_commands, "command_calibration", record)
+    monkeypatch.setattr(calib_text, "calibration_from_text", record)
     base = ["tweak", "--model", str(model_dir), "--from-text", str(corpus), "--group-size", "16"]
     for extra in ([], ["--preset", "paper"], ["--preset", "joint"], ["--quant-params", "clip"],
                   ["--preset", "joint", "--seq-len", "64"]):

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from normtweak import arch
-from normtweak.config import QuantSpec
+from normtweak.config import QuantSpec, RunSpec
 from normtweak.quant.model import quantize_model
 from normtweak.testing import tiny_batch
 from normtweak.tweak.end_to_end import logits_kl, model_norm_parameters, tweak_end_to_end
@@ -39,7 +39,7 @@ def test_end_to_end_moves_only_norms_and_lowers_the_kl(make_tiny):
     model = copy.deepcopy(teacher)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        quantize_model(model, QuantSpec(bits=3, group_size=16), progress=False)
+        quantize_model(model, QuantSpec(bits=3, group_size=16), run=RunSpec(progress=False))
     before = {k: v.clone() for k, v in model.state_dict().items()}
     teacher_before = {k: v.clone() for k, v in teacher.state_dict().items()}
     norm_ids = {id(p) for p in model_norm_parameters(model)}
@@ -74,10 +74,10 @@ def test_tweak_model_runs_end_to_end_after_the_block_pass(make_tiny):
     spec = QuantSpec(bits=3, group_size=16)
     ids = tiny_batch(4, 16, seed=2)
     plain = make_tiny("llama")
-    tweak_model(plain, ids, spec, TweakSpec.preset("paper", lr=1e-3), progress=False)
+    tweak_model(plain, ids, spec, TweakSpec.preset("paper", lr=1e-3), run=RunSpec(progress=False))
     model = make_tiny("llama")
     res = tweak_model(model, ids, spec, TweakSpec.preset("paper", lr=1e-3, end_to_end_iters=2,
-                                                         end_to_end_lr=1e-2), progress=False)
+                                                         end_to_end_lr=1e-2), run=RunSpec(progress=False))
     e2e = res.as_dict()["end_to_end"]
     assert e2e["steps"] == 8 and e2e["kl_after"] < e2e["kl_before"]
     assert torch.equal(plain.model.norm.weight, make_tiny("llama").model.norm.weight)

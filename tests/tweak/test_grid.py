@@ -6,14 +6,12 @@ import math
 import pytest
 import torch
 
-from normtweak.config import GridSpec, QuantSpec, TweakSpec
-from normtweak.testing import tiny_batch
+from normtweak.config import GridSpec, QuantSpec, RunSpec, TweakSpec
+from normtweak.testing import tiny_batch, tiny_corpus
 from normtweak.tweak import grid as grid_module
 from normtweak.tweak import pipeline
 from normtweak.tweak.grid import GridPoint, grid_search, select_best, write_grid
 
-TEXT = " ".join(f"The {w} model predicts the next token number {i}." for i, w in
-                enumerate(["small", "tiny", "quantized", "float", "tweaked"] * 12))
 
 
 def test_select_best_uses_validation_and_skips_nan():
@@ -31,11 +29,11 @@ def test_grid_search_end_to_end(make_tiny, tokenizer, tmp_path, monkeypatch):
     real = pipeline.prepare_start
     monkeypatch.setattr(grid_module, "prepare_start", lambda *a, **k: calls.append(1) or real(*a, **k))
     ids = torch.cat([tiny_batch(1, 32, seed=s) for s in range(3)])
-    grid = GridSpec(lrs=(1e-3, 1e-2), scales=(0.0, 2.0))
+    corpus = tiny_corpus(tmp_path / "corpus.txt")
+    grid = GridSpec(lrs=(1e-3, 1e-2), scales=(0.0, 2.0), text=str(corpus), windows=None)
     result, best_model = grid_search(model, tokenizer, ids, QuantSpec(bits=3, group_size=16),
-                                     TweakSpec(), grid, validation_text=TEXT[:600],
-                                     test_text=TEXT[600:], save_dir=str(tmp_path / "out"),
-                                     progress=False)
+                                     TweakSpec(), grid, RunSpec(progress=False),
+                                     save_dir=str(tmp_path / "out"))
     assert calls == [1]  # block-0 inputs and float targets computed once for all points
     assert len(result.points) == 4
     assert result.best == min(result.points, key=lambda p: p.validation_ppl)
@@ -57,6 +55,33 @@ def test_grid_search_end_to_end(make_tiny, tokenizer, tmp_path, monkeypatch):
     with pytest.raises(TargetExistsError, match="best exists and is a normtweak output.*"
                                                 "overwrite=True"):
         grid_search(model, tokenizer, ids, QuantSpec(bits=3, group_size=16), TweakSpec(), grid,
-                    validation_text=TEXT[:600], test_text=TEXT[600:],
-                    save_dir=str(tmp_path / "out"), progress=False)
+                    RunSpec(progress=False), save_dir=str(tmp_path / "out"))
     assert calls == [1]
+
+
+def test_grid_spec_validates_its_points():
+    """Every point is checked when the grid is made (a bad one no longer fails mid-search)."""
+    with pytest.raises(ValueError, match="lr must be a finite"):
+        GridSpec(lrs=(1e-3, math.inf))
+    with pytest.raises(ValueError, match="scale must be a finite number >= -1"):
+        GridSpec(scales=(5.0, -3.0))
+    with pytest.raises(ValueError, match="windows"):
+        GridSpec(windows=0)
+    assert GridSpec().lrs == (TweakSpec().lr,)  # one default learning rate, not two
+
+
+def test_a_bug_in_a_point_stops_the_search(make_tiny, tokenizer, tmp_path, monkeypatch):
+    """Only a diverged point (NaN/Inf) is recorded as failed; any other error is a bug."""
+    real = grid_module.tweak_model
+
+    def buggy(model, ids, quant, spec, *args, **kwargs):
+        if spec.lr == 1e-2:
+            raise TypeError("a bug")
+        return real(model, ids, quant, spec, *args, **kwargs)
+
+    monkeypatch.setattr(grid_module, "tweak_model", buggy)
+    ids = torch.cat([tiny_batch(1, 32, seed=s) for s in range(3)])
+    grid = GridSpec(lrs=(1e-3, 1e-2), text=str(tiny_corpus(tmp_path / "c.txt")), windows=None)
+    with pytest.raises(TypeError, match="a bug"):
+        grid_search(make_tiny("llama"), tokenizer, ids, QuantSpec(bits=3, group_size=16),
+                    TweakSpec(), grid, RunSpec(progress=False))

@@ -33,10 +33,10 @@ def _args(work, out, *extra):
 def test_a_diverging_point_is_recorded_and_the_grid_goes_on(work, tmp_path, monkeypatch):
     real = grid_module.tweak_model
 
-    def diverge_at_lr_001(model, ids, quant, spec, **kw):
+    def diverge_at_lr_001(model, ids, quant, spec, *args, **kw):
         if spec.lr == 0.01 and spec.enabled:
             raise NonFiniteActivationError("NaN/Inf in the output of block 1 (calibration batch 0); stopping")
-        return real(model, ids, quant, spec, **kw)
+        return real(model, ids, quant, spec, *args, **kw)
 
     monkeypatch.setattr(grid_module, "tweak_model", diverge_at_lr_001)
     out = tmp_path / "grid"

@@ -88,7 +88,7 @@ def test_checkpoint_reuse_without_resume_is_refused(work, tmp_path):
 
 def test_resume_without_checkpoint_dir_is_an_error(work, tmp_path):
     res = _invoke(_args(work, tmp_path / "a", "--resume"))
-    assert res.exit_code == 2 and "--resume needs --checkpoint-dir" in res.output
+    assert res.exit_code == 1 and "--resume needs --checkpoint-dir" in res.output
     assert not (tmp_path / "a").exists()
 
 

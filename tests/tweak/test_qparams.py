@@ -7,13 +7,13 @@ import torch
 from torch import nn
 
 from normtweak import arch
-from normtweak.config import QuantSpec, TweakSpec
+from normtweak.config import QuantSpec, RunSpec, TweakSpec
 from normtweak.quant import QuantLinear
 from normtweak.quant.gptq import GPTQ
 from normtweak.quant.model import gptq_linear, rtn_linear
 from normtweak.testing import tiny_batch
 from normtweak.tweak.pipeline import tweak_model
-from normtweak.tweak.qparams import make_tunable, to_quant_linear
+from normtweak.quant.tunable import make_tunable, to_quant_linear
 from normtweak.tweak.train import norm_parameters
 
 
@@ -128,9 +128,9 @@ def test_joint_tuning_changes_only_norms_and_quantization(make_tiny, quant_param
     quant = QuantSpec(bits=3, group_size=16)
     base, tuned = make_tiny("llama"), make_tiny("llama")
     original = make_tiny("llama")
-    tweak_model(base, ids, quant, TweakSpec(loss="none"), progress=False)
+    tweak_model(base, ids, quant, TweakSpec(loss="none"), run=RunSpec(progress=False))
     res = tweak_model(tuned, ids, quant, TweakSpec(lr=1e-3, iters=3, loss="mse",
-                                                   quant_params=quant_params), progress=False)
+                                                   quant_params=quant_params), run=RunSpec(progress=False))
     blocks = arch.get_adapter(tuned).get_blocks(tuned)
     norm_ids = {id(p) for b in blocks for p in norm_parameters(b)}
     before = dict(original.named_parameters())
@@ -174,15 +174,14 @@ def test_tweak_on_imported_checkpoint_changes_only_norms(make_tiny, tokenizer, t
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         other = make_tiny("llama")
-        quantize_model(other, spec, calibration=ids, progress=False)
+        quantize_model(other, spec, calibration=ids, run=RunSpec(progress=False))
         save_quantized(other, tokenizer, tmp_path / "q", quant=spec)
     imported = load_quantized_linears(tmp_path / "q")
     quant = imported_spec(imported)
     assert (quant.bits, quant.group_size) == (4, 16)
     model, original = make_tiny("llama"), make_tiny("llama")
     tweak_model(model, ids, quant, TweakSpec(lr=1e-2, iters=2, quant_params=quant_params,
-                                             keep_better=False),
-                imported=imported, progress=False)
+                                             keep_better=False), imported=imported, run=RunSpec(progress=False))
     saved = {n: q.state_dict() for n, q in load_quantized_linears(tmp_path / "q").items()}
     blocks = arch.get_adapter(model).get_blocks(model)
     norm_ids = {id(p) for b in blocks for p in norm_parameters(b)}
