@@ -17,7 +17,6 @@ import argparse
 import copy
 import hashlib
 import json
-import resource
 import shlex
 import sys
 import time
@@ -25,7 +24,10 @@ from pathlib import Path
 
 import torch
 
-from normtweak.assets import load_text
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from runinfo import PEAK_RSS, peak_rss_mb, peak_rss_reset, revision  # noqa: E402
+
+from normtweak.evaluate.taskdata import corpus_documents
 from normtweak.calib.text import calibration_from_text
 from normtweak.config import QuantSpec, TweakSpec
 from normtweak.evaluate.perplexity import perplexity
@@ -99,24 +101,28 @@ def parse_configs(text: str) -> list[tuple[int, int]]:
 
 
 def git_revision() -> str:
-    """The commit the run was made at (cached runs are reused only by settings: check it)."""
-    import subprocess
-
-    out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True)
-    return out.stdout.strip() or "unknown"
+    """The commit the run was made at (recorded in each row; the table marks other ones)."""
+    return revision()
 
 
 def label(bits: int, group: int) -> str:
     return f"W{bits} " + ("per-channel" if group == -1 else f"g{group}")
 
 
+def resolved_specs(bits: int, group: int, variant: str) -> tuple:
+    """(QuantSpec, TweakSpec or None) of a variant at one config: what the run computes."""
+    quant_over, tweak_over = VARIANTS[variant]
+    quant = QuantSpec(bits=bits, group_size=group, **{**IMPLIED_QUANT, **quant_over})
+    return quant, TweakSpec(**{**IMPLIED_TWEAK, **tweak_over}) if tweak_over else None
+
+
 def run_key(model: str, text: str, bits: int, group: int, variant: str, args) -> str:
-    quant, tweak = VARIANTS[variant]
-    if tweak is not None and tweak["keep_better"] is False:
-        tweak = {k: v for k, v in tweak.items() if k != "keep_better"}
-    items = [model, text, bits, group, quant, tweak, args.calib_samples, args.calib_len,
-             args.max_windows, args.seed]
-    if variant in END_TO_END:  # (keys of the other variants stay as they were)
+    """A run's cache name: the model, the resolved specs (every field), the calibration and
+    the evaluation (per-document perplexity); the revision is recorded in the row instead."""
+    quant, tweak = resolved_specs(bits, group, variant)
+    items = [model, text, quant.as_dict(), tweak.as_dict() if tweak else None,
+             args.calib_samples, args.calib_len, args.max_windows, args.seed, "per-document"]
+    if variant in END_TO_END:
         items.append(END_TO_END[variant][1])
     blob = json.dumps(items, sort_keys=True)
     return f"{text}_w{bits}g{group}_{variant}_{hashlib.sha256(blob.encode()).hexdigest()[:10]}"
@@ -129,10 +135,9 @@ def evaluate(model, tokenizer, texts, max_windows) -> dict:
 
 
 def run_variant(model, tokenizer, calib, bits, group, variant) -> tuple[torch.nn.Module, dict]:
-    quant_over, tweak_over = VARIANTS[variant]
-    quant = QuantSpec(bits=bits, group_size=group, **{**IMPLIED_QUANT, **quant_over})
-    tweak = TweakSpec(**{**IMPLIED_TWEAK, **tweak_over}) if tweak_over else None
+    quant, tweak = resolved_specs(bits, group, variant)
     qmodel = copy.deepcopy(model)
+    peak_rss_reset()
     t = time.perf_counter()
     if tweak is None:  # plain RTN / GPTQ: no float targets needed
         quantize_model(qmodel, quant, calibration=calib, batch_size=8)  # progress shown
@@ -146,7 +151,8 @@ def run_variant(model, tokenizer, calib, bits, group, variant) -> tuple[torch.nn
         settings = END_TO_END[variant][1]
         res = tweak_end_to_end(qmodel, model, calib, **settings)
         info["end_to_end"] = {**settings, **res.as_dict()}
-    return qmodel, {"quantize_s": time.perf_counter() - t, "quant": quant.as_dict(),
+    return qmodel, {"quantize_s": time.perf_counter() - t, "peak_rss_mb": peak_rss_mb(),
+                    "quant": quant.as_dict(),
                     "tweak": tweak.as_dict() if tweak else None, **info}
 
 
@@ -176,7 +182,7 @@ def main(argv: list[str] | None = None) -> dict:
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
     model, tokenizer = load_model(args.model)
-    texts = {s: load_text(args.text, split=s) for s in ("validation", "test")}
+    texts = {s: corpus_documents(args.text, s) for s in ("validation", "test")}  # per document
     runs = Path(args.runs_dir)
     float_file = runs / f"{args.text}_float_{args.max_windows}.json"
     if float_file.exists() and not args.fresh:
@@ -202,7 +208,7 @@ def main(argv: list[str] | None = None) -> dict:
                                              "len": args.calib_len, "seed": args.seed},
                        "max_windows": args.max_windows,
                        "test": ppl["test"], **info,
-                       "peak_rss_gib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20}
+                       "peak_rss_mb": info.pop("peak_rss_mb"), "peak_rss_note": PEAK_RSS}
                 write_json(path, row)
             rows.append(row)
             print(f"{row['config']} {variant}: val {row['val']:.2f} test {row['test']:.2f} "

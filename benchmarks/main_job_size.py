@@ -86,7 +86,7 @@ def main(argv=None) -> dict:
     command = "python benchmarks/main_job_size.py " + shlex.join(
         sys.argv[1:] if argv is None else argv)
     torch.set_num_threads(args.threads)
-    from normtweak.assets import load_documents
+    from normtweak.evaluate.taskdata import corpus_documents
     from normtweak.config import QuantSpec, RunSpec, TweakSpec
     from normtweak.evaluate.report import write_json
     from normtweak.io.float_model import load_model
@@ -95,7 +95,7 @@ def main(argv=None) -> dict:
 
     rev = revision()
     model, tok = load_model(args.model)
-    docs = load_documents("wikipedia", "validation")
+    docs = corpus_documents("wikipedia", "validation")  # = split_perplexity's documents
     runs = Path(args.runs_dir)
     runs.mkdir(parents=True, exist_ok=True)
     base = {"model": args.model, "quant": QuantSpec().as_dict(), "seq_len": args.seq_len,

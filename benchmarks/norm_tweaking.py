@@ -63,7 +63,7 @@ def main(argv=None) -> dict:
     if args.threads:
         torch.set_num_threads(args.threads)
 
-    from normtweak.assets import load_documents
+    from normtweak.evaluate.taskdata import corpus_documents
     from normtweak.config import GridSpec, QuantSpec, RunSpec, TweakSpec
     from normtweak.evaluate import perplexity
     from normtweak.evaluate.report import gap_recovered, markdown_table
@@ -74,7 +74,7 @@ def main(argv=None) -> dict:
     model, tok = load_model(args.model)
     calib = calibration_ids(model, tok, args.model, args.calibration, args.num_samples,
                             args.seq_len, None, 0)
-    val, test = load_documents("wikipedia", "validation"), load_documents("wikipedia", "test")
+    val, test = corpus_documents("wikipedia", "validation"), corpus_documents("wikipedia", "test")
     t0 = time.perf_counter()
     float_ppl = {"validation": perplexity(model, tok, val, max_windows=args.eval_windows).ppl,
                  "test": perplexity(model, tok, test, max_windows=args.eval_windows).ppl}

@@ -25,7 +25,6 @@ import copy
 import json
 import os
 import platform
-import resource
 import sys
 import time
 from pathlib import Path
@@ -33,9 +32,8 @@ from pathlib import Path
 import torch
 
 
-def peak_rss_mb() -> float:
-    """Peak resident memory of this process so far (Linux reports KiB)."""
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from runinfo import PEAK_RSS, peak_rss_mb, peak_rss_reset, revision  # noqa: E402
 
 
 def read_calibration(path: str) -> torch.Tensor:
@@ -146,15 +144,14 @@ def save_autoround(ar, tokenizer, folder: Path) -> str:
 
 
 def evaluate(model, tokenizer, args) -> dict:
-    from normtweak.assets import load_text
-    from normtweak.evaluate.perplexity import perplexity
+    from normtweak.evaluate.perplexity import split_perplexity
 
     out = {}
     for split in ("validation", "test"):
         t = time.perf_counter()
         with torch.no_grad():
-            r = perplexity(model, tokenizer, load_text(args.text, split=split), window=args.window,
-                           max_windows=args.max_windows or None)
+            r = split_perplexity(model, tokenizer, args.text, split, window=args.window,
+                                 max_windows=args.max_windows or None)
         out[split] = {"ppl": r.ppl, "tokens": r.tokens, "windows": r.windows,
                       "eval_s": time.perf_counter() - t}
         print(f"{split}: ppl {r.ppl:.3f} ({out[split]['eval_s']:.0f} s)", flush=True)
@@ -235,8 +232,9 @@ def main(argv=None) -> dict:
     model.config.name_or_path = str(Path(resolve_model(args.model)).resolve())
     result = {"args": vars(args), "argv": sys.argv, "versions": versions(),
               "torch_threads": torch.get_num_threads(),
-              "omp_num_threads": os.environ.get("OMP_NUM_THREADS")}
-    t = time.perf_counter()
+              "omp_num_threads": os.environ.get("OMP_NUM_THREADS"), "revision": revision()}
+    reset = peak_rss_reset()
+    t, c = time.perf_counter(), time.process_time()
     ar = None
     if args.peer == "llmc":
         result["peer_settings"] = run_llmc(model, tokenizer, read_calibration(args.calib), args)
@@ -246,8 +244,9 @@ def main(argv=None) -> dict:
                                                             read_calibration(args.calib), args)
     else:
         qmodel = model
-    result["quantize_s"] = time.perf_counter() - t
+    result["quantize_s"], result["quantize_cpu_s"] = time.perf_counter() - t, time.process_time() - c
     result["peak_rss_mb"] = peak_rss_mb()
+    result["peak_rss_note"] = PEAK_RSS if reset else "ru_maxrss (no reset)"
     print(f"quantized in {result['quantize_s']:.0f} s, peak RSS {result['peak_rss_mb']:.0f} MB",
           flush=True)
     # Score every method in float32; a copy, so that the peer exports what it quantized.
@@ -269,7 +268,6 @@ def main(argv=None) -> dict:
             result["export_error"] = repr(err)
             print(f"export failed: {err!r}", flush=True)
         result["export_s"] = time.perf_counter() - t
-    result["peak_rss_mb_total"] = peak_rss_mb()
     write_result(args.output, result)
     print(f"wrote {args.output}", flush=True)
     return result

@@ -31,7 +31,6 @@ import argparse
 import copy
 import json
 import os
-import resource
 import shlex
 import subprocess
 import sys
@@ -39,6 +38,9 @@ import time
 from pathlib import Path
 
 import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from runinfo import PEAK_RSS, peak_rss_mb, peak_rss_reset, revision  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 RUNNER = ROOT / "benchmarks" / "peer_runner.py"
@@ -72,7 +74,7 @@ GPTQ_TWEAK = {"lr": 1e-4, "scale": 5.0, "iters": 1, "batch_size": 1, "loss": "di
               "target": "quantized_input", "quant_params": "none", "keep_better": True}
 
 
-def normtweak_variants(args) -> list[tuple[str, "QuantSpec", "TweakSpec | None"]]:
+def normtweak_variants(args) -> list[tuple]:
     """(name, QuantSpec, TweakSpec or None) for every normtweak row of one config.
 
     args.bits / args.group_size / args.symmetric (False when missing): the config. The
@@ -132,11 +134,22 @@ def config_tag(bits: int, group: int, symmetric: bool = False) -> str:
 
 
 def run_tag(args, method: str, bits: int | None, group: int | None,
-            symmetric: bool = False) -> str:
-    """File name of a run's JSON: every setting that changes its numbers or its timing."""
+            symmetric: bool = False, specs: tuple = ()) -> str:
+    """File name of a run's JSON: the model, every setting that changes its numbers or its
+    timing, and for normtweak rows a hash of the resolved specs (every field). 'pd':
+    perplexity per document (runs before it scored the documents joined into one stream).
+    The code revision is recorded in the run; the table marks rows of another revision."""
+    import hashlib
+
     cfg = "float" if bits is None else config_tag(bits, group, symmetric)
-    return (f"{args.text}_{method}_{cfg}_c{args.calib_samples}x{args.calib_len}s{args.seed}"
-            f"_e{args.max_windows}x{args.window}_t{args.threads}")
+    model = Path(str(args.model).rstrip("/")).name
+    tag = (f"{model}_{args.text}_{method}_{cfg}_c{args.calib_samples}x{args.calib_len}"
+           f"s{args.seed}_e{args.max_windows}x{args.window}pd_t{args.threads}")
+    if specs:
+        blob = json.dumps([s.as_dict() if s is not None else None for s in specs],
+                          sort_keys=True)
+        tag += "_" + hashlib.sha256(blob.encode()).hexdigest()[:8]
+    return tag
 
 
 def model_dir_name(args, method: str, bits: int, group: int, symmetric: bool = False) -> str:
@@ -155,25 +168,6 @@ def seed_mismatch(run: dict, args) -> str | None:
     if a.get("peer") != "autoround" or not a.get("iters") or a.get("seed") in (None, args.seed):
         return None
     return f"AutoRound seed {a['seed']}"
-
-
-def peak_rss_reset() -> None:
-    """Reset this process's peak-RSS mark (Linux >= 4.0), so the next reading is per run."""
-    try:
-        Path("/proc/self/clear_refs").write_text("5")
-    except OSError:
-        pass
-
-
-def peak_rss_mb() -> float:
-    """VmHWM (resettable) when /proc has it, else ru_maxrss (process lifetime)."""
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def peer_python(env: str, args) -> Path | None:
@@ -240,19 +234,23 @@ def run_normtweak(name, quant, tweak, model, tokenizer, ids, texts, args) -> dic
     from normtweak.quant.model import quantize_model
     from normtweak.tweak.pipeline import tweak_model
 
-    peak_rss_reset()
+    from normtweak.config import RunSpec
+
     qmodel = copy.deepcopy(model)
-    t = time.perf_counter()
+    reset = peak_rss_reset()
+    t, c = time.perf_counter(), time.process_time()
+    run = RunSpec(seed=args.seed, progress=False)
     if tweak is None:
-        quantize_model(qmodel, quant, calibration=ids if quant.method == "gptq" else None,
-                       progress=False)
+        quantize_model(qmodel, quant, calibration=ids if quant.method == "gptq" else None, run=run,
+                       batch_size=8)
     else:
-        tweak_model(qmodel, ids, quant, tweak, progress=False, seed=args.seed)
-    quantize_s = time.perf_counter() - t
+        tweak_model(qmodel, ids, quant, tweak, run)
+    quantize_s, cpu_s = time.perf_counter() - t, time.process_time() - c
     peak = peak_rss_mb()
     return {"method": name, "quant": quant.as_dict(),
             "tweak": tweak.as_dict() if tweak is not None else None, "quantize_s": quantize_s,
-            "peak_rss_mb": peak, "peak_rss_note": "VmHWM of the orchestrator (float model held too)",
+            "quantize_cpu_s": cpu_s, "revision": revision(),
+            "peak_rss_mb": peak, "peak_rss_note": PEAK_RSS if reset else "ru_maxrss (no reset)",
             "eval": evaluate(qmodel, tokenizer, texts, args),
             "peer_settings": {"quant_dtype": "torch.float32"}, "seed": args.seed,
             "torch_threads": torch.get_num_threads()}
@@ -389,11 +387,11 @@ def main(argv=None) -> dict:
     args = parse(argv)
     command = "python benchmarks/peers.py " + shlex.join(sys.argv[1:] if argv is None else argv)
     torch.set_num_threads(args.threads)
-    from normtweak.assets import load_text
+    from normtweak.evaluate.taskdata import corpus_documents
     from normtweak.io.float_model import load_model
 
     model, tokenizer = load_model(args.model)
-    texts = {s: load_text(args.text, split=s) for s in ("validation", "test")}
+    texts = {s: corpus_documents(args.text, s) for s in ("validation", "test")}  # per document
     calib = calibration_file(args, tokenizer)
     from safetensors.torch import load_file
 
@@ -441,7 +439,7 @@ def main(argv=None) -> dict:
         for name, quant, tweak in normtweak_variants(args):
             if args.variants and name not in args.variants:
                 continue
-            path = runs_dir / f"{run_tag(args, name, bits, group, sym)}.json"
+            path = runs_dir / f"{run_tag(args, name, bits, group, sym, (quant, tweak))}.json"
             run = cached(path, args)
             if run is None and (args.only_peers or args.cached_only):
                 continue  # a cached normtweak run still joins the table (RTN: the gap's reference)
@@ -451,6 +449,10 @@ def main(argv=None) -> dict:
                 run["config"] = label
                 write_json_atomic(path, run)
             runs.append(run)
+    here = revision()
+    for run in runs:  # a row another revision made says so
+        if run.get("revision") and run["revision"] != here:
+            run["method"] = f"{run['method']} (rev {run['revision']})"
     rows = table_rows(float_run, runs)
     table = markdown(rows)
     caption = (f"{args.model}; calibration {args.calib_samples} x {args.calib_len} tokens of "

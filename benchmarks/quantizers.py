@@ -20,7 +20,7 @@ import time
 
 import torch
 
-from normtweak.assets import load_text
+from normtweak.evaluate.taskdata import corpus_documents
 from normtweak.calib.text import calibration_from_text
 from normtweak.config import QuantSpec, RunSpec
 from normtweak.evaluate.perplexity import perplexity
@@ -67,7 +67,7 @@ def main(argv: list[str] | None = None) -> dict:
     torch.manual_seed(args.seed)
     torch.set_num_threads(args.threads)
     model, tokenizer = load_model(args.model)
-    test_text = load_text(args.text, split="test")
+    test_text = corpus_documents(args.text, "test")  # each document from its own BOS
     max_windows = args.max_windows or None
 
     def ppl(m) -> tuple[float, float]:

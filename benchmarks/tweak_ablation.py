@@ -54,7 +54,7 @@ def main(argv=None) -> dict:
     if args.threads:
         torch.set_num_threads(args.threads)
 
-    from normtweak.assets import load_text
+    from normtweak.evaluate.taskdata import corpus_documents
     from normtweak.config import QuantSpec, RunSpec, TweakSpec
     from normtweak.evaluate import perplexity
     from normtweak.evaluate.report import gap_recovered, markdown_table
@@ -67,7 +67,7 @@ def main(argv=None) -> dict:
     model, tok = load_model(args.model)
     calib = calibration_ids(model, tok, args.model, args.calibration, args.num_samples,
                             args.seq_len, None, 0)
-    val = load_text("wikipedia", "validation")
+    val = corpus_documents("wikipedia", "validation")
 
     def score(m) -> float:
         return perplexity(m, tok, val, max_windows=args.eval_windows).ppl

@@ -37,7 +37,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 import normtweak
-from normtweak.assets import load_text
+from normtweak.evaluate.taskdata import corpus_documents
 from normtweak.calib.text import calibration_from_text
 from normtweak.config import RunSpec, TweakSpec
 from normtweak.evaluate.perplexity import perplexity
@@ -120,7 +120,7 @@ def main(argv: list[str] | None = None) -> dict:
                          text=True).stdout.strip()
     torch.set_num_threads(args.threads)
     model, tokenizer = load_model(args.model)
-    texts = {s: load_text(args.text, split=s) for s in ("validation", "test")}
+    texts = {s: corpus_documents(args.text, s) for s in ("validation", "test")}  # per document
     calib = calibration_from_text(tokenizer, args.text, args.calib_samples, args.calib_len,
                                   seed=args.seed).input_ids
     rows = []

@@ -4,6 +4,6 @@
 `normtweak.evaluate.perplexity` too: import helpers with `from ... import`).
 """
 
-from normtweak.evaluate.perplexity import PerplexityResult, perplexity
+from normtweak.evaluate.perplexity import PerplexityResult, perplexity, split_perplexity
 
-__all__ = ["PerplexityResult", "perplexity"]
+__all__ = ["PerplexityResult", "perplexity", "split_perplexity"]

@@ -53,7 +53,7 @@ def _ppl(model_ref: str, text: str, split: str, opts: dict) -> dict:
     windows = f"{opts['max_windows']} windows" if opts.get("max_windows") else "all windows"
     click.echo(f"{model_ref}: perplexity on {text}/{split} ({windows}) ...", err=True)
     start = time.perf_counter()
-    result = perplexity(model, tok, corpus_documents(text, split), **opts)
+    result = perplexity(model, tok, corpus_documents(text, split), **opts)  # = split_perplexity
     row = dataclasses.asdict(result)
     row.update(seconds=round(time.perf_counter() - start, 2), source=model_ref)
     return row

@@ -2,6 +2,8 @@
 
 Definition (the same one lm-eval's `loglikelihood_rolling` uses, so the numbers agree):
 
+* A corpus split is scored document by document (`split_perplexity`, which every command
+  and benchmark uses), never as one joined stream.
 * Each document is tokenized without special tokens and preceded by one prefix token
   (the tokenizer's BOS, else its EOS): the *stream* is `[BOS] + ids(document)`.
 * Every token of the document is scored exactly once, `-log p(token | context)`, in
@@ -243,3 +245,16 @@ def perplexity(
         stride=stride,
         windows=len(plan),
     )
+
+
+def split_perplexity(model: nn.Module, tokenizer, corpus: str, split: str, *,
+                     max_windows: int | None = None, window: int | None = None,
+                     device: torch.device | str | None = None) -> PerplexityResult:
+    """The perplexity of a corpus split as normtweak reports it everywhere (`normtweak eval`,
+    `run`, `tweak`, the grid search, every benchmark): each stripped document of the split
+    from its own BOS (as lm-eval's rolling loglikelihood scores documents), the first
+    `max_windows` windows in document order."""
+    from normtweak.evaluate.taskdata import corpus_documents
+
+    return perplexity(model, tokenizer, corpus_documents(corpus, split), window=window,
+                      max_windows=max_windows, device=device)

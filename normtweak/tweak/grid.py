@@ -71,14 +71,13 @@ class _PointJob:
 
 
 def _evaluate(job: _PointJob, model, label: str) -> tuple[float, float]:
-    from normtweak.assets import load_documents
-    from normtweak.evaluate import perplexity
+    from normtweak.evaluate import split_perplexity
 
     windows = f"{job.grid.windows} windows" if job.grid.windows else "all windows"
     print(f"{label}: perplexity on the validation and test splits ({windows} each) ...",
           flush=True)
-    return tuple(perplexity(model, job.tokenizer, load_documents(job.grid.text, split),
-                            max_windows=job.grid.windows, device=job.run.device).ppl
+    return tuple(split_perplexity(model, job.tokenizer, job.grid.text, split,
+                                  max_windows=job.grid.windows, device=job.run.device).ppl
                  for split in ("validation", "test"))
 
 

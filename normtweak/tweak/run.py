@@ -57,11 +57,10 @@ def main_job(job: MainJob, quant: QuantSpec, tweak: TweakSpec, run: RunSpec = Ru
     only with run.overwrite (normtweak.outputs). seq_len: default 128, or 512 when `tweak`
     trains quantization parameters (normtweak.config.default_seq_len).
     """
-    from normtweak.assets import load_documents
     from normtweak.calib.store import calibration_hash
     from normtweak.common.tables import markdown_table
     from normtweak.dist import on_main
-    from normtweak.evaluate import perplexity
+    from normtweak.evaluate import split_perplexity
     from normtweak.evaluate.report import compare_rows
     from normtweak.io import save_quantized
     from normtweak.io.float_model import load_model
@@ -71,7 +70,9 @@ def main_job(job: MainJob, quant: QuantSpec, tweak: TweakSpec, run: RunSpec = Ru
     seq_len = default_seq_len(job.seq_len, tweak)
     t_start = time.perf_counter()
     save_dir = check_target(job.save_dir or default_save_dir(job.model, quant), run.overwrite)
-    test_docs = load_documents(job.text, "test")
+    from normtweak.assets import load_documents
+
+    load_documents(job.text, "test")  # a mistyped corpus fails before the model loads
     model, tok = load_model(job.model)
     calib = on_main(calibration_ids, model, tok, job.model, job.calibration, job.num_samples,
                     seq_len, job.data_dir, run.seed, echo, run.device)  # made once, sent to all
@@ -81,7 +82,7 @@ def main_job(job: MainJob, quant: QuantSpec, tweak: TweakSpec, run: RunSpec = Ru
         echo(f"{label}: scoring perplexity on {job.eval_windows or 'all'} windows of "
              f"{job.text}/test ...")
         t0 = time.perf_counter()
-        r = on_main(perplexity, m, tok, test_docs, max_windows=job.eval_windows,
+        r = on_main(split_perplexity, m, tok, job.text, "test", max_windows=job.eval_windows,
                     device=run.device)
         echo(f"{label}: perplexity {r.ppl:.3f} ({r.windows} windows, "
              f"{time.perf_counter() - t0:.0f} s)")

@@ -24,13 +24,12 @@ class ValidationScores:
         """Score `model` as `key` ("float", "quant", "tweaked")."""
         if not self.on:
             return
-        from normtweak.assets import load_documents
         from normtweak.dist import on_main
-        from normtweak.evaluate import perplexity
+        from normtweak.evaluate import split_perplexity
 
         label = label or key
         self.echo(f"{label}: perplexity on {self.windows} windows of {self.text}/validation ...")
-        r = on_main(perplexity, model, self.tokenizer, load_documents(self.text, "validation"),
+        r = on_main(split_perplexity, model, self.tokenizer, self.text, "validation",
                     max_windows=self.windows, device=self.device)
         self.results[key] = {"label": label, **asdict(r)}
 

@@ -26,7 +26,7 @@ peer_runner = _load("peer_runner")
 
 
 def _args(**kw):
-    base = {"text": "wikipedia", "calib_samples": 128, "calib_len": 512, "seed": 0,
+    base = {"model": "smollm2-135m", "text": "wikipedia", "calib_samples": 128, "calib_len": 512, "seed": 0,
             "max_windows": 8, "window": 1024, "threads": 1}
     return SimpleNamespace(**{**base, **kw})
 
@@ -48,14 +48,21 @@ def test_parse_configs_and_labels():
 def test_run_tag_changes_with_every_setting():
     args = _args()
     base = peers.run_tag(args, "llmc-gptq", 4, 64)
-    assert base == "wikipedia_llmc-gptq_w4g64_c128x512s0_e8x1024_t1"  # the cached runs' names
+    assert base == "smollm2-135m_wikipedia_llmc-gptq_w4g64_c128x512s0_e8x1024pd_t1"
     assert peers.run_tag(args, "llmc-gptq", 4, 64, False) == base
     assert peers.run_tag(args, "autoround-200", 4, 64, True) == \
-        "wikipedia_autoround-200_w4g64sym_c128x512s0_e8x1024_t1"
-    for field, value in [("text", "austen"), ("calib_samples", 64), ("calib_len", 2048),
-                         ("seed", 1), ("max_windows", 0), ("threads", 2)]:
+        "smollm2-135m_wikipedia_autoround-200_w4g64sym_c128x512s0_e8x1024pd_t1"
+    for field, value in [("model", "other"), ("text", "austen"), ("calib_samples", 64),
+                         ("calib_len", 2048), ("seed", 1), ("max_windows", 0), ("threads", 2)]:
         other = SimpleNamespace(**{**vars(args), field: value})
         assert peers.run_tag(other, "llmc-gptq", 4, 64) != base
+    # normtweak rows: every field of the resolved specs is in the name
+    from normtweak.config import QuantSpec, TweakSpec
+
+    a = peers.run_tag(args, "normtweak-default", 4, 64, True, (QuantSpec(), TweakSpec()))
+    b = peers.run_tag(args, "normtweak-default", 4, 64, True, (QuantSpec(), TweakSpec(iters=4)))
+    c = peers.run_tag(args, "normtweak-default", 4, 64, True, (QuantSpec(damp=0.02), TweakSpec()))
+    assert len({a, b, c}) == 3
 
 
 def test_model_dir_name_keeps_old_names_and_separates_seeds():
