@@ -97,6 +97,8 @@ def normtweak_variants(args) -> list[tuple]:
         ("normtweak-joint-equal-compute", q("rtn"), TweakSpec.preset("joint", iters=13)),
         # norms frozen (lr 0): only the linears' clipping and rounding train
         ("normtweak-joint-frozen-norms", q("rtn"), TweakSpec.preset("joint", lr=0.0)),
+        # the training steps' forward under bf16 autocast (AutoRound's default on this CPU)
+        ("normtweak-default-bf16", q("rtn"), TweakSpec.preset("joint", train_dtype="bfloat16")),
     ]
 
 

@@ -9,6 +9,7 @@ from dataclasses import asdict, dataclass
 TWEAK_LOSSES = ("dist", "dist_mse", "mse", "rel_mse", "none")
 TWEAK_TARGETS = ("quantized_input", "float_input")
 QUANT_PARAMS = ("none", "clip", "clip_round")
+TRAIN_DTYPES = ("float32", "bfloat16")
 
 
 def check_lr(lr: float) -> None:
@@ -79,6 +80,10 @@ class TweakSpec:
     # that step's update) instead of at the last step: AutoRound's best-iteration rule.
     # Off by default; with keep_better the chosen state must still beat the block's start.
     best_step: bool = False
+    # The dtype of the block's forward in the training steps ("bfloat16": autocast, what
+    # AutoRound does by default where the CPU has bf16); parameters, loss and every other
+    # pass stay float32.
+    train_dtype: str = "float32"
 
     def __post_init__(self) -> None:
         check_lr(self.lr)
@@ -103,6 +108,9 @@ class TweakSpec:
                              f"{self.end_to_end_lr}")
         if self.num_samples is not None and self.num_samples < 1:
             raise ValueError(f"num_samples must be >= 1, got {self.num_samples}")
+        if self.train_dtype not in TRAIN_DTYPES:
+            raise ValueError(f"train_dtype must be one of {TRAIN_DTYPES}, got "
+                             f"{self.train_dtype!r}")
         for name in ("keep_better", "best_step"):  # "false" would read as true
             if not isinstance(getattr(self, name), bool):
                 raise TypeError(f"{name} must be True or False, got {getattr(self, name)!r}")

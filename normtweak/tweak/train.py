@@ -35,7 +35,9 @@ def train_norms(state: BlockState, tweak: TweakSpec, generator: torch.Generator,
     tunables: TunableQuantLinears of the block whose clipping/rounding train alongside,
     by signed steps of tweak.quant_lr (default min(1/steps, 2e-2)) decayed linearly to 0.
     With state.progress, a bar shows the steps and the loss once the block has trained for a
-    few seconds.
+    few seconds. tweak.train_dtype "bfloat16": the block's forward in the training steps runs
+    under bf16 autocast (AutoRound's default on CPUs with bf16); the loss, the parameters and
+    every pass that makes targets or the next block's inputs stay float32.
     """
     block, hidden, targets, lr, device = (state.block, state.hidden, state.targets, state.lr,
                                           state.device)
@@ -54,13 +56,16 @@ def train_norms(state: BlockState, tweak: TweakSpec, generator: torch.Generator,
     best = BestStep(norms + quant_params) if tweak.best_step else None
     bar = tqdm(total=steps, desc=f"block {state.index}", leave=False, delay=3, unit="step",
                disable=not state.progress or not dist.is_main())
+    autocast = torch.autocast(device.type, dtype=getattr(torch, tweak.train_dtype),
+                              enabled=tweak.train_dtype != "float32")
     try:
         with torch.enable_grad():
             for _ in range(tweak.iters):
                 for b in torch.randperm(len(hidden), generator=generator).tolist():
                     x = hidden[b].to(device)
-                    y = arch.run_block(block, x, state.extra(x.shape))
-                    loss = state.loss_fn(targets[b].to(device), y)
+                    with autocast:
+                        y = arch.run_block(block, x, state.extra(x.shape))
+                    loss = state.loss_fn(targets[b].to(device), y.float())
                     if best is not None:  # the parameters as they are before this step
                         best.offer(dist.mean_over_ranks(float(loss.detach()), 1))
                     block.zero_grad(set_to_none=True)

@@ -260,3 +260,22 @@ def test_switches_must_be_booleans(name, value):
     with pytest.raises(TypeError, match=f"{name} must be True or False, got {value!r}"):
         TweakSpec(**{name: value})
     assert getattr(TweakSpec(**{name: True}), name) is True
+
+
+def test_bf16_training_steps_train_and_keep_float32_everywhere_else(make_tiny):
+    """train_dtype="bfloat16": the training forward runs under autocast; the parameters, the
+    saved scales and the block outputs stay float32, and training still lowers the loss."""
+    ids = _calibration(4)
+    model = make_tiny("llama")
+    result = tweak_model(model, ids, QUANT, TweakSpec(train_dtype="bfloat16", lr=1e-3),
+                         RunSpec(progress=False))
+    assert all(b.loss_after < b.loss_before for b in result.blocks)
+    assert all(p.dtype == torch.float32 for p in model.parameters())
+    assert all(q.scales.dtype == torch.float32 for q in model.modules()
+               if isinstance(q, QuantLinear))
+    reference = make_tiny("llama")
+    tweak_model(reference, ids, QUANT, TweakSpec(lr=1e-3), RunSpec(progress=False))
+    assert any(not torch.equal(a, b) for a, b in zip(model.state_dict().values(),
+                                                     reference.state_dict().values()))
+    with pytest.raises(ValueError, match="train_dtype"):
+        TweakSpec(train_dtype="float16")
