@@ -18,6 +18,7 @@ from normtweak.config.tweak import (
     DEFAULT_JOINT_SEQ_LEN,
     DEFAULT_SEQ_LEN,
     QUANT_PARAMS,
+    TRAIN_DTYPES,
     TWEAK_LOSSES,
     TWEAK_PRESETS,
     TWEAK_TARGETS,
@@ -28,6 +29,6 @@ from normtweak.config.tweak import (
 )
 
 __all__ = ["DEFAULT_JOINT_SEQ_LEN", "DEFAULT_SEQ_LEN", "FALLBACK_GROUP_SIZES", "GROUP_PARAMS",
-           "QUANT_METHODS", "QUANT_PARAMS", "SCALE_DTYPES", "TWEAK_LOSSES", "TWEAK_PRESETS",
+           "QUANT_METHODS", "QUANT_PARAMS", "SCALE_DTYPES", "TRAIN_DTYPES", "TWEAK_LOSSES", "TWEAK_PRESETS",
            "TWEAK_TARGETS", "GridSpec", "QuantSpec", "RunSpec", "TweakSpec", "check_lr",
            "check_scale", "default_seq_len", "group_fallback_note", "weight_schemes"]

@@ -159,6 +159,10 @@ def tweak_options(fn):
         click.option("--best-step/--last-step", default=d("best_step"), show_default=True,
                      help="end each block's training at the step with the lowest minibatch "
                           "loss (AutoRound's best-iteration rule) instead of the last step"),
+        click.option("--train-dtype", type=click.Choice(config.TRAIN_DTYPES),
+                     default=d("train_dtype"), show_default=True,
+                     help="dtype of the training steps' forward (bfloat16: autocast, faster on "
+                          "CPUs with bf16; everything else stays float32)"),
         click.option("--end-to-end-iters", type=int, default=d("end_to_end_iters"),
                      show_default=True, help="after the block pass, passes of training every "
                      "norm (final norm too) against the float model's logits (KL); 0: off"),
