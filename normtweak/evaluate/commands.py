@@ -3,13 +3,14 @@
     normtweak eval --model smollm2-135m --text wikipedia --split test --max-windows 4
     normtweak eval --model PATH --tasks nt_wikipedia,nt_rotten_tomatoes --limit 20
     normtweak eval --compare float=smollm2-135m quant=models/q tweaked=models/t --text austen
+
+Results are printed; --output also writes them (JSON and a Markdown table).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
-import re
 import time
 from pathlib import Path
 
@@ -41,10 +42,6 @@ def load_for_eval(name_or_path: str):
     return load_model(name_or_path)
 
 
-def _slug(text: str) -> str:
-    return re.sub(r"[^A-Za-z0-9_.-]+", "_", text).strip("_")[-60:] or "model"
-
-
 def _ppl(model_ref: str, text: str, split: str, opts: dict) -> dict:
     from normtweak.evaluate.perplexity import perplexity
     from normtweak.evaluate.taskdata import corpus_documents
@@ -65,102 +62,116 @@ def _caption(row: dict, text: str, split: str) -> str:
             f"{row['windows']} windows, {row['tokens']} tokens scored)")
 
 
-def _emit(payload: dict, table: str, output: Path, overwrite: bool) -> None:
+def _emit(payload: dict, table: str, output: Path | None, overwrite: bool) -> None:
+    """Print the table; write the JSON (and a .md beside it) only where --output says."""
     from normtweak.outputs import write_file
 
     click.echo(table)
+    if output is None:
+        return
     write_file(output, json.dumps(payload, indent=2, default=str) + "\n", overwrite=overwrite)
     write_file(output.with_suffix(".md"), table + "\n", overwrite=overwrite)
     click.echo(f"\nwrote {output} and {output.with_suffix('.md')}")
 
 
-def _check_outputs(output: Path, overwrite: bool) -> None:
-    """Refuse existing results before spending time on the evaluation."""
+def _check_output(output: Path | None, overwrite: bool) -> None:
+    """Refuse a bad or existing --output before spending time on the evaluation."""
     from normtweak.outputs import check_target
 
-    check_target(output, overwrite)
-    check_target(output.with_suffix(".md"), overwrite)
+    if output is None:
+        return
+    if output.suffix != ".json":
+        raise ValueError(f"--output {output}: give a .json path (a .md table is written beside "
+                         f"it)")
+    o.check_writable(output, "--output")
+    check_target(output, overwrite, "--output")
+    check_target(output.with_suffix(".md"), overwrite, "--output")
 
 
-@click.command("eval")
+@click.command("eval", cls=o.Command, pair_options=("--compare",))
 @click.option("--model", "model_ref", help=o.MODEL_HELP + ", or a folder saved by normtweak")
 @click.option("--tasks", default=None, help="Comma-separated lm-eval tasks: nt_wikipedia, "
               "nt_austen, nt_rotten_tomatoes (offline) or any built-in name (online).")
 @click.option("--text", default=None, help="Corpus for our perplexity: wikipedia, austen, "
               "a .txt/.jsonl path, wikitext2 (online). Default wikipedia without --tasks.")
-@click.option("--split", default="test", type=click.Choice(["train", "validation", "test"]))
-@click.option("--window", type=int, default=None, help="Tokens per window (default min(context, 1024)).")
+@click.option("--split", default="test", show_default=True,
+              type=click.Choice(["train", "validation", "test"]))
+@click.option("--window", type=int, default=None,
+              help="Tokens per window [default: min(context, 1024)].")
 @click.option("--stride", type=int, default=None, help="Sliding-window stride (< window).")
-@click.option("--max-windows", "--eval-windows", "max_windows", type=int, default=None,
-              help="Score only the first N windows [default: all].")
-@click.option("--batch-size", type=int, default=1, show_default=True)
+@click.option("--max-windows", "--eval-windows", "max_windows", type=click.IntRange(min=0),
+              default=o.DEFAULT_EVAL_WINDOWS, show_default=True,
+              help="Score the first N windows of the split (about a minute on 2 CPU cores for "
+                   "SmolLM2); 0: all of them.")
+@click.option("--batch-size", type=int, default=1, show_default=True,
+              help="windows per forward pass")
 @click.option("--limit", type=int, default=None, help="lm-eval: first N documents per task.")
-@click.option("--num-fewshot", type=int, default=None)
+@click.option("--num-fewshot", type=int, default=None, help="lm-eval: few-shot examples")
 @click.option("--compare", multiple=True, metavar="LABEL=PATH",
-              help="Compare models' perplexity; labels float and quant give the gap column.")
+              help="Compare models' perplexity: --compare float=smollm2-135m quant=models/q "
+                   "(or the flag repeated); labels float and quant give the gap column.")
 @o.device_option
 @click.option("--cache-dir", type=click.Path(path_type=Path), default=None,
               help="Where local task data is generated [default: <cache>/lm_eval].")
 @click.option("--output", type=click.Path(path_type=Path), default=None,
-              help="JSON path (a .md beside it); default results/eval-<model>.json.")
+              help="also write the result here (.json, and a .md table beside it) "
+                   "[default: print only]")
 @o.overwrite_option
-def eval_cmd(model_ref, tasks, text, split, window, stride, max_windows, batch_size, limit,
-             num_fewshot, compare, device, cache_dir, output, overwrite) -> None:
+def eval_cmd(**options) -> None:
     """Evaluate a model: our pinned perplexity, lm-eval tasks, or a comparison table."""
     from normtweak.common.tables import markdown_table
     from normtweak.evaluate.report import compare_rows
 
-    opts = dict(window=window, stride=stride, batch_size=batch_size, max_windows=max_windows,
-                device=device)
+    opts = {k: options[k] for k in ("window", "stride", "batch_size", "device")}
+    opts["max_windows"] = options["max_windows"] or None
+    text, split, output = options["text"], options["split"], options["output"]
     try:
-        if compare:
-            pairs = [c.split("=", 1) for c in compare]
+        _check_output(output, options["overwrite"])
+        if options["compare"]:
+            pairs = [c.split("=", 1) for c in options["compare"]]
             if any(len(p) != 2 or not p[0] or not p[1] for p in pairs):
-                raise ValueError("--compare takes LABEL=PATH, e.g. float=smollm2-135m quant=models/q")
+                raise ValueError("--compare takes LABEL=PATH, e.g. --compare "
+                                 "float=smollm2-135m quant=models/q")
             text = text or "wikipedia"
-            output = output or Path("results") / "eval-compare.json"
-            _check_outputs(output, overwrite)
             ppl = {label: _ppl(ref, text, split, opts) for label, ref in pairs}
             rows = compare_rows(ppl)
             cols = PPL_COLUMNS + ([("gap_recovered_%", "gap recovered %")]
                                   if any("gap_recovered_%" in r for r in rows) else [])
             table = _caption(rows[0], text, split) + "\n\n" + markdown_table(rows, cols)
-            _emit({"text": text, "split": split, "rows": rows}, table, output, overwrite)
+            _emit({"text": text, "split": split, "rows": rows}, table, output,
+                  options["overwrite"])
             return
+        model_ref = options["model_ref"]
         if not model_ref:
             raise ValueError("give --model (or --compare LABEL=PATH ...)")
-        output = output or Path("results") / f"eval-{_slug(model_ref)}.json"
-        _check_outputs(output, overwrite)
         payload, parts = {"model": model_ref}, []
-        if text or not tasks:
+        if text or not options["tasks"]:
             text = text or "wikipedia"
             row = _ppl(model_ref, text, split, opts)
             payload["perplexity"] = {"text": text, "split": split, **row}
             parts.append(_caption(row, text, split) + "\n\n"
                          + markdown_table([{"model": model_ref, **row}], PPL_COLUMNS))
-        if tasks:
-            parts.append(_run_tasks(model_ref, tasks, payload, cache_dir, limit, batch_size,
-                                    window, num_fewshot, device))
-        _emit(payload, "\n\n".join(parts), output, overwrite)
+        if options["tasks"]:
+            parts.append(_run_tasks(model_ref, payload, options))
+        _emit(payload, "\n\n".join(parts), output, options["overwrite"])
     except o.USER_ERRORS as err:
         raise click.ClickException(str(err)) from err
 
 
-def _run_tasks(model_ref, tasks, payload, cache_dir, limit, batch_size, window, num_fewshot,
-               device) -> str:
+def _run_tasks(model_ref: str, payload: dict, options: dict) -> str:
     from normtweak.common.tables import markdown_table
     from normtweak.evaluate.harness import results_rows, run_tasks
     from normtweak.outputs import user_cache_dir
 
-    names = [t.strip() for t in tasks.split(",") if t.strip()]
-    cache_dir = cache_dir or user_cache_dir() / "lm_eval"
+    names = [t.strip() for t in options["tasks"].split(",") if t.strip()]
+    cache_dir = options["cache_dir"] or user_cache_dir() / "lm_eval"
     model, tok = load_for_eval(model_ref)
-    results = run_tasks(model, tok, names, cache_dir=cache_dir, limit=limit,
-                        batch_size=batch_size, max_length=window, num_fewshot=num_fewshot,
-                        device=device)
+    results = run_tasks(model, tok, names, cache_dir=cache_dir, limit=options["limit"],
+                        batch_size=options["batch_size"], max_length=options["window"],
+                        num_fewshot=options["num_fewshot"], device=options["device"])
     rows = results_rows(results)
-    payload["lm_eval"] = {"tasks": names, "limit": limit, "rows": rows,
+    payload["lm_eval"] = {"tasks": names, "limit": options["limit"], "rows": rows,
                           "configs": results.get("configs", {})}
-    caption = (f"lm-eval {', '.join(names)} (max_length={window or 'min(context, 1024)'}, "
-               f"limit={limit})")
+    caption = (f"lm-eval {', '.join(names)} (max_length="
+               f"{options['window'] or 'min(context, 1024)'}, limit={options['limit']})")
     return caption + "\n\n" + markdown_table(rows, ["task", "metric", "value", "stderr"])

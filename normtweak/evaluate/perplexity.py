@@ -49,6 +49,7 @@ from dataclasses import dataclass
 
 import torch
 from torch import nn
+from tqdm.auto import tqdm
 
 from normtweak.arch import device_of
 
@@ -212,6 +213,8 @@ def perplexity(
     target = torch.device(device) if device is not None else original
     model.to(target)
     nll_sum = 0.0
+    bar = tqdm(total=len(plan), desc="perplexity", unit="window", leave=False, delay=2,
+               disable=None)  # shown on a terminal only
     try:
         for start in range(0, len(plan), batch_size):
             chunk = plan[start : start + batch_size]
@@ -220,7 +223,9 @@ def perplexity(
                 groups.setdefault(w.end - w.begin, []).append(w)
             for group in groups.values():
                 nll_sum += sum(_window_nll(model, streams, group, target))
+            bar.update(len(chunk))
     finally:
+        bar.close()
         model.to(original)
 
     scored_per_doc = [0] * len(docs)
