@@ -115,7 +115,7 @@ def print_samples(calib, tokenizer, count: int = 3, chars: int = 600) -> None:
               help="exact output path (overrides --save-dir and the automatic name)")
 @o.overwrite_option
 @click.option("--num-samples", "--num_samples", "num_samples", default=o.DEFAULT_NUM_SAMPLES,
-              show_default=True, type=click.IntRange(min=1), help=o.NUM_SAMPLES_HELP)
+              show_default=True, type=click.IntRange(min=1), help="calibration samples to make")
 @click.option("--seq-len", "--seq_len", "seq_len", default=DEFAULT_SEQ_LEN, show_default=True,
               type=click.IntRange(min=1), help=o.SEQ_LEN_HELP)
 @click.option("--languages", default="en,es,pt,zh,fr", show_default=True,
@@ -127,10 +127,15 @@ def print_samples(calib, tokenizer, count: int = 3, chars: int = 600) -> None:
               help="seed of every random choice (calibration, sample order)")
 @click.option("--batch-size", "--batch_size", "batch_size", default=16, show_default=True,
               type=click.IntRange(min=1), help="samples generated together")
-@click.option("--greedy-tokens", default=4, show_default=True, type=click.IntRange(min=0))
-@click.option("--temperature", default=1.0, show_default=True, type=float)
-@click.option("--top-k", default=50, show_default=True, type=click.IntRange(min=0))
-@click.option("--top-p", default=0.95, show_default=True, type=float)
+@click.option("--greedy-tokens", default=4, show_default=True, type=click.IntRange(min=0),
+              help="self-generation: tokens after the random first one chosen greedily (the "
+                   "paper's LLM-QAT recipe), before sampling")
+@click.option("--temperature", default=1.0, show_default=True, type=float,
+              help="self-generation: sampling temperature")
+@click.option("--top-k", default=50, show_default=True, type=click.IntRange(min=0),
+              help="self-generation: sample among the k most likely tokens (0: all)")
+@click.option("--top-p", default=0.95, show_default=True, type=float,
+              help="self-generation: ... and among the smallest set holding this probability")
 @click.option("--print", "show", is_flag=True, help="print a few decoded samples")
 def generate_data(model_ref, save_dir, output, overwrite, num_samples, seq_len, languages,
                   from_text, device, seed, batch_size, greedy_tokens, temperature, top_k, top_p,
@@ -144,6 +149,9 @@ def generate_data(model_ref, save_dir, output, overwrite, num_samples, seq_len, 
 
     try:
         if output:
+            if Path(output).suffix != ".safetensors":
+                raise ValueError(f"--output {output}: a calibration set is a .safetensors file")
+            o.check_writable(output, "--output")
             check_target(output, overwrite, "--output")
         if from_text:
             from normtweak.assets import load_documents
