@@ -24,7 +24,13 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from normtweak.common.files import replace_folder, staging_folder, write_atomic
+from normtweak.common.files import (
+    disk_full_as,
+    plain_modes,
+    replace_folder,
+    staging_folder,
+    write_atomic,
+)
 
 __all__ = ["MARKER", "TargetExistsError", "check_target", "foreign_files", "publish_folder",
            "staging_folder", "user_cache_dir", "write_file", "write_folder",
@@ -120,7 +126,9 @@ def publish_folder(staged: Path, path: str | os.PathLike, overwrite: bool, comma
     """Mark `staged` and rename it to `path` (replacing an old output only if allowed)."""
     path = Path(path)
     check_target(path, overwrite, flag, option)  # again: something may have appeared meanwhile
-    write_marker(staged, command, **info)
+    with disk_full_as(path):
+        write_marker(staged, command, **info)
+    plain_modes(staged)  # whatever the saver made, the user's umask decides
     return replace_folder(staged, path)
 
 
@@ -133,15 +141,16 @@ def write_folder(path: str | os.PathLike, write: Callable[[Path], object], *, ov
     `lambda p: save_quantized(model, tok, p, quant=spec)`).
     """
     path = check_target(path, overwrite, flag, option)
-    stage = staging_folder(path)
-    try:
-        inner = stage / "out"
-        write(inner)
-        if not inner.is_dir():
-            raise OSError(f"nothing was written for {path}")
-        return publish_folder(inner, path, overwrite, command, flag, option, **info)
-    finally:
-        shutil.rmtree(stage, ignore_errors=True)
+    with disk_full_as(path):  # name the user's target, not the staging folder inside
+        stage = staging_folder(path)
+        try:
+            inner = stage / "out"
+            write(inner)
+            if not inner.is_dir():
+                raise OSError(f"nothing was written for {path}")
+            return publish_folder(inner, path, overwrite, command, flag, option, **info)
+        finally:
+            shutil.rmtree(stage, ignore_errors=True)
 
 
 def write_file(path: str | os.PathLike, data: bytes | str, *, overwrite: bool,

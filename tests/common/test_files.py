@@ -69,6 +69,10 @@ def test_disk_full_says_nothing_was_written(tmp_path):
 
 
 def test_replace_folder_puts_the_old_folder_back_when_the_rename_fails(tmp_path, monkeypatch):
+    """Where the OS cannot swap two folders in one step (exchange() is False)."""
+    from normtweak.common import files
+
+    monkeypatch.setattr(files, "exchange", lambda a, b: False)
     old, staged = tmp_path / "out", tmp_path / ".out.tmp-1"
     old.mkdir()
     (old / "a").write_text("old")
