@@ -14,10 +14,13 @@ from pathlib import Path
 
 import torch
 import transformers
+from huggingface_hub.errors import StrictDataclassError
 from safetensors import SafetensorError, safe_open
 from torch import nn
+from transformers import PreTrainedModel
 
 from normtweak import arch
+from normtweak.common.files import recover
 from normtweak.config import QuantSpec
 from normtweak.io.format import (
     LEGACY_METHOD,
@@ -35,15 +38,33 @@ _SPEC_FIELDS = set(QuantSpec.__dataclass_fields__)
 READ_METHODS = ("compressed-tensors", "gptq", NATIVE_METHOD, LEGACY_METHOD)
 
 
+_POSITIVE_INTS = ("hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size",
+                  "vocab_size", "max_position_embeddings", "num_key_value_heads", "head_dim",
+                  "n_embd", "n_layer", "n_head", "n_positions", "ffn_dim")
+
+
+def check_config(config: transformers.PretrainedConfig | dict, where) -> None:
+    """ValueError naming `where` when a size of the config (an object, or config.json's dict
+    before transformers builds one from it) is not a positive integer."""
+    for name in _POSITIVE_INTS:
+        value = config.get(name) if isinstance(config, dict) else getattr(config, name, None)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int)
+                                  or value < 1):
+            raise ValueError(f"{where}: {name} must be a positive integer, got {value!r}")
+
+
 def read_config(path: str | os.PathLike) -> dict:
     """config.json of a model folder, as a dict."""
-    config_file = Path(path) / "config.json"
+    config_file = recover(path) / "config.json"  # (a killed replacement left it aside)
     if not config_file.is_file():
         raise FileNotFoundError(f"{path} is not a saved model folder (no config.json)")
     try:
-        return json.loads(config_file.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as err:
+        config = json.loads(config_file.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as err:
         raise ValueError(f"{config_file} is not valid JSON: {err}") from err
+    if isinstance(config, dict):
+        return config
+    raise ValueError(f"{config_file} is not a JSON object")
 
 
 def read_quantization_config(path: str | os.PathLike) -> dict:
@@ -69,20 +90,58 @@ def is_quantized_folder(path: str | os.PathLike) -> bool:
     return True
 
 
+def shard_files(path: Path, index: Path) -> list[Path]:
+    """The shard files an index names, each checked to lie inside the folder `path`."""
+    try:
+        weight_map = json.loads(index.read_text(encoding="utf-8"))["weight_map"]
+        shards = sorted(set(weight_map.values()))
+    except (ValueError, KeyError, TypeError, AttributeError) as err:
+        raise ValueError(f"{index} is not a shard index (a JSON object with a 'weight_map' of "
+                         f"tensor -> file): {err}") from err
+    inside = path.resolve()
+    for shard in shards:
+        if (not isinstance(shard, str) or not shard or Path(shard).is_absolute()
+                or ".." in Path(shard).parts or inside not in (path / shard).resolve().parents):
+            raise ValueError(f"{index} names the shard {shard!r}, which is not a file inside "
+                             f"{path}: refused (an index may only name files in its folder)")
+    return [path / shard for shard in shards]
+
+
+def check_sha256(path: Path, files: list[Path], sha256: str | None,
+                 files_sha256: dict | None) -> None:
+    """Check every weight file against the hashes recorded when it was saved (if any)."""
+    if files_sha256:
+        for f in files:
+            recorded = files_sha256.get(f.relative_to(path).as_posix())
+            if recorded is None:
+                raise ValueError(f"{f} has no sha256 in {PROVENANCE_NAME}, so it cannot be "
+                                 f"checked: the folder was altered after it was saved; save "
+                                 f"the model again")
+            if file_sha256(f) != recorded:
+                raise ValueError(f"{f} does not match the sha256 recorded when it was saved: "
+                                 f"the file is truncated or was altered; save the model again")
+    elif sha256 and len(files) > 1:
+        raise ValueError(f"{path}: its record holds one sha256 for the weights, which are now in "
+                         f"{len(files)} shards, so they cannot be checked: the folder was "
+                         f"resharded after it was saved; save the model again")
+    elif sha256 and file_sha256(files[0]) != sha256:
+        raise ValueError(f"{files[0]} does not match the sha256 recorded when it was saved: the "
+                         f"file is truncated or was altered; save the model again")
+
+
 def read_tensors(path: Path, verify: bool, sha256: str | None,
-                 name: str = WEIGHTS_NAME) -> dict[str, torch.Tensor]:
+                 name: str = WEIGHTS_NAME, files_sha256: dict | None = None
+                 ) -> dict[str, torch.Tensor]:
     """Every tensor of model.safetensors (or its shards), sha256-checked when recorded."""
     single, index = path / name, path / f"{name}.index.json"
     if single.is_file():
         files = [single]
-        if verify and sha256 and file_sha256(single) != sha256:
-            raise ValueError(f"{single} does not match the sha256 recorded when it was saved: the file "
-                             f"is truncated or was altered; save the model again")
     elif index.is_file():
-        shards = sorted(set(json.loads(index.read_text())["weight_map"].values()))
-        files = [path / s for s in shards]
+        files = shard_files(path, index)
     else:
         raise FileNotFoundError(f"{single} is missing")
+    if verify:
+        check_sha256(path, files, sha256, files_sha256)
     tensors = {}
     for f in files:
         try:
@@ -93,12 +152,24 @@ def read_tensors(path: Path, verify: bool, sha256: str | None,
     return tensors
 
 
+def _named_class(arch_name, path):
+    """The transformers model class config.json's architectures[0] names (None: unknown)."""
+    if arch_name is None:
+        return None
+    found = getattr(transformers, arch_name, None) if isinstance(arch_name, str) else None
+    if not isinstance(arch_name, str) or found is not None and not (
+            isinstance(found, type) and issubclass(found, PreTrainedModel)):
+        raise ValueError(f"{path}/config.json: architectures[0] is {arch_name!r}, which is not "
+                         f"a transformers model class; fix config.json")
+    return found
+
+
 def empty_model(config: transformers.PretrainedConfig, path) -> nn.Module:
     """The model class of `config` with meta parameters (buffers such as rotary tables real)."""
     from accelerate import init_empty_weights
 
     arch_name = (config.architectures or [None])[0]
-    model_cls = getattr(transformers, arch_name, None) if arch_name else None
+    model_cls = _named_class(arch_name, path)
     for auto in (transformers.AutoModelForCausalLM, transformers.AutoModelForMaskedLM):
         if model_cls is None and type(config) in auto._model_mapping:
             model_cls = auto._model_mapping[type(config)]
@@ -204,7 +275,7 @@ def load_quantized(path: str | os.PathLike, device: str = "cpu", verify: bool = 
     compressed-tensors pack-quantized folders from any toolkit, GPTQ folders (v1/v2), and
     GGUF files (Llama family; Q4_0/Q4_1/Q8_0 become codes, other types are dequantized).
     """
-    path = Path(path)
+    path = recover(path)  # a replacement killed halfway leaves the old folder aside
     gguf_file = _gguf_file(path)
     if gguf_file is not None:
         from normtweak.io.gguf import read_gguf
@@ -218,8 +289,12 @@ def load_quantized(path: str | os.PathLike, device: str = "cpu", verify: bool = 
     record = read_provenance(path)
     sha = (record or {}).get("weights_sha256") or qc.get("weights_sha256")
     name = NATIVE_WEIGHTS_NAME if qc["quant_method"] == NATIVE_METHOD else WEIGHTS_NAME
-    tensors = read_tensors(path, verify, sha, name)
-    config = transformers.AutoConfig.from_pretrained(path)
+    tensors = read_tensors(path, verify, sha, name, (record or {}).get("files_sha256"))
+    check_config(read_config(path), path / "config.json")
+    try:
+        config = transformers.AutoConfig.from_pretrained(path)
+    except (TypeError, StrictDataclassError) as err:  # a field of the wrong type
+        raise ValueError(f"{path / 'config.json'}: {' '.join(str(err).split())}") from err
     if hasattr(config, "quantization_config"):
         del config.quantization_config
     model = arch.prepare_model(empty_model(config, path))

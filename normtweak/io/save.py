@@ -79,6 +79,7 @@ def write_quantized_folder(model: nn.Module, tokenizer, path, tensors: dict, rec
         (tmp / "config.json").write_text(json.dumps(config, indent=2, sort_keys=True, default=str))
         add_quantization_config(tmp)
         record["weights_sha256"] = file_sha256(weights)
+        record["files_sha256"] = {weights.name: record["weights_sha256"]}  # one per weight file
         (tmp / PROVENANCE_NAME).write_text(json.dumps(record, indent=2, sort_keys=True))
         if tokenizer is not None:
             tokenizer.save_pretrained(tmp)
@@ -165,6 +166,7 @@ def _save_native(model: nn.Module, tokenizer, path, record: dict) -> Path:
                                          "format_version": FORMAT_VERSION}
         (tmp / "config.json").write_text(json.dumps(config, indent=2, sort_keys=True, default=str))
         record["weights_sha256"] = file_sha256(weights)
+        record["files_sha256"] = {weights.name: record["weights_sha256"]}  # one per weight file
         (tmp / PROVENANCE_NAME).write_text(json.dumps(record, indent=2, sort_keys=True))
         if tokenizer is not None:
             tokenizer.save_pretrained(tmp)
