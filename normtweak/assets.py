@@ -26,7 +26,7 @@ from pathlib import Path
 
 import torch
 
-from normtweak.common.files import atomic_folder
+from normtweak.common.files import atomic_folder, recover
 from normtweak.outputs import user_cache_dir
 
 SPLITS = ("train", "validation", "test")
@@ -104,7 +104,7 @@ def resolve_model(name_or_path: str | os.PathLike, cache_dir: str | os.PathLike 
         return str(folder)
     if name == "minilm-l6":
         return str(minilm_folder())
-    path = Path(name)
+    path = recover(name)  # a replacement killed halfway leaves the old folder aside
     if path.exists():
         if not path.is_dir() or not (path / "config.json").is_file():
             raise FileNotFoundError(f"{path} is not a model folder (no config.json in it)")
@@ -266,19 +266,28 @@ def load_documents(name_or_path: str | os.PathLike, split: str = "train") -> lis
 
 
 def _file_documents(path: Path) -> list[str]:
-    if path.suffix == ".jsonl":
-        docs = []
-        for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
-            if line.strip():
-                row = json.loads(line)
-                if "text" not in row:
-                    raise ValueError(f"{path}:{n}: a .jsonl corpus needs a 'text' field per line")
-                docs.append(row["text"])
-        return docs
-    if path.suffix == ".txt":
+    if path.suffix not in (".jsonl", ".txt"):
+        raise ValueError(f"{path}: a text corpus must be a .txt or .jsonl file")
+    try:
         text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as err:
+        raise ValueError(f"{path} is not UTF-8 text (byte {err.start}: {err.reason}); save it "
+                         f"as UTF-8") from err
+    if path.suffix == ".txt":
         return [d.strip() for d in re.split(r"\n\s*\n", text) if d.strip()]
-    raise ValueError(f"{path}: a text corpus must be a .txt or .jsonl file")
+    docs = []
+    for n, line in enumerate(text.splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as err:
+            raise ValueError(f"{path}:{n}: not valid JSON ({err.msg} at column {err.colno})") from err
+        if not isinstance(row, dict) or not isinstance(row.get("text"), str):
+            raise ValueError(f"{path}:{n}: a .jsonl corpus needs one JSON object per line with "  # noqa: TRY004
+                             f"a 'text' string, got {line.strip()[:60]!r}")
+        docs.append(row["text"])
+    return docs
 
 
 def load_text(name_or_path: str | os.PathLike, split: str = "train") -> str:

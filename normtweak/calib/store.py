@@ -160,7 +160,12 @@ class CalibrationSet:
             raise ValueError(f"{path}: metadata is not valid JSON ({err})") from err
         if meta.get("format") != FORMAT or ids is None:
             raise ValueError(f"{path} is a safetensors file but not a normtweak calibration set")
-        if int(meta.get("format_version", -1)) > FORMAT_VERSION:
+        for key in ("format_version", "vocab_size"):
+            value = meta.get(key, 0)
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise ValueError(f"{path}: metadata {key} is {value!r}, not a whole number: the "  # noqa: TRY004
+                                 f"file is damaged; generate the calibration set again")
+        if meta.get("format_version", 0) > FORMAT_VERSION:
             raise ValueError(
                 f"{path} has format version {meta['format_version']}; this normtweak reads "
                 f"up to {FORMAT_VERSION}: upgrade normtweak"
