@@ -79,12 +79,35 @@ def alone():
         _alone -= 1
 
 
-def init_from_env(timeout_s: float = 1800.0) -> bool:
-    """Join the process group described by torchrun's environment; False when there is none."""
+TIMEOUT_ENV = "NORMTWEAK_DIST_TIMEOUT"
+
+
+def default_timeout_s(environ=os.environ) -> float:
+    """Seconds a collective waits for a silent rank before the job fails: $NORMTWEAK_DIST_TIMEOUT,
+    else 600 on CPUs (gloo) and 1800 with CUDA (a first NCCL call may wait on slow ranks)."""
+    value = environ.get(TIMEOUT_ENV)
+    if value is None or not value.strip():
+        return 1800.0 if torch.cuda.is_available() else 600.0
+    try:
+        seconds = float(value)
+    except ValueError:
+        seconds = float("nan")
+    if not seconds > 0 or seconds == float("inf"):
+        raise ValueError(f"{TIMEOUT_ENV}={value!r}: give the process-group timeout as a "
+                         f"positive number of seconds, e.g. {TIMEOUT_ENV}=600")
+    return seconds
+
+
+def init_from_env(timeout_s: float | None = None) -> bool:
+    """Join the process group described by torchrun's environment; False when there is none.
+
+    timeout_s: how long a collective waits for a stalled rank (default: default_timeout_s())."""
     d = _dist()
     if int(os.environ.get("WORLD_SIZE", "1")) <= 1 or not d.is_available():
         return False
     if not d.is_initialized():
+        if timeout_s is None:
+            timeout_s = default_timeout_s()
         backend = "gloo"
         if torch.cuda.is_available():
             torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
