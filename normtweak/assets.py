@@ -192,7 +192,6 @@ def _austen_data_dir() -> Path:
 @functools.lru_cache(maxsize=1)
 def austen_novels() -> dict[str, str]:
     """Jane Austen's six novels (R package janeaustenr's lazy-load database) by name."""
-    import struct
     import warnings
     import zlib
 
@@ -206,7 +205,7 @@ def austen_novels() -> dict[str, str]:
         novels = {}
         for name, (offset, length) in index["variables"].items():
             chunk = blob[int(offset): int(offset) + int(length)]
-            struct.unpack(">I", chunk[:4])  # uncompressed size header
+            # each object: a 4-byte uncompressed-size header, then the zlib stream
             lines = rdata.conversion.convert(rdata.parser.parse_data(zlib.decompress(chunk[4:])))
             novels[str(name)] = "\n".join(str(s) for s in lines).strip()
     return novels

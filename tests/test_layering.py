@@ -165,6 +165,45 @@ def test_the_check_catches_a_private_attribute():
     assert any("arch._secret" in line for line in private_attributes(path, planted))
 
 
+def import_cycles() -> list[list[str]]:
+    """Groups of modules that import each other, directly or round a loop (lazy imports
+    count: a function-level import hides a cycle, it does not remove it)."""
+    known, api = modules(), root_api()
+    graph = {name: {t for _, t, _ in imports(path, known, api) if t in known and t != name}
+             for name, path in known.items()}
+    index, low, stack, on, cycles = {}, {}, [], set(), []
+
+    def visit(v):  # Tarjan's strongly connected components
+        index[v] = low[v] = len(index)
+        stack.append(v)
+        on.add(v)
+        for w in graph[v]:
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in on:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            group = []
+            while True:
+                w = stack.pop()
+                on.discard(w)
+                group.append(w)
+                if w == v:
+                    break
+            if len(group) > 1:
+                cycles.append(sorted(group))
+
+    for v in graph:
+        if v not in index:
+            visit(v)
+    return cycles
+
+
+def test_no_import_cycles():
+    assert import_cycles() == []
+
+
 def test_the_root_package_imports_nothing_eagerly():
     tree = ast.parse((ROOT / "__init__.py").read_text(encoding="utf-8"))
     eager = [n.lineno for n in tree.body

@@ -16,14 +16,15 @@ from normtweak.arch.adapters import (
     get_adapter,
     is_norm,
     linear_to_conv1d,
+    model_context,
     prepare_model,
     supported_model_types,
 )
 from normtweak.arch.blocks import (
     BlockInputs,
-    move_outside_blocks,
     capture_block_inputs,
     device_of,
+    move_outside_blocks,
     run_block,
     to_device,
 )
@@ -42,6 +43,7 @@ __all__ = [
     "get_adapter",
     "is_norm",
     "linear_to_conv1d",
+    "model_context",
     "move_outside_blocks",
     "prepare_model",
     "run_block",

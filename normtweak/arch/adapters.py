@@ -71,6 +71,20 @@ def supported_model_types() -> list[str]:
     return sorted(_BY_TYPE)
 
 
+_CONTEXT_ATTRS = ("max_position_embeddings", "n_positions", "n_ctx", "seq_length")
+
+
+def model_context(model: nn.Module) -> int | None:
+    """The longest sequence the model takes, from its config (None when unbounded)."""
+    config = getattr(model, "config", None)
+    config = getattr(config, "text_config", None) or config
+    for attr in _CONTEXT_ATTRS:
+        value = getattr(config, attr, None)
+        if isinstance(value, int) and value > 0:
+            return value
+    return None
+
+
 def get_adapter(model_or_config: Any) -> Adapter:
     """The adapter for a model (or its config); ValueError naming the supported types."""
     config = getattr(model_or_config, "config", model_or_config)

@@ -21,6 +21,7 @@ from typing import Any
 
 import torch
 
+from normtweak.arch import model_context
 from normtweak.calib.languages import in_languages, parse_languages
 from normtweak.calib.store import CalibrationSet, base_metadata
 
@@ -49,16 +50,6 @@ class SamplingSpec:
             raise ValueError(f"top_k must be >= 0 (0 turns it off), got {self.top_k}")
         if not 0 < self.top_p <= 1:
             raise ValueError(f"top_p must be in (0, 1], got {self.top_p}")
-
-
-def model_context(model: Any, tokenizer: Any = None) -> int | None:
-    """The longest sequence the model takes (config positions), or None when unbounded."""
-    config = model.config
-    for key in ("max_position_embeddings", "n_positions", "n_ctx"):
-        value = getattr(config, key, None)
-        if isinstance(value, int) and value > 0:
-            return value
-    return None
 
 
 def default_seq_len(model: Any) -> int:

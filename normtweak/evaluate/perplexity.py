@@ -51,10 +51,9 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from normtweak.arch import device_of
+from normtweak.arch import device_of, model_context
 
 MAX_DEFAULT_WINDOW = 1024
-_CONTEXT_ATTRS = ("max_position_embeddings", "n_positions", "n_ctx", "seq_length")
 _ENCODER_TYPES = ("bert", "distilbert", "roberta", "xlm-roberta", "albert", "electra", "deberta")
 
 
@@ -89,17 +88,6 @@ class Window:
     begin: int
     end: int
     count: int
-
-
-def model_context(model: nn.Module) -> int | None:
-    """The model's maximum context from its config (None when it has no fixed one)."""
-    config = getattr(model, "config", None)
-    config = getattr(config, "text_config", None) or config
-    for attr in _CONTEXT_ATTRS:
-        value = getattr(config, attr, None)
-        if isinstance(value, int) and value > 0:
-            return value
-    return None
 
 
 def default_window(model: nn.Module) -> int:

@@ -19,7 +19,7 @@ from __future__ import annotations
 import torch
 
 from normtweak.config import QuantSpec
-from normtweak.io.format import build_quant_linear
+from normtweak.io.format import build_quant_linear, is_symmetric
 from normtweak.quant.linear import QuantLinear, default_g_idx
 
 CT_FORMAT = "pack-quantized"
@@ -27,11 +27,6 @@ CT_METHOD = "compressed-tensors"
 #: compressed-tensors versions whose pack-quantized layout we write and read (dense packing
 #: of 3/5/6/7-bit values started in 0.18; pinned in pyproject.toml).
 CT_VERSIONS = ">=0.18,<0.21"
-
-
-def is_symmetric(q: QuantLinear) -> bool:
-    """True when every zero point is 2^(b-1): the signed zero point is 0 everywhere."""
-    return bool((q.zeros == float(1 << (q.bits - 1))).all())
 
 
 def scheme_key(q: QuantLinear) -> tuple[int, int, bool]:

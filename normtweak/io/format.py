@@ -28,7 +28,6 @@ from normtweak.config import QuantSpec
 
 FORMAT_VERSION = 2
 LEGACY_METHOD = "normtweak"  # format version 1; never written any more
-QUANT_METHOD = LEGACY_METHOD  # kept for old imports
 WEIGHTS_NAME = "model.safetensors"
 NATIVE_METHOD = "normtweak-native"  # version 2, only for families compressed-tensors can't hold
 NATIVE_WEIGHTS_NAME = "normtweak_model.safetensors"
@@ -51,7 +50,6 @@ def quantized_module_names(model: nn.Module) -> list[str]:
 
 def quantization_map(model: nn.Module) -> dict[str, dict]:
     """name -> what each QuantLinear actually holds (read from the module, not a spec)."""
-    from normtweak.io.compressed import is_symmetric
     from normtweak.quant.linear import QuantLinear
 
     return {
@@ -61,6 +59,11 @@ def quantization_map(model: nn.Module) -> dict[str, dict]:
                "act_order_groups": not torch.equal(m.g_idx.cpu(), _default_g_idx(m))}
         for name, m in model.named_modules() if isinstance(m, QuantLinear)
     }
+
+
+def is_symmetric(q) -> bool:
+    """True when every zero point is 2^(b-1): the signed zero point is 0 everywhere."""
+    return bool((q.zeros == float(1 << (q.bits - 1))).all())
 
 
 def _default_g_idx(m) -> torch.Tensor:

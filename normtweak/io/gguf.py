@@ -26,7 +26,7 @@ TYPES = ("Q4_0", "Q4_1", "Q8_0")
 
 def choose_type(name: str, q, asked: str | None) -> str:
     """The GGUF type that holds QuantLinear `q` exactly, or ValueError saying what would be lost."""
-    from normtweak.io.compressed import is_symmetric
+    from normtweak.io.format import is_symmetric
 
     return gguf_type_for(name, q.bits, q.group_size, q.in_features, is_symmetric(q), asked)
 

@@ -90,7 +90,7 @@ def gptq_config(bits: int, group_size: int, symmetric: bool, act_order: bool, ve
 
 def write_gptq(model: nn.Module, tokenizer, path, record: dict, version: int = 2) -> Path:
     """Write a GPTQ folder (checkpoint_format gptq_v2, or gptq (v1) when asked and exact)."""
-    from normtweak.io.compressed import is_symmetric
+    from normtweak.io.format import is_symmetric
     from normtweak.io.save import quantized_state_dict, write_quantized_folder
     from normtweak.quant.linear import QuantLinear
 

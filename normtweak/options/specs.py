@@ -9,6 +9,7 @@ import click
 from normtweak.config import QuantSpec, RunSpec, TweakSpec
 from normtweak.options.groups import DEFAULT_SCHEME, GPTQ_OPTIONS
 
+
 def given(names) -> list[str]:
     """The options among `names` (parameter names) that the user gave on the command line."""
     ctx = click.get_current_context()

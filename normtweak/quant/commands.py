@@ -23,7 +23,7 @@ from normtweak import options as o
 def quantize_cmd(**options):
     """Quantize a model's block linears (RTN or GPTQ) and save it: no tweaking."""
     from normtweak.calib.commands import check_corpora, command_calibration, open_calibration
-    from normtweak.tweak.commands import check_outputs, load_float
+    from normtweak.options.checks import check_outputs, load_float
 
     try:
         spec, run = o.quant_spec(options), o.run_spec(options)

@@ -1,8 +1,8 @@
 """Quantize a transformer block, or a whole model, by replacing its Linears by QuantLinears.
 
-`quantize_block` is what the norm-tweak pipeline calls for each block; `quantize_model`
-is plain RTN / GPTQ over a whole model (no tweaking), block by block, one block on the
-device at a time.
+`quantize_block` quantizes one block; `Quantize` and `RoundScales` are the block-pass steps
+(normtweak.walk) the tweak composes; `quantize_model` is plain RTN / GPTQ over a whole model
+(no tweaking), walked block by block, one block on the device at a time.
 """
 
 from __future__ import annotations
@@ -18,6 +18,8 @@ from normtweak.config import QuantSpec, RunSpec, group_fallback_note
 from normtweak.quant.gptq import GPTQ
 from normtweak.quant.linear import QuantLinear
 from normtweak.quant.rtn import rtn_quantize
+from normtweak.quant.scales import round_module_scales
+from normtweak.walk.state import BlockState, Step
 
 
 def check_model(model: nn.Module, spec: QuantSpec, progress: bool = True) -> None:
@@ -187,7 +189,6 @@ def quantize_model(model: nn.Module, spec: QuantSpec, calibration: torch.Tensor 
     inputs are the previous quantized block's outputs, `batch_size` samples per forward
     pass. Each block is moved to run.device, processed, moved back.
     """
-    from normtweak.quant.steps import Quantize
     from normtweak.walk import BlockPass, prepare_start
 
     check_model(model, spec, run.progress)
@@ -198,3 +199,41 @@ def quantize_model(model: nn.Module, spec: QuantSpec, calibration: torch.Tensor 
     BlockPass(model, [Quantize(spec)], run, label=f"{spec.method} W{spec.bits}").walk(
         start, free_start=True)
     return model
+
+
+class Quantize(Step):
+    """Replace the block's linears by QuantLinears: RTN, or GPTQ from the block's inputs
+    (spec.true_sequential honoured there); after the last block, the head when
+    spec.quantize_head."""
+
+    def __init__(self, spec: QuantSpec) -> None:
+        self.spec = spec
+
+    def before(self, state: BlockState) -> None:
+        calibrate = (lambda: state.run()) if self.spec.method == "gptq" else None
+        state.quantized = quantize_block(state.block, self.spec, calibrate)
+
+    def resume(self, state: BlockState) -> None:
+        replace_with_shells(state.block, self.spec)
+
+    def finish(self, model: nn.Module) -> None:
+        if self.spec.quantize_head:
+            quantize_head(model, self.spec)
+
+
+class RoundScales(Step):
+    """Round the block's quantized scales to the dtype the saved format stores them in
+    (float16 for GPTQ and GGUF), so what is tuned afterwards is what will be served."""
+
+    def __init__(self, dtype: str | torch.dtype) -> None:
+        self.dtype = getattr(torch, dtype) if isinstance(dtype, str) else dtype
+
+    def before(self, state: BlockState) -> None:
+        round_block_scales(state.quantized, self.dtype, state.index)
+
+
+def round_block_scales(quantized: dict, dtype: torch.dtype | None, index: int) -> None:
+    """Round the scales of a block's QuantLinears to `dtype` (None: leave them)."""
+    if dtype is not None:
+        for name, q in quantized.items():
+            round_module_scales(q, dtype, f"block {index}: {name}")

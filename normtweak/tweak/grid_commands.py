@@ -11,7 +11,7 @@ from pathlib import Path
 import click
 
 from normtweak import options as o
-from normtweak.tweak.commands import check_outputs, load_float
+from normtweak.options.checks import check_outputs, load_float
 
 # tweak options a grid search has no use for
 NOT_FOR_A_GRID = ("checkpoint_dir", "resume", "lazy_load", "quantized", "save_format",

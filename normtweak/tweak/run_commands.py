@@ -34,8 +34,8 @@ from normtweak import options as o
 def run_cmd(**options):
     """The main job: calibration data, quantize, tweak, evaluate; print float | quantized | tweaked."""
     from normtweak.dist import on_main
+    from normtweak.options.checks import check_outputs
     from normtweak.outputs import check_target, write_file
-    from normtweak.tweak.commands import check_outputs
     from normtweak.tweak.run import MainJob, default_save_dir, main_job
 
     try:

@@ -2,7 +2,7 @@
 
     Targets      the float block's outputs the tuned block is fitted to
     KernelNorms  from here on, normtweak's Triton norm modules (RunSpec.kernel_norms)
-    Quantize     RTN / GPTQ (normtweak.quant.steps), or Attach: an imported checkpoint's linears
+    Quantize     RTN / GPTQ (normtweak.quant.model), or Attach: an imported checkpoint's linears
     RoundScales  to the saved format's scale dtype
     KeepBetter   put the block back as it started when training raised its loss
     Tune         train the norms (the paper), and the linears' clipping and rounding (joint)
@@ -17,8 +17,7 @@ import torch
 from torch import nn
 
 from normtweak.config import QuantSpec, RunSpec, TweakSpec
-from normtweak.quant.model import replace_with_shells
-from normtweak.quant.steps import Quantize, RoundScales, round_block_scales
+from normtweak.quant.model import Quantize, RoundScales, replace_with_shells, round_block_scales
 from normtweak.tweak.loss import get_loss
 from normtweak.tweak.train import norm_parameters, train_norms
 from normtweak.walk.blockpass import Start
