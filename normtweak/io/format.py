@@ -19,6 +19,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
+import warnings
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
@@ -109,3 +112,30 @@ def build_quant_linear(codes: torch.Tensor, scale: torch.Tensor, zero: torch.Ten
     if bias is not None:
         q.bias = bias.to(dtype)
     return q
+
+
+class ScaleRoundingWarning(UserWarning):
+    """A format stores a layer's scales in float16 and rounding moves them."""
+
+
+@contextmanager
+def rounding_summary(fmt: str, total: int):
+    """Inside, each layer's ScaleRoundingWarning is collected; at the end one warning says how
+    many of the `total` layers' values moved and by how much at most (other warnings pass on
+    unchanged)."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        yield
+    moved = [w for w in caught if issubclass(w.category, ScaleRoundingWarning)]
+    for w in caught:
+        if w not in moved:
+            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+    if moved:
+        layers = {str(w.message).split(":", 1)[0] for w in moved}
+        worst = max(float(m.group(1)) for w in moved
+                    if (m := re.search(r"by up to ([0-9.eE+-]+)", str(w.message))))
+        warnings.warn(f"{fmt} stores scales as float16: rounding moved the values of "
+                      f"{len(layers)} of {total} quantized layers by up to {worst:.3g}, so the weights "
+                      f"served differ slightly from normtweak's. Tweak with --save-format "
+                      f"{fmt.lower()} (scales rounded before tuning) to serve exactly what was "
+                      f"tuned", ScaleRoundingWarning, stacklevel=3)

@@ -19,6 +19,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from normtweak.io.format import ScaleRoundingWarning, rounding_summary
+
 GGUF_NAME = "model.gguf"
 BLOCK = 32
 TYPES = ("Q4_0", "Q4_1", "Q8_0")
@@ -58,7 +60,7 @@ def _half(t: torch.Tensor, what: str, name: str) -> np.ndarray:
     if not torch.equal(h.float(), t.float()):
         err = (h.float() - t.float()).abs().max().item()
         warnings.warn(f"{name}: GGUF stores {what} as float16; rounding moves them by up to "
-                      f"{err:.3g} (round scales first: normtweak.io.round_scales)", stacklevel=4)
+                      f"{err:.3g}", ScaleRoundingWarning, stacklevel=4)
     return h.numpy()
 
 
@@ -139,12 +141,14 @@ def gguf_tensors(model: nn.Module, qtype: str | None):
     quantized = {n: m for n, m in model.named_modules() if isinstance(m, QuantLinear)}
     for name, q in quantized.items():
         types[name] = choose_type(name, q, qtype)
-    for name, q in quantized.items():
-        target = names.get_name(name)
-        if target is None:
-            raise ValueError(f"{name} has no GGUF tensor name")
-        data = encode_blocks(q, types[name], name, _qk_rows(name, q.out_features, model.config))
-        out.append((f"{target}.weight", data, gguf.GGMLQuantizationType[types[name]]))
+    with rounding_summary("GGUF", len(quantized)):
+        for name, q in quantized.items():
+            target = names.get_name(name)
+            if target is None:
+                raise ValueError(f"{name} has no GGUF tensor name")
+            rows = _qk_rows(name, q.out_features, model.config)
+            data = encode_blocks(q, types[name], name, rows)
+            out.append((f"{target}.weight", data, gguf.GGMLQuantizationType[types[name]]))
     for key, t in model.state_dict().items():
         module, _, leaf = key.rpartition(".")
         if module in quantized:

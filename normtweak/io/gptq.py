@@ -23,7 +23,7 @@ import torch
 from torch import nn
 
 from normtweak.config import QuantSpec
-from normtweak.io.format import build_quant_linear
+from normtweak.io.format import ScaleRoundingWarning, build_quant_linear, rounding_summary
 from normtweak.quant.pack import pack, unpack
 
 GPTQ_FORMATS = {1: "gptq", 2: "gptq_v2"}
@@ -45,9 +45,9 @@ def check_gptq(name: str, q, version: int) -> None:
     if q.scales.dtype != torch.float16:
         s = q.scales.float()
         if not torch.equal(s.half().float(), s):
-            warnings.warn(f"{name}: GPTQ stores scales as float16; rounding them changes the "
-                          f"weights slightly (round scales to float16 before tweaking: "
-                          f"normtweak.io.round_scales)", stacklevel=3)
+            err = (s.half().float() - s).abs().max().item()
+            warnings.warn(f"{name}: GPTQ stores scales as float16; rounding moves them by up "
+                          f"to {err:.3g}", ScaleRoundingWarning, stacklevel=3)
 
 
 def encode_gptq(q, version: int = 2) -> dict[str, torch.Tensor]:
@@ -101,8 +101,9 @@ def write_gptq(model: nn.Module, tokenizer, path, record: dict, version: int = 2
     if len(bits) != 1:
         raise ValueError(f"GPTQ holds one bit width for the whole model; this one has "
                          f"{sorted(bits)}: export compressed-tensors instead")
-    for name, q in qs.items():
-        check_gptq(name, q, version)
+    with rounding_summary("GPTQ", len(qs)):
+        for name, q in qs.items():
+            check_gptq(name, q, version)
     (bits,) = bits
     sizes = {n: m.group_size if m.group_size > 0 else -1 for n, m in qs.items()}
     group_size, dynamic = group_size_overrides(sizes)

@@ -129,3 +129,19 @@ def test_default_output_generates_the_same_tokens_in_plain_transformers(folders)
     with torch.no_grad():
         expected = ours.generate(ids, max_new_tokens=12, do_sample=False, pad_token_id=1)
     assert theirs == expected.tolist()
+
+
+@pytest.mark.parametrize("fmt", ["gptq", "gguf"])
+def test_float16_rounding_is_said_once_for_the_whole_model(folders, fmt, tmp_path):
+    """The tweaked folder keeps float32 scales; GPTQ and GGUF store float16: one summary
+    warning (how many layers, how far), not one per layer."""
+    from normtweak.io.export import export_quantized
+    from normtweak.io.format import ScaleRoundingWarning
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        export_quantized(folders["tweaked"], fmt, tmp_path / "out")
+    rounding = [w for w in caught if issubclass(w.category, ScaleRoundingWarning)]
+    assert len(rounding) == 1, [str(w.message) for w in rounding]
+    assert f"{fmt.upper()} stores scales as float16" in str(rounding[0].message)
+    assert "of 14 quantized layers" in str(rounding[0].message)
