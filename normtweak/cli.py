@@ -22,6 +22,7 @@ COMMANDS: dict[str, str] = {
     "bench-norms": "normtweak.norms.commands:bench_norms",
     "precision": "normtweak.experiments.commands:precision_cmd",
     "export": "normtweak.io.commands:export_cmd",
+    "report": "normtweak.evaluate.report_commands:report_cmd",
 }
 
 
