@@ -94,12 +94,14 @@ def _write_other(model, tokenizer, path, fmt, quant, tweak, calibration_sha256, 
 
 def export_quantized(model_dir: str | os.PathLike, fmt: str, save_dir: str | os.PathLike, *,
                      overwrite: bool = False, gptq_version: int = 2,
-                     gguf_type: str | None = None) -> Path:
+                     gguf_type: str | None = None, dtype: str | None = None) -> Path:
     """Write the quantized model in `model_dir` to `save_dir` in format `fmt`.
 
     fmt: compressed-tensors (vLLM, SGLang, transformers), gptq (gptq_v2, or v1 when exact),
-    gguf (llama.cpp: Q4_0, Q4_1, Q8_0), float (dequantized, any stack). A non-empty
-    save_dir is refused unless overwrite (and then only our own earlier output is replaced).
+    gguf (llama.cpp: Q4_0, Q4_1, Q8_0), float (dequantized, any stack; `dtype` "bfloat16" or
+    "float16" halves it, default the scales' dtype: float32 for normtweak's own folders). A
+    non-empty save_dir is refused unless overwrite (and then only our own earlier output is
+    replaced).
     """
     from normtweak.config import QuantSpec
     from normtweak.io.format import read_provenance
@@ -108,6 +110,10 @@ def export_quantized(model_dir: str | os.PathLike, fmt: str, save_dir: str | os.
 
     if fmt not in SAVE_FORMATS:
         raise ValueError(f"format must be one of {SAVE_FORMATS}, got {fmt!r}")
+    if dtype is not None and fmt != "float":
+        raise ValueError(f"--dtype applies to --format float, not {fmt}")
+    if dtype not in (None, "float32", "bfloat16", "float16"):
+        raise ValueError(f"dtype must be float32, bfloat16 or float16, got {dtype!r}")
     if Path(save_dir).resolve() == Path(model_dir).resolve():
         raise ValueError("save_dir must differ from the model folder being exported")
     check_target(save_dir, overwrite, "--save_dir")  # before the (slow) load
@@ -117,9 +123,19 @@ def export_quantized(model_dir: str | os.PathLike, fmt: str, save_dir: str | os.
     if fmt == "compressed-tensors" and quant:
         fields = set(QuantSpec.__dataclass_fields__)
         quant = QuantSpec(**{k: v for k, v in quant.items() if k in fields})
-    return write_folder(save_dir, lambda p: write_model(
-        model, tokenizer, p, fmt, quant=quant, tweak=old.get("tweak"),
-        calibration_sha256=old.get("calibration_sha256"),
-        extra={"exported_from": str(model_dir)}, gptq_version=gptq_version,
-        gguf_type=gguf_type), overwrite=overwrite, command=f"export --format {fmt}",
-        flag="--save_dir", source=str(model_dir))
+    if fmt == "float":
+        import torch
+
+        from normtweak.io.save import export_dequantized
+
+        def write(p):
+            return export_dequantized(model, tokenizer, p,
+                                      dtype=getattr(torch, dtype) if dtype else None)
+    else:
+        def write(p):
+            return write_model(model, tokenizer, p, fmt, quant=quant, tweak=old.get("tweak"),
+                               calibration_sha256=old.get("calibration_sha256"),
+                               extra={"exported_from": str(model_dir)},
+                               gptq_version=gptq_version, gguf_type=gguf_type)
+    return write_folder(save_dir, write, overwrite=overwrite, command=f"export --format {fmt}",
+                        flag="--save_dir", source=str(model_dir))

@@ -145,3 +145,23 @@ def test_float16_rounding_is_said_once_for_the_whole_model(folders, fmt, tmp_pat
     assert len(rounding) == 1, [str(w.message) for w in rounding]
     assert f"{fmt.upper()} stores scales as float16" in str(rounding[0].message)
     assert "of 14 quantized layers" in str(rounding[0].message)
+
+
+def test_float_export_is_float32_unless_asked(folders, tmp_path):
+    """--format float writes the exact dequantized weights (float32 for our folders);
+    --dtype bfloat16 halves the file; --dtype is refused for another format."""
+    from safetensors import safe_open
+
+    def dtypes(folder):
+        with safe_open(str(folder / "model.safetensors"), framework="pt") as f:
+            return {f.get_tensor(k).dtype for k in f.keys()}  # noqa: SIM118
+
+    for extra, want in (([], "torch.float32"), (["--dtype", "bfloat16"], "torch.bfloat16")):
+        out = tmp_path / want
+        r = CliRunner().invoke(main, ["export", "--model", str(folders["tweaked"]), "--format",
+                                      "float", "--save-dir", str(out), *extra])
+        assert r.exit_code == 0, r.output
+        assert {str(d) for d in dtypes(out)} == {want}
+    r = CliRunner().invoke(main, ["export", "--model", str(folders["tweaked"]), "--format",
+                                  "gguf", "--dtype", "float16", "--save-dir", str(tmp_path / "g")])
+    assert r.exit_code == 1 and "--dtype applies to --format float" in r.output

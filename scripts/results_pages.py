@@ -1,0 +1,391 @@
+"""The results pages, generated from results/*.json (never edited by hand).
+
+    python scripts/results_pages.py           # docs/results.md, docs/results-history.md,
+                                              # docs/img/*.png and the README's result blocks
+    python scripts/results_pages.py --check   # exit 1 if any of them is out of date
+
+docs/results.md holds the current protocol (normtweak 0.2: W4A16 defaults, per-document
+perplexity); docs/results-history.md the tables measured before it (asymmetric defaults,
+documents joined into one stream), each with the command and JSON it came from. The README
+carries two blocks of docs/results.md between `<!-- results:NAME:start/end -->` markers.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import statistics
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "results"
+DOCS = ROOT / "docs"
+IMG = DOCS / "img"
+PEERS_RUNS = RESULTS / "peers_runs"
+
+# (label in the tables, method name in the run files); the order of the rows
+METHODS = [
+    ("normtweak default (joint, W4A16 recipe)", "normtweak-default"),
+    ("normtweak joint, equal compute (208 steps)", "normtweak-joint-equal-compute"),
+    ("normtweak joint, bf16 training steps", "normtweak-default-bf16"),
+    ("normtweak joint, norms frozen", "normtweak-joint-frozen-norms"),
+    ("AutoRound-200 (its default recipe)", "autoround-200"),
+    ("AutoRound fast (200 iters, batch 4)", "autoround-fast"),
+    ("AutoRound-50 (light)", "autoround-50"),
+    ("llm-compressor GPTQ", "llmc-gptq"),
+    ("GPTQ (normtweak)", "normtweak-gptq"),
+    ("RTN", "normtweak-rtn"),
+]
+CONFIGS = ["W4 g64 sym", "W3 g64 sym", "W4 per-channel sym", "W4 g64 asym", "W3 g64 asym",
+           "W4 per-channel asym"]
+
+
+# --- reading the runs ------------------------------------------------------------------------
+
+
+def pd_runs(text: str = "wikipedia") -> list[dict]:
+    """Every run of the current protocol (per-document perplexity: 'pd' in the file name)."""
+    runs = []
+    for path in sorted(PEERS_RUNS.glob(f"*_{text}_*pd_t*.json")):
+        run = json.loads(path.read_text())
+        run["_file"] = path.relative_to(ROOT).as_posix()
+        parts = path.stem.split("_")
+        run["_method"] = parts[2]
+        run["_seed"] = int(parts[4].split("s")[-1])
+        runs.append(run)
+    return runs
+
+
+def ppl(run: dict, split: str) -> float:
+    return run["eval"][split]["ppl"]
+
+
+def spread(values: list[float]) -> str:
+    """'21.34' (one seed) or '21.34 ± 0.12 (3)': mean ± half the range, number of seeds."""
+    if len(values) == 1:
+        return f"{values[0]:.2f}"
+    half = (max(values) - min(values)) / 2
+    return f"{statistics.fmean(values):.2f} ± {half:.2f} ({len(values)})"
+
+
+def grouped(runs: list[dict]) -> dict[tuple[str, str], list[dict]]:
+    """(config label, method) -> its runs over seeds."""
+    out: dict[tuple[str, str], list[dict]] = {}
+    for run in runs:
+        if run["_method"] == "float":
+            continue
+        out.setdefault((run["config"], run["_method"]), []).append(run)
+    return out
+
+
+def floats(runs: list[dict]) -> dict[int, dict]:
+    return {r["_seed"]: r for r in runs if r["_method"] == "float"}
+
+
+def gap_recovered(f: float, rtn: float, x: float) -> float:
+    return (rtn - x) / (rtn - f) * 100 if rtn != f else math.nan
+
+
+# --- the current protocol ------------------------------------------------------------------
+
+
+def peers_table(runs: list[dict], configs: list[str]) -> str:
+    """One row per (config, method) measured: val / test as mean ± half-range over seeds,
+    the test gap to RTN recovered, quantize wall and CPU seconds (mean), peak RSS."""
+    groups, fl = grouped(runs), floats(runs)
+    lines = ["| config | method | val ppl | test ppl | gap recovered (test) % | quantize s "
+             "(wall / CPU) | peak RSS MB | runs |", "|---|---|---|---|---|---|---|---|"]
+    f_test = statistics.fmean(ppl(r, "test") for r in fl.values()) if fl else math.nan
+    f_val = statistics.fmean(ppl(r, "validation") for r in fl.values()) if fl else math.nan
+    lines.append(f"| - | float (vs the Q4 reference) | {f_val:.2f} | {f_test:.2f} | - | - | - | "
+                 f"seeds {sorted(fl)} |")
+    for config in configs:
+        rtn = groups.get((config, "normtweak-rtn"))
+        rtn_test = statistics.fmean(ppl(r, "test") for r in rtn) if rtn else math.nan
+        for label, method in METHODS:
+            rs = groups.get((config, method))
+            if not rs:
+                continue
+            tests = [ppl(r, "test") for r in rs]
+            gap = gap_recovered(f_test, rtn_test, statistics.fmean(tests))
+            cpu = [r.get("quantize_cpu_s") for r in rs if r.get("quantize_cpu_s")]
+            wall = statistics.fmean(r["quantize_s"] for r in rs)
+            times = f"{wall:.0f} / {statistics.fmean(cpu):.0f}" if cpu else f"{wall:.0f} / -"
+            rss = statistics.fmean(r["peak_rss_mb"] for r in rs if r.get("peak_rss_mb"))
+            seeds = ",".join(str(r["_seed"]) for r in sorted(rs, key=lambda r: r["_seed"]))
+            revs = {r.get("revision", "?") for r in rs}
+            lines.append(f"| {config} | {label} | {spread([ppl(r, 'validation') for r in rs])} "
+                         f"| {spread(tests)} | {gap:.0f} | {times} | {rss:.0f} | seeds "
+                         f"{seeds}; rev {', '.join(sorted(revs))} |")
+    return "\n".join(lines)
+
+
+def main_job_table() -> str:
+    path = RESULTS / "main_job_size.json"
+    if not path.is_file():
+        return "_not measured yet_"
+    data = json.loads(path.read_text())
+    return data["caption"] + "\n\n" + data["table"] + f"\n\n`{data['command']}`"
+
+
+def block_cost_table() -> str:
+    path = RESULTS / "block_cost.json"
+    if not path.is_file():
+        return "_not measured yet_"
+    data = json.loads(path.read_text())
+    lines = ["| method | steps | dtype | wall s / block | CPU s / block |", "|---|---|---|---|---|"]
+    for r in data["rows"]:
+        lines.append(f"| {r['method']} | {r['steps']} | {r['dtype']} | "
+                     f"{r['wall_s_per_block']:.1f} | {r['cpu_s_per_block']:.1f} |")
+    return "\n".join(lines) + f"\n\n`{data['command']}`"
+
+
+# --- plots ---------------------------------------------------------------------------------
+
+
+def pareto_plot(runs: list[dict], config: str, path: Path) -> Path | None:
+    """Test perplexity against quantization CPU seconds at one config, a point per method
+    (the mean over seeds), normtweak's default highlighted."""
+    groups = grouped(runs)
+    points = []
+    for label, method in METHODS:
+        rs = groups.get((config, method))
+        if not rs:
+            continue
+        cpu = [r.get("quantize_cpu_s") or r["quantize_s"] for r in rs]
+        points.append((label, method, statistics.fmean(cpu),
+                       statistics.fmean(ppl(r, "test") for r in rs)))
+    if len(points) < 2:
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7.5, 4.2))
+    for label, method, x, y in points:
+        best = method == "normtweak-default"
+        ax.scatter(max(x, 1.0), y, s=90 if best else 40, color="crimson" if best else "steelblue",
+                   zorder=3)
+        ax.annotate(label, (max(x, 1.0), y), textcoords="offset points", xytext=(6, 4),
+                    fontsize=8, weight="bold" if best else "normal")
+    ax.set_xscale("log")
+    ax.set_xlabel("quantization CPU seconds (one thread; log scale)")
+    ax.set_ylabel("test perplexity (lower is better)")
+    ax.set_title(f"SmolLM2-135M, Wikipedia, {config}: accuracy vs cost")
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def bits_plot(runs: list[dict], path: Path) -> Path | None:
+    """Test perplexity against weight bits (symmetric, group 64) per method, where measured."""
+    series: dict[str, dict[int, float]] = {}
+    for (config, method), rs in grouped(runs).items():
+        if not config.endswith("g64 sym"):
+            continue
+        bits = int(config.split()[0][1:])
+        label = next((lbl for lbl, m in METHODS if m == method), method)
+        series.setdefault(label, {})[bits] = statistics.fmean(ppl(r, "test") for r in rs)
+    series = {k: v for k, v in series.items() if v}
+    if not series:
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fl = floats(runs)
+    fig, ax = plt.subplots(figsize=(7.5, 4.2))
+    for label, values in sorted(series.items()):
+        xs = sorted(values)
+        ax.plot(xs, [values[x] for x in xs], "o-", ms=4, label=label,
+                lw=2.5 if label.startswith("normtweak default") else 1.2)
+    if fl:
+        ax.axhline(statistics.fmean(ppl(r, "test") for r in fl.values()), color="grey", ls="--",
+                   lw=1, label="float (the Q4 reference)")
+    ax.set_yscale("log")
+    ax.set_xlabel("weight bits (symmetric, one scale per 64 inputs)")
+    ax.set_ylabel("test perplexity (log scale)")
+    ax.set_title("SmolLM2-135M, Wikipedia: accuracy vs bits")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def _save(fig, path: Path) -> Path:
+    import matplotlib.pyplot as plt
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110, metadata={"Software": None})
+    plt.close(fig)
+    return path
+
+
+# --- history -------------------------------------------------------------------------------
+
+
+def history_sections() -> list[str]:
+    """The tables measured before 0.2, rendered from their JSONs."""
+    out = []
+    for name, title in [("accuracy_table_wikipedia.json", "Issue 13's protocol, Wikipedia"),
+                        ("accuracy_table_austen.json", "Issue 13's protocol, Austen")]:
+        path = RESULTS / name
+        if not path.is_file():
+            continue
+        data = json.loads(path.read_text())
+        lines = ["| config | method | val ppl | test ppl | quantize s | source |",
+                 "|---|---|---|---|---|---|"]
+        for r in data["rows"]:
+            lines.append(f"| {r['config']} | {r['method']} | {_num(r.get('val'))} | "
+                         f"{_num(r.get('test'))} | {_num(r.get('quantize_s'), 0)} | "
+                         f"{r.get('source', '-')} |")
+        f = data.get("float", {})
+        out.append(f"### {title} (`results/{name}`)\n\nFloat: val {_num(f.get('validation'))}, "
+                   f"test {_num(f.get('test'))}. Made by `python benchmarks/accuracy_table.py"
+                   f"{' --text austen' if 'austen' in name else ''}` from the runs named in "
+                   f"the last column.\n\n" + "\n".join(lines))
+    for name in ("norm_tweaking_rtn.json", "norm_tweaking_gptq.json", "tweak_ablation.json",
+                 "quantizers.json", "tweak_imported.json", "memory.json", "distributed.json",
+                 "export_sizes.json", "eval_agreement.json", "norms_cpu.json"):
+        path = RESULTS / name
+        if path.is_file():
+            out.append(_generic(name, json.loads(path.read_text())))
+    return out
+
+
+def _num(v, digits: int = 2) -> str:
+    return "-" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:.{digits}f}"
+
+
+def _generic(name: str, data: dict) -> str:
+    """A JSON's own rows as a table (every scalar column), with its command."""
+    rows = data.get("rows") or []
+    command = data.get("command", "")
+    if not rows or not isinstance(rows[0], dict):
+        return f"### `results/{name}`\n\n`{command}`\n\n(no table rows)"
+    cols = [k for k, v in rows[0].items() if isinstance(v, (int, float, str)) or v is None]
+    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+    for r in rows:
+        cells = []
+        for c in cols:
+            v = r.get(c)
+            cells.append(f"{v:.4g}" if isinstance(v, float) else "-" if v is None else str(v))
+        lines.append("| " + " | ".join(cells) + " |")
+    return f"### `results/{name}`\n\n`{command}`\n\n" + "\n".join(lines)
+
+
+# --- the pages -----------------------------------------------------------------------------
+
+
+PROTOCOL = ("SmolLM2-135M-Instruct (its \"float\" weights are dequantized Q4_1, so every number is "
+            "vs that Q4 reference); every method quantizes from the same calibration token ids, "
+            "128 windows of 512 tokens of the Wikipedia train split (one id set per seed); "
+            "perplexity per document (each from its own BOS) on the first 8 windows of 1024 "
+            "tokens of the validation split (where choices are made) and the test split (what is "
+            "reported). One torch thread per run on a 2-core CPU that other runs shared, so wall "
+            "seconds are inflated; CPU seconds are the cost. No GPU was lent. Spread: ± half the "
+            "range over the seeds in the last column. Made by `OMP_NUM_THREADS=1 python "
+            "benchmarks/peers.py --threads 1 --configs C --seed S` (its --peers / --variants "
+            "select the rows); one JSON per run in `results/peers_runs/` (`*pd*`).")
+
+
+def blocks() -> dict[str, str]:
+    """The generated blocks, by name (the README carries some of them)."""
+    runs = pd_runs()
+    return {"protocol": PROTOCOL,
+            "headline": peers_table(runs, ["W4 g64 sym", "W3 g64 sym", "W4 per-channel sym"]),
+            "asym": peers_table(runs, ["W4 g64 asym", "W3 g64 asym", "W4 per-channel asym"]),
+            "main-job": main_job_table(), "block-cost": block_cost_table()}
+
+
+def results_page(b: dict[str, str]) -> str:
+    return f"""# Results
+
+_Generated by `python scripts/results_pages.py` from `results/*.json`; do not edit by hand._
+
+## The standard protocol
+
+{b['protocol']}
+
+### normtweak's default against its peers (symmetric: W4A16's family)
+
+{b['headline']}
+
+![accuracy against quantization cost](img/pareto_w4g64sym.png)
+
+![accuracy against bits](img/bits_wikipedia.png)
+
+### Asymmetric
+
+{b['asym']}
+
+## The main job's size (validation only)
+
+{b['main-job']}
+
+## Cost per block against AutoRound at the same steps x batch
+
+{b['block-cost']}
+
+## Before 0.2
+
+Measured with the 0.1 defaults and the documents of a split joined into one stream: see
+[results-history.md](results-history.md).
+"""
+
+
+def history_page() -> str:
+    body = "\n\n".join(history_sections())
+    return f"""# Results before 0.2
+
+_Generated by `python scripts/results_pages.py` from `results/*.json`; do not edit by hand._
+
+These were measured before normtweak 0.2: asymmetric weights, one scale per output channel
+by default, and perplexity on the documents of a split joined into one stream with one BOS
+(0.2 scores each document from its own BOS, so every number here moves a little). The
+analysis that went with them is in the README of commit 7ef6832.
+
+{body}
+"""
+
+
+def readme_with(readme: str, b: dict[str, str]) -> str:
+    for name in ("headline", "main-job"):
+        start, end = f"<!-- results:{name}:start -->", f"<!-- results:{name}:end -->"
+        if start in readme and end in readme:
+            head, rest = readme.split(start, 1)
+            _, tail = rest.split(end, 1)
+            readme = f"{head}{start}\n{b[name]}\n{end}{tail}"
+    return readme
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--check", action="store_true", help="exit 1 when a page is out of date")
+    args = p.parse_args(argv)
+    b = blocks()
+    pages = {DOCS / "results.md": results_page(b), DOCS / "results-history.md": history_page()}
+    readme = ROOT / "README.md"
+    pages[readme] = readme_with(readme.read_text(encoding="utf-8"), b)
+    stale = [path for path, text in pages.items()
+             if not path.is_file() or path.read_text(encoding="utf-8") != text]
+    if args.check:
+        for path in stale:
+            print(f"out of date: {path.relative_to(ROOT)} (run python scripts/results_pages.py)")
+        return 1 if stale else 0
+    for path, text in pages.items():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text, encoding="utf-8")
+    runs = pd_runs()
+    pareto_plot(runs, "W4 g64 sym", IMG / "pareto_w4g64sym.png")
+    bits_plot(runs, IMG / "bits_wikipedia.png")
+    print(f"wrote {', '.join(str(p.relative_to(ROOT)) for p in pages)} and {IMG.relative_to(ROOT)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
