@@ -79,7 +79,7 @@ def options_markdown() -> str:
     """A Markdown table of every option of every command, from the click definitions.
 
     One row per option spelling, default and help; the commands sharing it are listed
-    together. README.md holds this table (scripts/readme_options.py writes it; a test
+    together. docs/options.md holds this table (scripts/options_page.py writes it; a test
     checks it).
     """
     rows: dict[tuple, list[str]] = {}
