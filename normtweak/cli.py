@@ -51,11 +51,17 @@ def _set_cache(ctx, param, value):
               callback=_set_cache, is_eager=True,
               help="normtweak's cache (converted offline models, calibration sets) "
                    "[default: $NORMTWEAK_CACHE, else ~/.cache/normtweak]")
-def main() -> None:
+@click.option("--dist-timeout", type=click.FloatRange(min=0, min_open=True), default=None,
+              help="under torchrun: seconds a rank waits for a silent one before the job "
+                   "fails [default: $NORMTWEAK_DIST_TIMEOUT, else 600 on CPUs, 1800 with CUDA]")
+def main(dist_timeout) -> None:
     """normtweak: low-bit post-training quantization with norm tweaking."""
     from normtweak.dist import init_from_env
 
-    init_from_env()  # under torchrun: join the process group (no-op otherwise)
+    try:  # under torchrun: join the process group (no-op otherwise)
+        init_from_env(dist_timeout)
+    except ValueError as err:  # a bad $NORMTWEAK_DIST_TIMEOUT
+        raise click.ClickException(str(err)) from err
 
 
 def _default(p: click.Option) -> str:

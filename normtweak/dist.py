@@ -257,6 +257,10 @@ class _MainRankCheckpoint:
         on_main(self.ckpt.load_block, index, block)
         broadcast_module(block)
 
+    def close(self) -> None:
+        if is_main():
+            self.ckpt.close()
+
 
 def main_rank_checkpoint(ckpt):
     """`ckpt` itself in one process; under torchrun, the same API handled by rank 0."""

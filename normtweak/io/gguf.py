@@ -225,8 +225,8 @@ def read_gguf(path: Path):
 
     from normtweak import arch
     from normtweak.config import QuantSpec
+    from normtweak.io.build import assemble, empty_model
     from normtweak.io.format import build_quant_linear
-    from normtweak.io.load import assemble, empty_model
 
     meta = load_gguf_checkpoint(str(path), return_tensors=False)["config"]
     if meta.get("model_type") != "llama":

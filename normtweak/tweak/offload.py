@@ -31,9 +31,12 @@ def weight_map(folder: str | os.PathLike) -> dict[str, Path]:
     """Tensor name -> the safetensors file holding it (single file or sharded index)."""
     from safetensors import safe_open
 
+    from normtweak.io.load import shard_files
+
     folder = Path(folder)
     index = folder / INDEX_NAME
     if index.is_file():
+        shard_files(folder, index)  # refuses an index that names files outside the folder
         entries = json.loads(index.read_text())["weight_map"]
         return {name: folder / file for name, file in entries.items()}
     files = sorted(folder.glob("*.safetensors"))
@@ -59,6 +62,9 @@ def _read(files: dict[str, Path], names: list[str], dtype: torch.dtype) -> dict[
         with safe_open(str(file), framework="pt") as f:
             for name in group:
                 t = f.get_tensor(name)
+                if t.is_floating_point() and not torch.isfinite(t).all():
+                    raise ValueError(f"{file}: {name} holds NaN/Inf values: the model's weights "
+                                     f"are damaged")
                 # always a private copy: a tensor backed by the file's map keeps it resident
                 out[name] = t.to(dtype, copy=True) if t.is_floating_point() else t.clone()
     return out

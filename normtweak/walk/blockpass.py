@@ -105,7 +105,15 @@ class BlockPass:
     def walk(self, start: Start | None = None, free_start: bool = False) -> list[BlockResult]:
         """Process every block; per-block results. start: the captured calibration inputs
         (None: no data flows, as for RTN); free_start: drop them after block 0 (nobody
-        shares them)."""
+        shares them). The checkpoint folder is released (its lock too) however the walk
+        ends."""
+        try:
+            return self._walk(start, free_start)
+        finally:
+            if self.checkpoint is not None and hasattr(self.checkpoint, "close"):
+                self.checkpoint.close()
+
+    def _walk(self, start: Start | None, free_start: bool) -> list[BlockResult]:
         blocks = arch.get_adapter(self.model).get_blocks(self.model)
         done = 0
         if self.checkpoint is not None:

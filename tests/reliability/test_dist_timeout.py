@@ -76,3 +76,21 @@ def test_cpu_runs_default_to_ten_minutes(monkeypatch):
     assert dist.default_timeout_s({}) == 600.0
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     assert dist.default_timeout_s({}) == 1800.0
+
+
+def test_the_cli_takes_the_timeout_and_says_a_bad_one_in_one_line(monkeypatch):
+    from click.testing import CliRunner
+
+    from normtweak import dist
+    from normtweak.cli import main
+
+    seen = []
+    monkeypatch.setattr(dist, "init_from_env", lambda timeout_s=None: seen.append(timeout_s))
+    r = CliRunner().invoke(main, ["--dist-timeout", "90", "eval", "--help"])
+    assert r.exit_code == 0 and seen == [90.0]
+    monkeypatch.undo()
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("NORMTWEAK_DIST_TIMEOUT", "soon")
+    r = CliRunner().invoke(main, ["eval", "--help"])
+    assert r.exit_code == 1 and "NORMTWEAK_DIST_TIMEOUT='soon'" in r.output
+    assert "Traceback" not in r.output

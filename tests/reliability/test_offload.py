@@ -136,3 +136,26 @@ def test_device_holds_one_block_at_a_time():
     assert peak < outside + 3 * block_bytes + 64 * 2**20, (peak, block_bytes)
     assert all(p.device.type == "cpu" for p in model.parameters())
     assert all(b.device.type == "cpu" for b in model.buffers())
+
+
+def test_lazy_loading_refuses_nan_weights_and_foreign_shards(tmp_path, make_tiny, tokenizer):
+    """--lazy-load reads a block only at its turn: a NaN there is refused naming the tensor,
+    and a shard index naming a file outside the folder is refused before anything loads."""
+    import json
+
+    from normtweak.tweak.offload import load_lazily
+
+    model = make_tiny("llama")
+    with torch.no_grad():
+        model.model.layers[1].mlp.down_proj.weight[0, 0] = float("nan")
+    model.save_pretrained(tmp_path / "m")
+    tokenizer.save_pretrained(tmp_path / "m")
+    lazy, _, loader = load_lazily(tmp_path / "m")
+    blocks = lazy.model.layers
+    loader(0, blocks[0])
+    with pytest.raises(ValueError, match=r"model\.layers\.1\.mlp\.down_proj\.weight holds NaN"):
+        loader(1, blocks[1])
+    (tmp_path / "m" / "model.safetensors.index.json").write_text(json.dumps(
+        {"weight_map": {"model.norm.weight": "../elsewhere.safetensors"}}))
+    with pytest.raises(ValueError, match="not a file inside"):
+        load_lazily(tmp_path / "m")
