@@ -27,12 +27,12 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from runinfo import PEAK_RSS, peak_rss_mb, peak_rss_reset, revision  # noqa: E402
 
-from normtweak.evaluate.taskdata import corpus_documents
 from normtweak.calib.text import calibration_from_text
 from normtweak.config import QuantSpec, TweakSpec
 from normtweak.evaluate.perplexity import perplexity
 from normtweak.evaluate.report import write_json
-from normtweak.io.float_model import load_model
+from normtweak.evaluate.taskdata import corpus_documents
+from normtweak.loading.float import load_model
 from normtweak.quant.model import quantize_model
 from normtweak.tweak.end_to_end import tweak_end_to_end
 from normtweak.tweak.pipeline import tweak_model

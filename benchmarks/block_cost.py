@@ -65,7 +65,7 @@ def cpu_flags() -> list[str]:
 
 def load_truncated(model_name: str, blocks: int):
     """SmolLM2 (any normtweak model) with only its first `blocks` decoder blocks."""
-    from normtweak.io.float_model import load_model
+    from normtweak.loading.float import load_model
 
     model, tokenizer = load_model(model_name)
     layers = model.model.layers

@@ -6,16 +6,22 @@ vs tuned clipping/rounding at several signed-step sizes (how quant_lr's default 
 Output: results/accuracy_smoke/block_diagnosis.txt (blocks 5 and 20, 16 samples, RTN) and
 block_diagnosis_gptq_block0.txt (block 0 from GPTQ: where keep_better came from).
 """
-import copy, sys, time, torch
-from normtweak.io.float_model import load_model
+import copy
+import sys
+import time
+
+import torch
+
 from normtweak import arch
 from normtweak.calib.text import calibration_from_text
 from normtweak.config import QuantSpec, TweakSpec
+from normtweak.loading.float import load_model
 from normtweak.quant import quantize_block
+from normtweak.quant.tunable import make_tunable, to_quant_linear
 from normtweak.tweak.loss import get_loss
 from normtweak.tweak.train import train_norms
 from normtweak.walk import BlockState
-from normtweak.quant.tunable import make_tunable, to_quant_linear
+
 torch.set_num_threads(1); torch.manual_seed(0)
 model, tok = load_model("smollm2-135m")
 k = int(sys.argv[1]); n = int(sys.argv[2]); method = sys.argv[3] if len(sys.argv) > 3 else "rtn"

@@ -95,7 +95,7 @@ def gptq_solve_seconds(model_ref: str) -> tuple[float, list]:
 
     from normtweak import arch
     from normtweak.config import QuantSpec
-    from normtweak.io.float_model import load_model
+    from normtweak.loading.float import load_model
     from normtweak.quant.gptq import gptq_quantize
 
     model, _ = load_model(model_ref)

@@ -29,7 +29,7 @@ from normtweak.io import (
     round_scales,
     save_quantized,
 )
-from normtweak.io.float_model import load_model
+from normtweak.loading.float import load_model
 from normtweak.quant.model import quantize_model
 
 

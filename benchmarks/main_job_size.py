@@ -86,10 +86,10 @@ def main(argv=None) -> dict:
     command = "python benchmarks/main_job_size.py " + shlex.join(
         sys.argv[1:] if argv is None else argv)
     torch.set_num_threads(args.threads)
-    from normtweak.evaluate.taskdata import corpus_documents
     from normtweak.config import QuantSpec, RunSpec, TweakSpec
     from normtweak.evaluate.report import write_json
-    from normtweak.io.float_model import load_model
+    from normtweak.evaluate.taskdata import corpus_documents
+    from normtweak.loading.float import load_model
     from normtweak.quant.model import quantize_model
     from normtweak.tweak.pipeline import tweak_model
 

@@ -105,8 +105,8 @@ def _run_case(case: dict) -> dict:
 
     torch.set_num_threads(case["threads"])
     from normtweak.config import QuantSpec, RunSpec, TweakSpec
-    from normtweak.walk.activations import ActivationBudget
     from normtweak.tweak.pipeline import tweak_model
+    from normtweak.walk.activations import ActivationBudget
 
     after_import = _status_bytes("VmRSS")
     t0 = time.perf_counter()
@@ -116,7 +116,7 @@ def _run_case(case: dict) -> dict:
 
         model, _, loader = load_lazily(case["folder"])
     else:
-        from normtweak.io.float_model import load_model
+        from normtweak.loading.float import load_model
 
         model, _tok = load_model(case["folder"])
     after_load = _status_bytes("VmRSS")

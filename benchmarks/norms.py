@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import sys
 
-from normtweak.norms.commands import main
+from normtweak.studies.norms.commands import main
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -31,7 +31,6 @@ from pathlib import Path
 
 import torch
 
-
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from runinfo import PEAK_RSS, peak_rss_mb, peak_rss_reset, revision  # noqa: E402
 
@@ -225,7 +224,7 @@ def main(argv=None) -> dict:
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
     from normtweak.assets import resolve_model
-    from normtweak.io.float_model import load_model
+    from normtweak.loading.float import load_model
 
     model, tokenizer = load_model(args.model)
     # Peers re-read the config from name_or_path: point it at the local folder, not a hub id.

@@ -233,10 +233,9 @@ def evaluate(model, tokenizer, texts: dict, args) -> dict:
 
 def run_normtweak(name, quant, tweak, model, tokenizer, ids, texts, args) -> dict:
     """Quantize (and tweak) a copy of the float model in this process and score it."""
+    from normtweak.config import RunSpec
     from normtweak.quant.model import quantize_model
     from normtweak.tweak.pipeline import tweak_model
-
-    from normtweak.config import RunSpec
 
     qmodel = copy.deepcopy(model)
     reset = peak_rss_reset()
@@ -390,7 +389,7 @@ def main(argv=None) -> dict:
     command = "python benchmarks/peers.py " + shlex.join(sys.argv[1:] if argv is None else argv)
     torch.set_num_threads(args.threads)
     from normtweak.evaluate.taskdata import corpus_documents
-    from normtweak.io.float_model import load_model
+    from normtweak.loading.float import load_model
 
     model, tokenizer = load_model(args.model)
     texts = {s: corpus_documents(args.text, s) for s in ("validation", "test")}  # per document

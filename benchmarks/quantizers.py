@@ -20,12 +20,12 @@ import time
 
 import torch
 
-from normtweak.evaluate.taskdata import corpus_documents
 from normtweak.calib.text import calibration_from_text
 from normtweak.config import QuantSpec, RunSpec
 from normtweak.evaluate.perplexity import perplexity
 from normtweak.evaluate.report import write_json
-from normtweak.io.float_model import load_model
+from normtweak.evaluate.taskdata import corpus_documents
+from normtweak.loading.float import load_model
 from normtweak.quant.model import quantize_model
 
 

@@ -27,7 +27,7 @@ if str(ROOT) not in sys.path:  # this repository's normtweak, not another checko
 from normtweak.calib.text import calibration_from_text  # noqa: E402
 from normtweak.config import QuantSpec, RunSpec  # noqa: E402
 from normtweak.evaluate.report import write_json  # noqa: E402
-from normtweak.io.float_model import load_model  # noqa: E402
+from normtweak.loading.float import load_model  # noqa: E402
 from normtweak.quant.model import quantize_model  # noqa: E402
 
 

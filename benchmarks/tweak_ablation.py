@@ -54,11 +54,11 @@ def main(argv=None) -> dict:
     if args.threads:
         torch.set_num_threads(args.threads)
 
-    from normtweak.evaluate.taskdata import corpus_documents
     from normtweak.config import QuantSpec, RunSpec, TweakSpec
     from normtweak.evaluate import perplexity
     from normtweak.evaluate.report import gap_recovered, markdown_table
-    from normtweak.io.float_model import load_model
+    from normtweak.evaluate.taskdata import corpus_documents
+    from normtweak.loading.float import load_model
     from normtweak.tweak.pipeline import prepare_start, tweak_model
     from normtweak.tweak.run import calibration_ids
 

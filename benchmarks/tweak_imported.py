@@ -37,15 +37,16 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 import normtweak
-from normtweak.evaluate.taskdata import corpus_documents
 from normtweak.calib.text import calibration_from_text
 from normtweak.config import RunSpec, TweakSpec
 from normtweak.evaluate.perplexity import perplexity
 from normtweak.evaluate.report import write_json
-from normtweak.io import attach_quantized, imported_spec, load_quantized, load_quantized_linears
+from normtweak.evaluate.taskdata import corpus_documents
+from normtweak.io import load_quantized
 from normtweak.io.export import source_format, write_model
-from normtweak.io.float_model import load_model
 from normtweak.io.scales import format_scale_dtype
+from normtweak.loading.float import load_model
+from normtweak.loading.foreign import attach_quantized, imported_spec, load_quantized_linears
 from normtweak.tweak.pipeline import tweak_model
 
 # "joint" here is plain MSE, what the imported runs measured (TweakSpec's joint preset has

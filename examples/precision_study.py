@@ -4,7 +4,7 @@
         --precisions fp32,bf16,int8-toy,w4-rtn,w4-rtn-tweak --seeds 0,1,2
 """
 
-from normtweak.experiments.commands import precision_cmd
+from normtweak.studies.precision.commands import precision_cmd
 
 if __name__ == "__main__":
     precision_cmd()

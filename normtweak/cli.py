@@ -19,8 +19,8 @@ COMMANDS: dict[str, str] = {
     "tweak": "normtweak.tweak.commands:tweak_cmd",
     "grid": "normtweak.tweak.grid_commands:grid_cmd",
     "run": "normtweak.tweak.run_commands:run_cmd",
-    "bench-norms": "normtweak.norms.commands:bench_norms",
-    "precision": "normtweak.experiments.commands:precision_cmd",
+    "bench-norms": "normtweak.studies.norms.commands:bench_norms",
+    "precision": "normtweak.studies.precision.commands:precision_cmd",
     "export": "normtweak.io.commands:export_cmd",
     "report": "normtweak.evaluate.report_commands:report_cmd",
 }

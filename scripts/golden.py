@@ -99,7 +99,8 @@ def tiny_cases():
         return {"layer_stats": [[repr(m), repr(v)] for m, v in layer_stats(model, ids)]}
 
     def imported(model, tok):
-        from normtweak.io import load_quantized_linears, save_quantized
+        from normtweak.io import save_quantized
+        from normtweak.loading.foreign import load_quantized_linears
 
         other = _fresh("llama")
         quantize_model(other, QuantSpec(**RTN_W4), run=QUIET)
@@ -193,7 +194,7 @@ def record_smollm2() -> dict:
     from normtweak.calib.text import calibration_from_text
     from normtweak.config import RunSpec, TweakSpec
     from normtweak.evaluate.perplexity import perplexity
-    from normtweak.io.float_model import load_model
+    from normtweak.loading.float import load_model
     from normtweak.quant.model import quantize_model
     from normtweak.tweak.pipeline import tweak_model
 

@@ -1,7 +1,7 @@
 """Test-session setup shared by every test module.
 
 TRITON_INTERPRET must be set before any Triton kernel is decorated (i.e. before
-normtweak.norms is imported), so it is set here, first: on a machine without a GPU
+normtweak.studies.norms is imported), so it is set here, first: on a machine without a GPU
 the Triton kernels then run interpreted on CPU tensors, which is how CI tests them.
 """
 
@@ -35,3 +35,23 @@ def make_tiny():
         return prepare_model(tiny_model(family, seed=seed))
 
     return make
+
+
+@pytest.fixture(scope="session")
+def tiny_llama(tmp_path_factory, tokenizer):
+    """A saved tiny Llama folder (model + tokenizer) shared by the tests that only read it;
+    a test that changes it must copy it first."""
+    from normtweak.arch import prepare_model
+
+    folder = tmp_path_factory.mktemp("shared") / "tiny"
+    prepare_model(tiny_model("llama")).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def corpus(tmp_path_factory):
+    """A small .txt corpus (normtweak.testing.tiny_corpus), shared read-only."""
+    from normtweak.testing import tiny_corpus
+
+    return tiny_corpus(tmp_path_factory.mktemp("corpus") / "corpus.txt")

@@ -46,9 +46,8 @@ def test_quantizing_commands_share_names_aliases_and_defaults():
 
 
 def test_defaults_come_from_the_dataclasses():
-    from normtweak.options import quant_spec
-
     from normtweak.config import RunSpec
+    from normtweak.options import quant_spec
 
     params = _params("tweak")
     for field in ("method", "damp", "act_order", "block_size", "static_groups", "quantize_head",

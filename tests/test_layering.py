@@ -3,9 +3,10 @@ atomic-write implementation.
 
 Layers (a module may import its own layer or a lower one, never a higher one):
   0  config, arch, assets, and the low shared helpers (common/, outputs, dist, hub)
-  1  calib, quant, norms, evaluate, io, walk
+  1  calib, quant, evaluate, io, walk, loading, studies (norms, int8)
   2  tweak
-  3  experiments, every `*/commands.py` and `*/*_commands.py`, cli, options, testing, __main__
+  3  studies.precision, every `*/commands.py` and `*/*_commands.py`, cli, options, testing,
+     __main__
 Both module-level and function-level imports count: a lazy import is still a dependency.
 """
 
@@ -19,9 +20,10 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1] / "normtweak"
 LAYERS = {
     "config": 0, "arch": 0, "assets": 0, "common": 0, "outputs": 0, "dist": 0, "hub": 0,
-    "calib": 1, "quant": 1, "norms": 1, "evaluate": 1, "io": 1, "walk": 1,
+    "calib": 1, "quant": 1, "evaluate": 1, "io": 1, "walk": 1, "loading": 1,
+    "studies": 1, "studies.norms": 1, "studies.int8": 1,
     "tweak": 2,
-    "experiments": 3, "cli": 3, "options": 3, "testing": 3, "__main__": 3,
+    "studies.precision": 3, "cli": 3, "options": 3, "testing": 3, "__main__": 3,
 }
 COMMANDS_LAYER = 3
 MAX_LINES = 320
@@ -53,10 +55,11 @@ def layer_of(module: str) -> int:
         return 0  # only reached for ROOT_CONSTANTS: the package imports nothing eagerly
     if parts[-1] == "commands" or parts[-1].endswith("_commands"):
         return COMMANDS_LAYER
-    if parts[1] not in LAYERS:
-        raise AssertionError(f"{module} has no layer: add normtweak.{parts[1]} to LAYERS here "
-                             f"and to the layering section of shared/DESIGN.md")
-    return LAYERS[parts[1]]
+    for key in (".".join(parts[1:3]), parts[1]):  # a subpackage may have its own layer
+        if key in LAYERS:
+            return LAYERS[key]
+    raise AssertionError(f"{module} has no layer: add normtweak.{parts[1]} to LAYERS here "
+                         f"and to the layering section of shared/DESIGN.md")
 
 
 def imports(path: Path, known: dict[str, Path], api: dict[str, str], source: str | None = None):

@@ -8,7 +8,7 @@ from click.testing import CliRunner
 
 from normtweak import assets, hub
 from normtweak.cli import main
-from normtweak.io import float_model
+from normtweak.loading import float as float_model
 
 
 @pytest.fixture
@@ -55,7 +55,7 @@ def test_cache_dir_flag_sets_the_cache(tmp_path, monkeypatch):
 
 
 def test_generate_data_and_run_share_one_calibration_cache(cache, model_dir, tokenizer):
-    from normtweak.io.float_model import load_model
+    from normtweak.loading.float import load_model
     from normtweak.tweak.run import calibration_ids
 
     res = CliRunner().invoke(main, ["generate-data", "--model", str(model_dir), "--num-samples", "2",

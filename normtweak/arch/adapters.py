@@ -61,7 +61,7 @@ ADAPTERS: tuple[Adapter, ...] = (
     ),
     Adapter("bert", ("bert",), "encoder.layer", "embeddings", None, causal=False),
     Adapter("distilbert", ("distilbert",), "transformer.layer", "embeddings", None, causal=False),
-    # normtweak.experiments.classifier.TextClassifier (the precision study's own model)
+    # normtweak.studies.precision.classifier.TextClassifier (the precision study's own model)
     Adapter("nt_classifier", ("nt_classifier",), "blocks", "embed", "norm", causal=False),
 )
 _BY_TYPE = {t: a for a in ADAPTERS for t in a.model_types}

@@ -144,7 +144,7 @@ def generate_data(model_ref, save_dir, output, overwrite, num_samples, seq_len, 
     from normtweak.calib.cache import cache_name, calibration_dir
     from normtweak.calib.generate import SamplingSpec, generate_calibration
     from normtweak.calib.text import calibration_from_text
-    from normtweak.io.float_model import load_model
+    from normtweak.loading.float import load_model
     from normtweak.outputs import check_target
 
     try:

@@ -37,7 +37,7 @@ def load_for_eval(name_or_path: str):
             from normtweak.io import load_quantized
 
             return load_quantized(name_or_path)
-    from normtweak.io.float_model import load_model
+    from normtweak.loading.float import load_model
 
     return load_model(name_or_path)
 

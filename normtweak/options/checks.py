@@ -52,7 +52,7 @@ def check_outputs(options: dict, folders: dict[str, str | None]) -> None:
 def load_float(model_ref: str, lazy: bool = False, allow_missing: bool = False):
     """(model, tokenizer, block loader or None)."""
     from normtweak.assets import resolve_model
-    from normtweak.io.float_model import load_model
+    from normtweak.loading.float import load_model
 
     if not lazy:
         kwargs = {"allow_missing": True} if allow_missing else {}

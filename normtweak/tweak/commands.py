@@ -145,7 +145,7 @@ def _imported(plan: dict) -> dict | None:
     quantized = plan["quantized_path"]
     if not quantized:
         return None
-    from normtweak.io import imported_spec, load_quantized_linears
+    from normtweak.loading.foreign import imported_spec, load_quantized_linears
 
     imported = load_quantized_linears(quantized)
     quant = plan["quant"] = imported_spec(imported)

@@ -63,7 +63,7 @@ def main_job(job: MainJob, quant: QuantSpec, tweak: TweakSpec, run: RunSpec = Ru
     from normtweak.evaluate import split_perplexity
     from normtweak.evaluate.report import compare_rows
     from normtweak.io import save_quantized
-    from normtweak.io.float_model import load_model
+    from normtweak.loading.float import load_model
     from normtweak.outputs import check_target, write_folder
     from normtweak.tweak.pipeline import prepare_start, tweak_model
 

@@ -53,13 +53,13 @@ class Targets(Step):
 
 class Attach(Step):
     """Take an imported checkpoint's QuantLinears for the block instead of quantizing it
-    (normtweak.io.attach); `spec` describes them (normtweak.io.imported_spec)."""
+    (normtweak.loading.foreign); `spec` describes them (normtweak.io.imported_spec)."""
 
     def __init__(self, model: nn.Module, linears: dict, spec: QuantSpec) -> None:
         self.model, self.linears, self.spec = model, linears, spec
 
     def before(self, state: BlockState) -> None:
-        from normtweak.io.attach import attach_to_block
+        from normtweak.loading.foreign import attach_to_block
 
         names = attach_to_block(self.model, state.block, self.linears)
         state.quantized = {n: state.block.get_submodule(n) for n in names}
@@ -75,7 +75,7 @@ class KernelNorms(Step):
         self.offset, self._context = offset, None
 
     def before(self, state: BlockState) -> None:
-        from normtweak.norms import kernel_norms
+        from normtweak.studies.norms import kernel_norms
 
         self._context = kernel_norms(state.block, True, self.offset)
         self._context.__enter__()

@@ -122,7 +122,7 @@ def test_bad_arguments(make_tiny, tokenizer):
 
 @pytest.mark.slow
 def test_smollm2_samples_read_as_text():
-    from normtweak.io.float_model import load_model
+    from normtweak.loading.float import load_model
 
     model, tok = load_model("smollm2-135m")
     calib = generate_calibration(model, tok, num_samples=2, seq_len=48, seed=0, progress=False)

@@ -13,6 +13,7 @@ LINES = [line.strip() for line in _SAMPLE_TEXT.strip().splitlines()]
 DOCS = [" ".join(LINES[:4]) * 2, " ".join(LINES[4:7]), LINES[7]]
 
 
+@pytest.mark.slow  # over 10 s on 2 cores
 def test_local_rolling_task_matches_our_perplexity(make_tiny, tokenizer, tmp_path):
     model = make_tiny("llama")
     results = run_tasks(model, tokenizer, ["nt_wikipedia", "nt_rotten_tomatoes"],

@@ -6,7 +6,8 @@ import pytest
 import torch
 
 from normtweak.config import QuantSpec, RunSpec
-from normtweak.io import attach_quantized, load_quantized, save_quantized
+from normtweak.io import load_quantized, save_quantized
+from normtweak.loading.foreign import attach_quantized
 from normtweak.quant import QuantLinear
 from normtweak.quant.model import quantize_model
 from normtweak.testing import tiny_batch
@@ -51,7 +52,7 @@ def test_attach_refuses_another_architecture(make_tiny, tokenizer, tmp_path):
 
 def test_attach_to_block_swaps_one_block_and_keeps_its_norms(make_tiny, tokenizer, tmp_path):
     from normtweak import arch
-    from normtweak.io import attach_to_block, load_quantized_linears
+    from normtweak.loading.foreign import attach_to_block, load_quantized_linears
 
     spec = QuantSpec(bits=4, group_size=32, symmetric=False)
     quantized = make_tiny("llama")

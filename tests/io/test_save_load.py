@@ -7,7 +7,7 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM, AutoModelForMaskedLM
 
-from normtweak.config import QuantSpec, TweakSpec, RunSpec
+from normtweak.config import QuantSpec, RunSpec, TweakSpec
 from normtweak.io import export_dequantized, load_quantized, save_quantized
 from normtweak.io import save as save_module
 from normtweak.io.format import PROVENANCE_NAME

@@ -10,15 +10,12 @@ from click.testing import CliRunner
 from normtweak.calib.store import CalibrationSet
 from normtweak.cli import main
 from normtweak.quant.linear import QuantLinear
-from normtweak.testing import tiny_batch, tiny_model, tiny_tokenizer
+from normtweak.testing import tiny_batch, tiny_tokenizer
 
 
 @pytest.fixture
-def tiny_folder(tmp_path):
-    folder = tmp_path / "tiny-llama"
-    tiny_model("llama").save_pretrained(folder)
-    tiny_tokenizer().save_pretrained(folder)
-    return folder
+def tiny_folder(tiny_llama):
+    return tiny_llama
 
 
 @pytest.fixture
@@ -32,7 +29,7 @@ def saved(monkeypatch):
         (Path(path) / "config.json").write_text("{}")
         return path
 
-    import normtweak.io.float_model  # noqa: F401 (imported before normtweak.io is replaced)
+    import normtweak.loading.float  # noqa: F401 (imported before normtweak.io is replaced)
 
     fake = types.ModuleType("normtweak.io")
     fake.save_quantized = save_quantized
@@ -96,7 +93,7 @@ def test_quantize_saves_a_model_that_reloads_identically(tiny_folder, tmp_path):
 
     from normtweak.config import QuantSpec, RunSpec
     from normtweak.io import load_quantized
-    from normtweak.io.float_model import load_model
+    from normtweak.loading.float import load_model
     from normtweak.quant.model import quantize_model
 
     out = tmp_path / "rtn"

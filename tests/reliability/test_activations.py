@@ -6,10 +6,10 @@ import os
 import pytest
 import torch
 
-from normtweak.config import QuantSpec, TweakSpec, RunSpec
+from normtweak.config import QuantSpec, RunSpec, TweakSpec
 from normtweak.testing import tiny_batch
-from normtweak.walk.activations import ActivationBudget, format_size, parse_size
 from normtweak.tweak.pipeline import tweak_model
+from normtweak.walk.activations import ActivationBudget, format_size, parse_size
 
 
 @pytest.mark.parametrize("text, expected", [

@@ -36,7 +36,7 @@ def work(tmp_path_factory, tokenizer):
 @pytest.fixture
 def loads(monkeypatch):
     """Records every model load: the checks below must fail before any."""
-    import normtweak.io.float_model as float_model
+    import normtweak.loading.float as float_model
 
     calls, real = [], float_model.load_model
 

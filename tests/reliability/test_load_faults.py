@@ -76,7 +76,7 @@ def test_weights_the_model_has_no_place_for_are_refused(work, tmp_path):
 
 
 def test_allow_missing_loads_it_anyway(work, tmp_path):
-    from normtweak.io.float_model import load_model
+    from normtweak.loading.float import load_model
 
     folder = copy_model(work, tmp_path)
     _edit_config(folder, num_hidden_layers=3)

@@ -10,7 +10,7 @@ from safetensors.torch import load_file, save_file
 from normtweak import arch
 from normtweak.arch import prepare_model
 from normtweak.cli import main
-from normtweak.config import QuantSpec, TweakSpec, RunSpec
+from normtweak.config import QuantSpec, RunSpec, TweakSpec
 from normtweak.testing import tiny_batch, tiny_model
 from normtweak.tweak.offload import load_lazily
 from normtweak.tweak.pipeline import tweak_model

@@ -101,6 +101,7 @@ def one_process(model_dir, tmp_path_factory):
     return _logits(out)
 
 
+@pytest.mark.slow  # over 10 s on 2 cores
 def test_two_nodes_on_loopback_complete_like_one_process(model_dir, one_process, tmp_path):
     folder, corpus = model_dir
     port, out = free_port(), tmp_path / "two_nodes"

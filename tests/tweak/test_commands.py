@@ -3,26 +3,15 @@
 import json
 
 import torch
-
 from click.testing import CliRunner
 
 from normtweak.cli import main
 
 
-def _folder(tmp_path, make_tiny, tokenizer):
-    path = tmp_path / "tiny"
-    make_tiny("llama").save_pretrained(path)
-    tokenizer.save_pretrained(path)
-    corpus = tmp_path / "corpus.txt"
-    corpus.write_text("\n\n".join(f"Paragraph {i}: the quick brown fox jumps over the lazy dog. "
-                                  * 6 for i in range(30)), encoding="utf-8")
-    return path, corpus
-
-
-def test_tweak_command_saves_a_loadable_model(tmp_path, make_tiny, tokenizer):
+def test_tweak_command_saves_a_loadable_model(tmp_path, tiny_llama, corpus):
     from normtweak.io import load_quantized
 
-    model_dir, corpus = _folder(tmp_path, make_tiny, tokenizer)
+    model_dir = tiny_llama
     out = tmp_path / "out"
     res = CliRunner().invoke(main, ["tweak", "--model", str(model_dir), "--from-text", str(corpus),
                                     "--num-samples", "2", "--seq-len", "32", "--save_dir", str(out),
@@ -35,8 +24,8 @@ def test_tweak_command_saves_a_loadable_model(tmp_path, make_tiny, tokenizer):
     assert (tmp_path / "plain" / "config.json").is_file()
 
 
-def test_tweak_command_errors_are_clear(tmp_path, make_tiny, tokenizer):
-    model_dir, corpus = _folder(tmp_path, make_tiny, tokenizer)
+def test_tweak_command_errors_are_clear(tmp_path, tiny_llama, corpus):
+    model_dir = tiny_llama
     runner = CliRunner()
     res = runner.invoke(main, ["tweak", "--model", str(tmp_path / "missing"), "--from-text",
                                str(corpus), "--save_dir", str(tmp_path / "o")])
@@ -52,10 +41,9 @@ def test_tweak_command_errors_are_clear(tmp_path, make_tiny, tokenizer):
     assert not (tmp_path / "o").exists()
 
 
-def test_without_data_the_cached_self_generated_set_is_used(tmp_path, make_tiny, tokenizer,
-                                                            monkeypatch):
+def test_without_data_the_cached_self_generated_set_is_used(tmp_path, tiny_llama, corpus, monkeypatch):
     monkeypatch.setenv("NORMTWEAK_CACHE", str(tmp_path / "cache"))
-    model_dir, _ = _folder(tmp_path, make_tiny, tokenizer)
+    model_dir = tiny_llama
     args = ["tweak", "--model", str(model_dir), "--num-samples", "2", "--seq-len", "16",
             "--group-size", "16"]
     res = CliRunner().invoke(main, [*args, "--save-dir", str(tmp_path / "a")])
@@ -66,10 +54,9 @@ def test_without_data_the_cached_self_generated_set_is_used(tmp_path, make_tiny,
     assert res.exit_code == 0 and f"calibration: reusing {cached[0]}" in res.output
 
 
-def test_run_prints_where_it_wrote_and_never_overwrites_unasked(tmp_path, make_tiny, tokenizer,
-                                                                 monkeypatch):
+def test_run_prints_where_it_wrote_and_never_overwrites_unasked(tmp_path, tiny_llama, corpus, monkeypatch):
     monkeypatch.setenv("NORMTWEAK_CACHE", str(tmp_path / "cache"))
-    model_dir, corpus = _folder(tmp_path, make_tiny, tokenizer)
+    model_dir = tiny_llama
     out = tmp_path / "out"
     args = ["run", "--model", str(model_dir), "--num-samples", "2", "--seq-len", "16",
             "--text", str(corpus), "--eval-windows", "1", "--group-size", "16",
@@ -90,12 +77,13 @@ def test_run_prints_where_it_wrote_and_never_overwrites_unasked(tmp_path, make_t
     assert json.loads(report.read_text())["tweak"]["lr"] == 1e-2
 
 
-def test_tweak_a_model_quantized_elsewhere(tmp_path, make_tiny, tokenizer):
+def test_tweak_a_model_quantized_elsewhere(tmp_path, tiny_llama, corpus):
     """--quantized (alias --precomputed-tensors-path): the checkpoint's codes are kept and
     its spec (not the flags') is used; a missing folder fails before any model loads."""
-    from normtweak.io import load_quantized, load_quantized_linears
+    from normtweak.io import load_quantized
+    from normtweak.loading.foreign import load_quantized_linears
 
-    model_dir, corpus = _folder(tmp_path, make_tiny, tokenizer)
+    model_dir = tiny_llama
     runner = CliRunner()
     common = ["--model", str(model_dir), "--from-text", str(corpus), "--num-samples", "2",
               "--seq-len", "32"]
@@ -116,12 +104,13 @@ def test_tweak_a_model_quantized_elsewhere(tmp_path, make_tiny, tokenizer):
     assert res.exit_code == 1 and "--quantized" in res.output and "no such folder" in res.output
 
 
-def test_tweaked_model_is_saved_in_the_format_it_came_in(tmp_path, make_tiny, tokenizer):
+def test_tweaked_model_is_saved_in_the_format_it_came_in(tmp_path, tiny_llama, corpus):
     """--quantized from a GPTQ folder: saved as GPTQ (the format's own config), same codes,
     tweaked norms; asking for a format that cannot hold the model fails before any work."""
-    from normtweak.io import export_quantized, load_quantized, load_quantized_linears
+    from normtweak.io import export_quantized, load_quantized
+    from normtweak.loading.foreign import load_quantized_linears
 
-    model_dir, corpus = _folder(tmp_path, make_tiny, tokenizer)
+    model_dir = tiny_llama
     runner = CliRunner()
     common = ["--model", str(model_dir), "--from-text", str(corpus), "--num-samples", "2",
               "--seq-len", "32"]
@@ -151,11 +140,11 @@ def test_tweaked_model_is_saved_in_the_format_it_came_in(tmp_path, make_tiny, to
     assert "calibration" not in res.output.lower() and not (tmp_path / "bad").exists()
 
 
-def test_seq_len_default_follows_the_tweak_mode(tmp_path, make_tiny, tokenizer, monkeypatch):
+def test_seq_len_default_follows_the_tweak_mode(tmp_path, tiny_llama, corpus, monkeypatch):
     """512-token windows when the quantization parameters train (the joint default), else 128."""
     import normtweak.calib.text as calib_text
 
-    model_dir, corpus = _folder(tmp_path, make_tiny, tokenizer)
+    model_dir = tiny_llama
     seen = []
 
     def record(tokenizer, text, num_samples, seq_len, *rest, **kw):

@@ -13,7 +13,6 @@ from normtweak.tweak import pipeline
 from normtweak.tweak.grid import GridPoint, grid_search, select_best, write_grid
 
 
-
 def test_select_best_uses_validation_and_skips_nan():
     pts = [GridPoint(1e-5, 0, 10.0, 1.0, 0), GridPoint(1e-4, 0, 9.0, 50.0, 0),
            GridPoint(1e-3, 0, float("nan"), 0.5, 0)]

@@ -12,14 +12,8 @@ from normtweak.tweak.pipeline import NonFiniteActivationError
 
 
 @pytest.fixture
-def work(tmp_path, make_tiny, tokenizer):
-    path = tmp_path / "tiny"
-    make_tiny("llama").save_pretrained(path)
-    tokenizer.save_pretrained(path)
-    corpus = tmp_path / "corpus.txt"
-    corpus.write_text("\n\n".join(f"Paragraph {i}: the quick brown fox jumps over the lazy dog. "
-                                  * 6 for i in range(30)), encoding="utf-8")
-    return path, corpus
+def work(tiny_llama, corpus):
+    return tiny_llama, corpus
 
 
 def _args(work, out, *extra):
@@ -62,4 +56,4 @@ def test_a_previous_grid_is_not_overwritten_unasked(work, tmp_path):
     assert (out / "best" / "model.safetensors").read_bytes() == before
     res = CliRunner().invoke(main, [*args, "--overwrite"])
     assert res.exit_code == 0, res.output
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["corpus.txt", "grid", "tiny"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["grid"]  # no staging left behind

@@ -1,12 +1,12 @@
-"""Tweaking through normtweak.norms modules (the Triton kernels, interpreted here) gives
+"""Tweaking through normtweak.studies.norms modules (the Triton kernels, interpreted here) gives
 the same model as tweaking through the model's own norm modules, and leaves plain
 transformers modules behind."""
 
 import pytest
 import torch
 
-from normtweak.config import QuantSpec, TweakSpec, RunSpec
-from normtweak.norms import LayerNorm, RMSNorm
+from normtweak.config import QuantSpec, RunSpec, TweakSpec
+from normtweak.studies.norms import LayerNorm, RMSNorm
 from normtweak.testing import tiny_batch
 from normtweak.tweak.pipeline import tweak_model
 

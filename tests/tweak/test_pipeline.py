@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from normtweak import arch
-from normtweak.config import QuantSpec, TweakSpec, RunSpec
+from normtweak.config import QuantSpec, RunSpec, TweakSpec
 from normtweak.quant import QuantLinear
 from normtweak.testing import tiny_batch
 from normtweak.tweak.pipeline import NonFiniteActivationError, tweak_model

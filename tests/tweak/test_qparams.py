@@ -11,9 +11,9 @@ from normtweak.config import QuantSpec, RunSpec, TweakSpec
 from normtweak.quant import QuantLinear
 from normtweak.quant.gptq import GPTQ
 from normtweak.quant.model import gptq_linear, rtn_linear
+from normtweak.quant.tunable import make_tunable, to_quant_linear
 from normtweak.testing import tiny_batch
 from normtweak.tweak.pipeline import tweak_model
-from normtweak.quant.tunable import make_tunable, to_quant_linear
 from normtweak.tweak.train import norm_parameters
 
 
@@ -166,7 +166,8 @@ def test_tweak_on_imported_checkpoint_changes_only_norms(make_tiny, tokenizer, t
     imported): norm-only tweaking keeps its codes and scales bit for bit."""
     import warnings
 
-    from normtweak.io import imported_spec, load_quantized_linears, save_quantized
+    from normtweak.io import save_quantized
+    from normtweak.loading.foreign import imported_spec, load_quantized_linears
     from normtweak.quant.model import quantize_model
 
     ids = _calibration()

@@ -1,12 +1,12 @@
 """A pretrained encoder (MiniLM offline, DistilBERT online) with every LayerNorm swapped for
-RMSNorm (normtweak.norms.swap_norms) and a mean-pooled classification head."""
+RMSNorm (normtweak.studies.norms.swap_norms) and a mean-pooled classification head."""
 
 from __future__ import annotations
 
 import torch
 from torch import nn
 
-from normtweak.norms import swap_norms
+from normtweak.studies.norms import swap_norms
 
 ENCODERS = {"minilm": "minilm-l6", "distilbert": "distilbert-base-uncased"}
 
@@ -48,7 +48,7 @@ class HFTokenizer:
 
 def load_encoder(name: str, num_labels: int, norm: str = "rms"):
     """(EncoderClassifier, HFTokenizer, SwapReport | None) with the encoder's norms as asked."""
-    from normtweak.io.float_model import load_model
+    from normtweak.loading.float import load_model
 
     if name not in ENCODERS:
         raise ValueError(f"unknown encoder {name!r}; choose from {', '.join(ENCODERS)}")

@@ -4,7 +4,7 @@ import json
 
 from click.testing import CliRunner
 
-from normtweak.norms.commands import bench_norms
+from normtweak.studies.norms.commands import bench_norms
 
 
 def test_bench_norms_cli_writes_json(tmp_path):

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from normtweak.norms.modules import LayerNorm, RMSNorm, _ours, _set
+from normtweak.studies.norms.modules import LayerNorm, RMSNorm, _ours, _set
 
 # Norm -> the linears (relative to the norm's parent) that consume its output and
 # nothing else, per model type, for pre-LN blocks.

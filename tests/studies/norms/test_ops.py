@@ -4,7 +4,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from normtweak.norms import layer_norm, reference, rms_norm, uses_triton
+from normtweak.studies.norms import layer_norm, reference, rms_norm, uses_triton
 
 SHAPES = [(1, 1), (7, 1000), (3, 5, 123), (2, 3, 4, 257)]
 ATOL = {torch.float32: 1e-5, torch.float16: 1e-3, torch.bfloat16: 1e-2}
@@ -93,7 +93,7 @@ def test_strided_rows_and_wide_rows():
         for a, c in zip(o, r):
             torch.testing.assert_close(a.double(), c, atol=2e-5, rtol=1e-5)
     # Rows wider than one block walk the columns in chunks (ONE_PASS=False).
-    from normtweak.norms.kernels import MAX_BLOCK
+    from normtweak.studies.norms.kernels import MAX_BLOCK
 
     wide = torch.randn(2, MAX_BLOCK + 77, requires_grad=True)
     ww = torch.randn(MAX_BLOCK + 77, requires_grad=True)
@@ -196,7 +196,7 @@ def test_bad_input_is_a_value_error(fn):
 @pytest.mark.parametrize("weight,bias", [(True, True), (True, False), (False, False)])
 def test_cpu_path_matches_float64(monkeypatch, dtype, weight, bias):
     """Without the interpreter, CPU tensors take the PyTorch path (fused LayerNorm)."""
-    monkeypatch.setattr("normtweak.norms.ops.INTERPRET", False)
+    monkeypatch.setattr("normtweak.studies.norms.ops.INTERPRET", False)
     assert not uses_triton(torch.empty(1))
     x, w, b, dy = make((3, 5, 123), dtype, weight=weight, bias=bias)
     ours = (layer_norm(x, w, b, 1e-5),) + grads(lambda *a: layer_norm(*a, 1e-5), (x, w, b), dy)

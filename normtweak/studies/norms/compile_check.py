@@ -1,6 +1,6 @@
 """Compile every Triton norm kernel variant ahead of time for an H100 (sm_90), no GPU needed.
 
-    python -m normtweak.norms.compile_check     # prints the stages reached per kernel
+    python -m normtweak.studies.norms.compile_check     # prints the stages reached per kernel
 
 Triton's bundled LLVM and ptxas take each kernel to a cubin, which catches errors the
 interpreter cannot (types, loop-carried values, constexpr branches). Run without
@@ -11,7 +11,7 @@ import triton
 from triton.backends.compiler import GPUTarget
 from triton.compiler import ASTSource
 
-from normtweak.norms import kernels as k
+from normtweak.studies.norms import kernels as k
 
 TARGET = GPUTarget("cuda", 90, 32)
 

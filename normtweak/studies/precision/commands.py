@@ -33,8 +33,8 @@ def precision_cmd(model, data, precisions, seeds, train_size, test_size, epochs,
     """Train a classifier and compare precisions: accuracy, time, memory (JSON per run + table)."""
     import torch
 
-    from normtweak.experiments.run import markdown, run_study
     from normtweak.outputs import check_target, write_file
+    from normtweak.studies.precision.run import markdown, run_study
 
     if threads:
         torch.set_num_threads(threads)

@@ -1,4 +1,4 @@
-"""`normtweak bench-norms`: the norm benchmark (normtweak.norms.bench) as a command."""
+"""`normtweak bench-norms`: the norm benchmark (normtweak.studies.norms.bench) as a command."""
 
 from __future__ import annotations
 
@@ -35,8 +35,8 @@ def bench_norms(hiddens, rows, dtypes, kinds, impls, device, threads, out, overw
     import torch
 
     from normtweak.common.tables import markdown_table
-    from normtweak.norms.bench import run
     from normtweak.outputs import check_target, write_file
+    from normtweak.studies.norms.bench import run
 
     if threads:
         torch.set_num_threads(threads)

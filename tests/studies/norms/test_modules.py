@@ -5,7 +5,7 @@ import torch
 from torch import nn
 
 from normtweak import arch
-from normtweak.norms import (
+from normtweak.studies.norms import (
     LayerNorm,
     RMSNorm,
     from_normtweak_norms,

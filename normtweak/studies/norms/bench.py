@@ -17,7 +17,7 @@ from collections.abc import Callable
 import torch
 import torch.nn.functional as F
 
-from normtweak.norms.ops import layer_norm, rms_norm, uses_triton
+from normtweak.studies.norms.ops import layer_norm, rms_norm, uses_triton
 
 
 def timeit(fn: Callable[[], object], device: torch.device, min_time: float = 0.2, warmup: int = 3) -> float:

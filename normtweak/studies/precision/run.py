@@ -10,14 +10,14 @@ from pathlib import Path
 
 import torch
 
-from normtweak.experiments import precisions as P
-from normtweak.experiments.classifier import (
+from normtweak.studies.precision import precisions as P
+from normtweak.studies.precision.classifier import (
     ClassifierConfig,
     RegexTokenizer,
     TextClassifier,
     count_parameters,
 )
-from normtweak.experiments.data import load_labeled
+from normtweak.studies.precision.data import load_labeled
 
 
 class PeakRSS:
@@ -71,7 +71,7 @@ def build(model_name: str, data, norm: str, max_len: int, seed: int):
         tok = RegexTokenizer.fit([t for t, _ in data.train])
         config = ClassifierConfig(vocab_size=len(tok), num_labels=len(data.labels), norm=norm, max_len=max_len)
         return TextClassifier(config), tok, None
-    from normtweak.experiments.encoder import load_encoder
+    from normtweak.studies.precision.encoder import load_encoder
 
     model, tok, report = load_encoder(model_name, len(data.labels), norm)
     return model, tok, report

@@ -9,17 +9,18 @@ transformers' load report lists those weights as MISSING; see the README.)
 
 from __future__ import annotations
 
-from normtweak.io.format import LEGACY_METHOD, NATIVE_METHOD
-
 MESSAGE = ("{method!r} folders are normtweak's own layout, which transformers cannot load (it "
            "would initialize the quantized linears randomly). Load it with "
            "normtweak.load_quantized(path), or convert it once: normtweak export --model PATH "
            "--format {target} --save_dir NEW")
-TARGETS = {LEGACY_METHOD: "compressed-tensors", NATIVE_METHOD: "float"}
 
 
 def register_guards() -> None:
-    """Register a refusing quantizer for our own quant_methods (idempotent)."""
+    """Register a refusing quantizer for our own quant_methods (idempotent). normtweak.io calls
+    it when imported."""
+    from normtweak.io.format import LEGACY_METHOD, NATIVE_METHOD  # (io imports this module)
+
+    targets = {LEGACY_METHOD: "compressed-tensors", NATIVE_METHOD: "float"}
     from transformers.quantizers import HfQuantizer
     from transformers.quantizers.auto import (
         AUTO_QUANTIZATION_CONFIG_MAPPING,
@@ -48,7 +49,7 @@ def register_guards() -> None:
 
             def __init__(self, quantization_config, **kwargs):
                 method = quantization_config.quant_method
-                raise ValueError(MESSAGE.format(method=method, target=TARGETS[method]))
+                raise ValueError(MESSAGE.format(method=method, target=targets[method]))
 
             def is_serializable(self):  # abstract in HfQuantizer; never reached
                 return False

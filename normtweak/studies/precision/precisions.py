@@ -2,7 +2,7 @@
 
 Training precisions: fp32; fp16 / bf16 mixed precision (torch.autocast; fp16 with a
 GradScaler). Post-training precisions take the trained fp32 model and change a copy:
-int8-toy (the seed's norm with 8-bit fake-quantized output, normtweak.quant.int8.Int8Norm),
+int8-toy (the seed's norm with 8-bit fake-quantized output, normtweak.studies.int8.Int8Norm),
 w8a8 (per-channel int8 weights, per-token dynamic int8 activations), w4-rtn (per-channel),
 w4-gptq, and each w4 mode with "-tweak" (the norm-tweak pipeline, calibrated on train text).
 Weight-only modes take any width 2..8: w3-rtn, w2-gptq-tweak, ...
@@ -113,7 +113,7 @@ def post_training(model: nn.Module, precision: str, calibration: torch.Tensor | 
     """(a quantized copy of the trained fp32 `model`, seconds) for a PTQ precision."""
     from normtweak.config import QuantSpec, RunSpec, TweakSpec
     from normtweak.quant import quantize_model
-    from normtweak.quant.int8 import quantize_model_w8a8, wrap_norms_int8
+    from normtweak.studies.int8 import quantize_model_w8a8, wrap_norms_int8
     from normtweak.tweak.pipeline import tweak_model
 
     q = copy.deepcopy(model).eval()

@@ -2,7 +2,7 @@
 
 Pre-norm encoder blocks (x + attn(norm1(x)); x + mlp(norm2(x))), mean pooling over real
 tokens, a final norm and a linear head. Its linears are plain nn.Linear and its norms are
-normtweak.norms modules, so the quantizers and the norm-tweak pipeline treat it like any
+normtweak.studies.norms modules, so the quantizers and the norm-tweak pipeline treat it like any
 supported family (adapter "nt_classifier" in normtweak.arch).
 """
 
@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from normtweak.norms import LayerNorm, RMSNorm
+from normtweak.studies.norms import LayerNorm, RMSNorm
 
 TOKEN = re.compile(r"[a-z0-9]+(?:'[a-z]+)?|[^\sa-z0-9]")
 PAD, UNK = 0, 1

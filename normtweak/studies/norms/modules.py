@@ -16,7 +16,7 @@ from contextlib import contextmanager
 import torch
 from torch import nn
 
-from normtweak.norms.ops import layer_norm, rms_norm
+from normtweak.studies.norms.ops import layer_norm, rms_norm
 
 
 class RMSNorm(nn.Module):

@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 from normtweak import arch
-from normtweak.quant.int8 import (
+from normtweak.studies.int8 import (
     Int8Norm,
     W8A8Linear,
     fake_quant,

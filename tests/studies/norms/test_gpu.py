@@ -4,7 +4,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from normtweak.norms import layer_norm, rms_norm
+from normtweak.studies.norms import layer_norm, rms_norm
 
 pytestmark = [pytest.mark.gpu,
               pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")]
@@ -47,7 +47,7 @@ def test_cuda_layer_norm_bias_offset_and_determinism():
 
 
 def test_cuda_torch_compile_calls_our_op():
-    from normtweak.norms import RMSNorm
+    from normtweak.studies.norms import RMSNorm
 
     norm = RMSNorm(4096).cuda()
     x = torch.randn(64, 4096, device="cuda", requires_grad=True)

@@ -7,7 +7,7 @@ import sys
 
 def test_every_kernel_variant_compiles_for_sm90():
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
-    out = subprocess.run([sys.executable, "-m", "normtweak.norms.compile_check"], env=env, check=False,
+    out = subprocess.run([sys.executable, "-m", "normtweak.studies.norms.compile_check"], env=env, check=False,
                          capture_output=True, text=True, timeout=600)
     assert out.returncode == 0, out.stderr[-3000:]
     lines = out.stdout.strip().splitlines()
