@@ -16,6 +16,13 @@ import pytest
 from normtweak.testing import FAMILIES, tiny_model, tiny_tokenizer
 
 
+def pytest_configure(config):
+    # Here, not in pyproject.toml: pytest imports the classes named in an ini
+    # filterwarnings before this file runs, which would import Triton before
+    # TRITON_INTERPRET is set.
+    config.addinivalue_line("filterwarnings", "ignore::normtweak.io.serving.ServingKernelWarning")
+
+
 @pytest.fixture(scope="session")
 def tokenizer():
     return tiny_tokenizer()

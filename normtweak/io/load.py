@@ -31,6 +31,7 @@ from normtweak.io.format import (
     file_sha256,
     read_provenance,
 )
+from normtweak.quant.linear import set_quant_linear_options
 from normtweak.quant.model import replace_with_shells
 
 _SPEC_FIELDS = set(QuantSpec.__dataclass_fields__)
@@ -216,13 +217,22 @@ def _gguf_file(path: Path) -> Path | None:
     return None
 
 
-def load_quantized(path: str | os.PathLike, device: str = "cpu", verify: bool = True):
+def load_quantized(path: str | os.PathLike, device: str = "cpu", verify: bool = True,
+                   cache: bool = False):
     """Rebuild a quantized folder with QuantLinear modules: returns (model, tokenizer).
 
     Reads normtweak folders (compressed-tensors, and the version-1 "normtweak" layout),
     compressed-tensors pack-quantized folders from any toolkit, GPTQ folders (v1/v2), and
     GGUF files (Llama family; Q4_0/Q4_1/Q8_0 become codes, other types are dequantized).
+    cache: keep each layer's dequantized weight between forwards (faster, but a float copy
+    of every weight: off, so the loaded model holds its packed weights only).
     """
+    model, tokenizer = _load_quantized(path, device, verify)
+    set_quant_linear_options(model, cache=cache)
+    return model, tokenizer
+
+
+def _load_quantized(path, device: str, verify: bool):
     path = recover(path)  # a replacement killed halfway leaves the old folder aside
     gguf_file = _gguf_file(path)
     if gguf_file is not None:

@@ -37,13 +37,15 @@ class QuantLinear(nn.Module):
 
     QuantLinear(in_features, out_features, spec, bias=True) builds an empty layer
     (zero buffers of the right shapes) to be filled by `load_state_dict`.
-    use_kernel: on CUDA, without autograd through x, 2/4/8-bit layers run the fused
-    Triton dequant-matmul (normtweak.quant.kernels) instead of dequantize + F.linear.
-    Off by default: the kernel is tested for correctness but was never timed against
-    dequantize + cuBLAS; set `QuantLinear.use_kernel = True` (or per layer) to use it.
+    Two per-layer switches (attributes; `set_quant_linear_options(model, ...)` sets them on
+    every layer of a model):
+    cache: keep the dequantized weight between forwards (fast when the same layer runs many
+    times, as in tweaking; costs a float copy of the weight). On for layers normtweak makes,
+    off for layers `load_quantized` reads, so a loaded model holds its packed weights only.
+    use_kernel: on CUDA, without autograd through x, 2/4/8-bit layers run the fused Triton
+    dequant-matmul (normtweak.quant.kernels) instead of dequantize + F.linear. Off: the
+    kernel is tested for correctness but was never timed against dequantize + cuBLAS.
     """
-
-    use_kernel: bool = False
 
     def __init__(
         self,
@@ -76,6 +78,8 @@ class QuantLinear(nn.Module):
         else:
             self.bias = None
         self._cache: tuple | None = None
+        self.cache = True
+        self.use_kernel = False
 
     @classmethod
     def from_linear(
@@ -126,7 +130,11 @@ class QuantLinear(nn.Module):
         return (dtype,) + tuple((b.data_ptr(), b._version, b.device) for b in bufs)
 
     def weight_for(self, dtype: torch.dtype) -> torch.Tensor:
-        """Dequantized weight in `dtype`, cached until a buffer changes."""
+        """Dequantized weight in `dtype`; with `cache`, kept until a buffer changes."""
+        if not self.cache:
+            self._cache = None
+            with torch.no_grad():
+                return self.dequantize(torch.float32).to(dtype)
         key = self._cache_key(dtype)
         if self._cache is None or self._cache[0] != key:
             with torch.no_grad():
@@ -162,3 +170,18 @@ class QuantLinear(nn.Module):
         return (f"in_features={self.in_features}, out_features={self.out_features}, "
                 f"bits={self.bits}, group_size={self.group_size}, "
                 f"bias={self.bias is not None}, scale_dtype={self.scales.dtype}")
+
+
+def set_quant_linear_options(model: nn.Module, cache: bool | None = None,
+                             use_kernel: bool | None = None) -> int:
+    """Set the per-layer switches of every QuantLinear in `model` (None: leave it); returns
+    how many layers there are."""
+    layers = [m for m in model.modules() if isinstance(m, QuantLinear)]
+    for m in layers:
+        if cache is not None:
+            m.cache = cache
+            if not cache:
+                m._cache = None
+        if use_kernel is not None:
+            m.use_kernel = use_kernel
+    return len(layers)

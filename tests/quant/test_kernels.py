@@ -61,6 +61,7 @@ def test_unsupported_width_rejected():
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_forward_dispatch_on_gpu():
     q = make(4, 16).cuda()
+    q.use_kernel = True
     x = torch.randn(4, 80, device="cuda")
     with torch.no_grad():
         fused = q(x)

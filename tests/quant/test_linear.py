@@ -94,3 +94,34 @@ def test_in_place_edit_invalidates_cache_and_shape_errors():
         QuantLinear(96, 40, QuantSpec(group_size=64, group_fallback=False))
     assert QuantLinear(96, 40, QuantSpec(group_size=64)).group_size == 32  # the fallback
     assert QuantLinear(96, 40, QuantSpec(group_size=64)).scales.shape == (40, 3)
+
+
+def test_cache_is_optional_and_off_for_loaded_models(make_tiny, tokenizer, tmp_path):
+    """A layer normtweak makes keeps its dequantized weight between forwards; one that
+    load_quantized reads does not (the loaded model holds packed weights only), and both
+    compute the same output."""
+    import warnings
+
+    from normtweak.config import QuantSpec, RunSpec
+    from normtweak.io import load_quantized, save_quantized
+    from normtweak.quant.model import quantize_model
+
+    model = make_tiny("llama")
+    quantize_model(model, QuantSpec(bits=4, group_size=32), run=RunSpec(progress=False))
+    ids = torch.randint(2, 300, (1, 12))
+    with torch.no_grad():
+        y = model(input_ids=ids).logits
+    layers = [m for m in model.modules() if isinstance(m, QuantLinear)]
+    assert all(m._cache is not None for m in layers)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        save_quantized(model, tokenizer, tmp_path / "q", quant=QuantSpec(bits=4, group_size=32))
+    loaded, _ = load_quantized(tmp_path / "q")
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(input_ids=ids).logits, y, rtol=0, atol=0)
+    assert all(m._cache is None and not m.cache for m in loaded.modules()
+               if isinstance(m, QuantLinear))
+    cached, _ = load_quantized(tmp_path / "q", cache=True)
+    with torch.no_grad():
+        cached(input_ids=ids)
+    assert all(m._cache is not None for m in cached.modules() if isinstance(m, QuantLinear))
