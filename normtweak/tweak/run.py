@@ -35,12 +35,13 @@ class MainJob:
     calibration: "selfgen" (the model writes it, the paper's way) or "text" (Wikipedia
     train windows); cached in `data_dir` (default: the calibration cache). text: the corpus
     whose test split is scored (each document from its own BOS, the first eval_windows
-    windows). save_dir: default models/<model>-<spec>-tweaked.
+    windows). save_dir: default models/<model>-<spec>-tweaked. num_samples: 32, sized by
+    benchmarks/main_job_size.py so the job runs in about 10 minutes on 2 CPU cores.
     """
 
     model: str = "smollm2-135m"
     calibration: str = "text"
-    num_samples: int = 128
+    num_samples: int = 32
     seq_len: int | None = None
     data_dir: str | None = None
     text: str = "wikipedia"

@@ -17,7 +17,10 @@ from normtweak import options as o
               show_default=True, help="Wikipedia train windows, or samples the model writes "
                                       "itself (the paper's way)")
 @click.option("--num-samples", "--num_samples", "num_samples", type=click.IntRange(min=1),
-              default=o.DEFAULT_NUM_SAMPLES, show_default=True, help=o.NUM_SAMPLES_HELP)
+              default=32, show_default=True,
+              help="calibration sequences (32 x 3 passes keeps the job near 10 minutes on 2 CPU "
+                   "cores; benchmarks/main_job_size.py measured more samples or passes; "
+                   "`normtweak tweak` defaults to the paper's 128)")
 @click.option("--seq-len", "--seq_len", "seq_len", type=click.IntRange(min=1),
               default=None, help=o.SEQ_LEN_TWEAK_HELP)
 @click.option("--data-dir", type=click.Path(file_okay=False), default=None,
