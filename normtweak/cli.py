@@ -58,10 +58,26 @@ def main(dist_timeout) -> None:
     """normtweak: low-bit post-training quantization with norm tweaking."""
     from normtweak.dist import init_from_env
 
+    _one_line_warnings()
     try:  # under torchrun: join the process group (no-op otherwise)
         init_from_env(dist_timeout)
     except ValueError as err:  # a bad $NORMTWEAK_DIST_TIMEOUT
         raise click.ClickException(str(err)) from err
+
+
+def _one_line_warnings() -> None:
+    """On the console, normtweak's own warnings read as one line ("warning: ..."), without the
+    source line Python adds; other libraries' warnings keep Python's format."""
+    import warnings
+
+    python_format = warnings.formatwarning
+
+    def fmt(message, category, filename, lineno, line=None):
+        if category.__module__.startswith("normtweak."):
+            return f"warning: {message}\n"
+        return python_format(message, category, filename, lineno, line)
+
+    warnings.formatwarning = fmt
 
 
 def _default(p: click.Option) -> str:

@@ -147,6 +147,19 @@ def test_float16_rounding_is_said_once_for_the_whole_model(folders, fmt, tmp_pat
     assert "of 14 quantized layers" in str(rounding[0].message)
 
 
+def test_the_console_shows_that_warning_as_one_line(folders, tmp_path):
+    """Through the CLI (a real process), normtweak's warning is one line, without the source
+    line Python's default format adds."""
+    env = dict(os.environ, PYTHONWARNINGS="always")
+    proc = subprocess.run([sys.executable, "-m", "normtweak", "export", "--model",
+                           str(folders["tweaked"]), "--format", "gptq", "--save-dir",
+                           str(tmp_path / "out")], capture_output=True, text=True, env=env)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    lines = [x for x in proc.stderr.splitlines() if "stores scales as float16" in x]
+    assert len(lines) == 1 and lines[0].startswith("warning: GPTQ stores scales"), proc.stderr
+    assert "rounding_summary" not in proc.stderr
+
+
 def test_float_export_is_float32_unless_asked(folders, tmp_path):
     """--format float writes the exact dequantized weights (float32 for our folders);
     --dtype bfloat16 halves the file; --dtype is refused for another format."""
