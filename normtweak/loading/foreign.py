@@ -83,10 +83,26 @@ def attach_to_block(model: nn.Module, block: nn.Module, linears: dict) -> list[s
 def imported_spec(linears: dict):
     """The QuantSpec every imported QuantLinear shares (bits, group size, symmetry).
 
-    Tweaking checkpoints and resumes one spec per run: mixed precision is refused here.
+    Tweaking checkpoints and resumes one spec per run: mixed precision is refused here. Group
+    sizes may differ only as QuantSpec.group_fallback makes them (a layer whose inputs the
+    largest group size does not divide takes the largest of 128/64/32 that does, as normtweak's
+    own W4A16 output of SmolLM2 holds): that is the spec with the largest group size.
     """
+    from dataclasses import replace
+
     specs = {(q.spec.bits, q.spec.group_size, q.spec.symmetric) for q in linears.values()}
-    if len(specs) != 1:
-        raise ValueError(f"the quantized checkpoint mixes quantization settings {sorted(specs)}: "
-                         "tweaking it needs one (bits, group_size, symmetric) for every linear")
-    return next(iter(linears.values())).spec
+    if len(specs) == 1:
+        return next(iter(linears.values())).spec
+    widest = max(linears.values(), key=lambda q: q.spec.group_size).spec
+    candidate = replace(widest, group_fallback=True)
+    if {(b, s) for b, _, s in specs} == {(widest.bits, widest.symmetric)} and widest.group_size > 0:
+        try:
+            if all(candidate.layer_group_size(name, q.in_features) == q.spec.group_size
+                   for name, q in linears.items()):
+                return candidate
+        except ValueError:
+            pass
+    raise ValueError(f"the quantized checkpoint mixes quantization settings {sorted(specs)}: "
+                     "tweaking it needs one (bits, group_size, symmetric) for every linear "
+                     "(group sizes may differ only where the largest does not divide a "
+                     "layer's inputs)")

@@ -51,6 +51,12 @@ def folders(tmp_path_factory):
                                  "--save-dir", str(root / "elsewhere")])
         assert r.exit_code == 0, r.output
         out["imported"] = root / "elsewhere"
+        # tweaking a quantized checkpoint whose group sizes differ per layer (64 where 128 does
+        # not divide the inputs), as normtweak's own W4A16 output of SmolLM2
+        r = runner.invoke(main, ["tweak", *common, "--quantized", str(root / "quantized"),
+                                 "--eval-windows", "0", "--save-dir", str(root / "retweaked")])
+        assert r.exit_code == 0, r.output
+        out["imported-tweaked"] = root / "retweaked"
     return out
 
 
@@ -70,7 +76,17 @@ def _quantized(model):
     return {n: m for n, m in model.named_modules() if isinstance(m, QuantLinear)}
 
 
-@pytest.mark.parametrize("source", ["tweaked", "quantized", "imported"])
+def test_an_imported_checkpoint_with_fallback_groups_is_tweaked_in_its_own_groups(folders):
+    record = json.loads((folders["imported-tweaked"] / "normtweak_quantization.json").read_text())
+    sizes = {name.rsplit(".", 1)[-1]: m["group_size"] for name, m in record["modules"].items()}
+    assert sizes["down_proj"] == 128 and sizes["q_proj"] == 64
+    theirs, _ = load_quantized(folders["quantized"])
+    ours, _ = load_quantized(folders["imported-tweaked"])
+    for name, q in _quantized(theirs).items():  # the paper's way on an import: codes kept
+        assert torch.equal(_quantized(ours)[name].codes(), q.codes()), name
+
+
+@pytest.mark.parametrize("source", ["tweaked", "quantized", "imported", "imported-tweaked"])
 @pytest.mark.parametrize("fmt", EXPORT_FORMATS)
 def test_every_format_exports_what_it_was_given(folders, source, fmt, tmp_path):
     """Codes exactly, scales as the format stores them (float16 in GPTQ and GGUF), norms exactly;

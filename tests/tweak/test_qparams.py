@@ -192,3 +192,22 @@ def test_tweak_on_imported_checkpoint_changes_only_norms(make_tiny, tokenizer, t
     same = all(torch.equal(model.get_submodule(n).state_dict()[k], v)
                for n, sd in saved.items() for k, v in sd.items())
     assert same == (quant_params == "none")
+
+
+def test_imported_spec_accepts_fallback_groups_and_refuses_mixed_precision():
+    """Group sizes that differ only as group_fallback makes them read as one spec (the widest,
+    fallback on); different bits, or groups the fallback would not give, are refused."""
+    from types import SimpleNamespace
+
+    from normtweak.loading.foreign import imported_spec
+
+    def layer(bits, g, n_in):
+        return SimpleNamespace(spec=QuantSpec(bits=bits, group_size=g), in_features=n_in)
+
+    fallback = {"a.q_proj": layer(4, 64, 576), "a.down_proj": layer(4, 128, 1536)}
+    spec = imported_spec(fallback)
+    assert (spec.bits, spec.group_size, spec.group_fallback) == (4, 128, True)
+    with pytest.raises(ValueError, match="mixes quantization settings"):
+        imported_spec({"a.q_proj": layer(4, 32, 576), "a.down_proj": layer(4, 128, 1536)})
+    with pytest.raises(ValueError, match="mixes quantization settings"):
+        imported_spec({"a.q_proj": layer(3, 64, 576), "a.down_proj": layer(4, 128, 1536)})
