@@ -10,7 +10,9 @@ The public API (imported lazily, so `import normtweak` is cheap):
     save_quantized(model, tokenizer, path, ...)        / load_quantized(path) / export_dequantized
     export_quantized(folder, format, save_dir)         compressed-tensors, gptq, gguf, float
     attach_quantized(float_model, path)                another toolkit's quantized linears
-    perplexity(model, tokenizer, text, ...)
+    perplexity(model, tokenizer, text_or_documents, ...)
+    split_perplexity(model, tokenizer, corpus, split)  each document from its own BOS, as
+                                                       `normtweak eval` reports it
     load_model(name_or_path) / load_text(name, split)  offline assets
 """
 
@@ -33,6 +35,7 @@ _API = {
     "attach_quantized": "normtweak.io:attach_quantized",
     "round_scales": "normtweak.io:round_scales",
     "perplexity": "normtweak.evaluate:perplexity",
+    "split_perplexity": "normtweak.evaluate.perplexity:split_perplexity",
     "load_model": "normtweak.loading.float:load_model",
     "load_text": "normtweak.assets:load_text",
     "QuantSpec": "normtweak.config:QuantSpec",

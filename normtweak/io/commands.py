@@ -9,7 +9,7 @@ from normtweak.io.export import EXPORT_FORMATS
 
 
 @click.command("export")
-@click.option("--model", "model_dir", required=True, type=click.Path(file_okay=False),
+@click.option("--model", "model_dir", required=True, type=click.Path(exists=True),
               help="a quantized folder (normtweak, compressed-tensors, GPTQ, or one .gguf file)")
 @click.option("--format", "fmt", type=click.Choice(EXPORT_FORMATS), default="compressed-tensors",
               show_default=True, help="compressed-tensors: vLLM/SGLang/transformers; gptq; "

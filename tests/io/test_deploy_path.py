@@ -194,3 +194,20 @@ def test_float_export_is_float32_unless_asked(folders, tmp_path):
     r = CliRunner().invoke(main, ["export", "--model", str(folders["tweaked"]), "--format",
                                   "gguf", "--dtype", "float16", "--save-dir", str(tmp_path / "g")])
     assert r.exit_code == 1 and "--dtype applies to --format float" in r.output
+
+
+def test_export_reads_one_gguf_file(folders, tmp_path):
+    """--model takes a .gguf file as its help says, not only the folder holding it."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        r = CliRunner().invoke(main, ["export", "--model", str(folders["tweaked"]), "--format",
+                                      "gguf", "--save-dir", str(tmp_path / "g")])
+        assert r.exit_code == 0, r.output
+        (gguf,) = (tmp_path / "g").glob("*.gguf")
+        r = CliRunner().invoke(main, ["export", "--model", str(gguf), "--format", "gptq",
+                                      "--save-dir", str(tmp_path / "back")])
+    assert r.exit_code == 0, r.output
+    a, _ = load_quantized(tmp_path / "g")
+    b, _ = load_quantized(tmp_path / "back")
+    for name, q in _quantized(a).items():
+        assert torch.equal(_quantized(b)[name].codes(), q.codes()), name
