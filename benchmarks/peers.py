@@ -10,7 +10,7 @@ calibration_from_text(tokenizer, TEXT, N, LEN, seed), written once to a safetens
 file) and is scored with normtweak.evaluate.perplexity in float32 on the validation and
 test splits (first --max-windows non-overlapping --window-token windows of each). The
 peers run in their own virtual environments through benchmarks/peer_runner.py (their
-pins conflict with ours; see the README's "Peers" section); a peer whose environment is
+pins conflict with ours; see "How the peers run" in docs/results.md); a peer whose environment is
 missing is skipped, and the table says so. normtweak's variants run in this process
 (`normtweak_variants`). Each run's JSON is cached in results/peers_runs/ under a name
 made of its settings, so a rerun skips finished runs (--fresh reruns them).
