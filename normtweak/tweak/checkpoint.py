@@ -46,22 +46,26 @@ def weights_fingerprint(model: torch.nn.Module) -> str:
     tensors = {**dict(model.named_parameters()), **dict(model.named_buffers())}
     for name in sorted(tensors):
         t = tensors[name].detach()
-        if t.is_meta:
-            continue
-        digest.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
-        flat = t.reshape(-1)
-        if flat.dtype == torch.bool:
-            flat = flat.to(torch.uint8)
-        if flat.is_complex():
-            flat = torch.view_as_real(flat).reshape(-1)
-        bits = flat.view({1: torch.int8, 2: torch.int16, 4: torch.int32, 8: torch.int64}
-                         [flat.element_size()])
-        chunk = 1 << 20
-        sums = [int(bits[i:i + chunk].sum(dtype=torch.int64)) for i in range(0, bits.numel(), chunk)]
-        digest.update(struct.pack(f"<{len(sums)}q", *sums))
-        sample = bits[:: max(1, bits.numel() // 4096)].to(torch.int64).cpu()
-        digest.update(sample.numpy().tobytes())
+        if not t.is_meta:
+            tensor_digest(digest, name, t)
     return digest.hexdigest()
+
+
+def tensor_digest(digest, name: str, t: torch.Tensor) -> None:
+    """Add one tensor to `digest` as weights_fingerprint counts it."""
+    digest.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
+    flat = t.reshape(-1)
+    if flat.dtype == torch.bool:
+        flat = flat.to(torch.uint8)
+    if flat.is_complex():
+        flat = torch.view_as_real(flat).reshape(-1)
+    bits = flat.view({1: torch.int8, 2: torch.int16, 4: torch.int32, 8: torch.int64}
+                     [flat.element_size()])
+    chunk = 1 << 20
+    sums = [int(bits[i:i + chunk].sum(dtype=torch.int64)) for i in range(0, bits.numel(), chunk)]
+    digest.update(struct.pack(f"<{len(sums)}q", *sums))
+    sample = bits[:: max(1, bits.numel() // 4096)].to(torch.int64).cpu()
+    digest.update(sample.numpy().tobytes())
 
 
 def _sha256(path: Path) -> str:

@@ -86,6 +86,26 @@ class BlockLoader:
         blocks = arch.get_adapter(model).get_blocks(model)
         self.prefixes = [names[id(b)] + "." for b in blocks]
 
+    def fingerprint(self) -> str:
+        """A checksum of the weights on disk, counted as weights_fingerprint counts the tensors
+        in memory (one tensor read at a time from the memory-mapped files: one pass over the
+        model). A resume compares it, so a model changed on disk is not resumed as a hybrid."""
+        import hashlib
+
+        from safetensors import safe_open
+
+        from normtweak.tweak.checkpoint import tensor_digest
+
+        digest = hashlib.sha256()
+        by_file: dict[Path, list[str]] = {}
+        for name, file in self.files.items():
+            by_file.setdefault(file, []).append(name)
+        for file in sorted(by_file):
+            with safe_open(str(file), framework="pt") as f:
+                for name in sorted(by_file[file]):
+                    tensor_digest(digest, name, f.get_tensor(name))
+        return digest.hexdigest()
+
     def __call__(self, index: int, block: nn.Module) -> None:
         if not any(p.is_meta for p in block.parameters()):
             return

@@ -83,7 +83,8 @@ def tweak_model(model: nn.Module, calibration, quant: QuantSpec, tweak: TweakSpe
     checkpoint = None
     if run.checkpoint_dir is not None:
         checkpoint = dist.main_rank_checkpoint(  # rank 0 reads and writes the files
-            CheckpointDir(run.checkpoint_dir, _run_info(model, quant, tweak, start, run)))
+            CheckpointDir(run.checkpoint_dir, _run_info(model, quant, tweak, start, run,
+                                                        block_loader)))
     label = "normtweak" if tweak.enabled else "plain quantization (baseline, no tweak)"
     steps = tweak_steps(model, quant, tweak, run, start, imported)
     t0 = time.perf_counter()
@@ -103,8 +104,13 @@ def _hash(ids) -> str:
     return calibration_hash(ids)
 
 
-def _run_info(model, quant: QuantSpec, tweak: TweakSpec, start: Start, run: RunSpec) -> dict:
-    """What a checkpoint folder records of its run (a resume must match it)."""
+def _run_info(model, quant: QuantSpec, tweak: TweakSpec, start: Start, run: RunSpec,
+              block_loader: BlockLoader | None = None) -> dict:
+    """What a checkpoint folder records of its run (a resume must match it). Lazily loaded
+    blocks are still on disk: their fingerprint is taken from the files."""
+    fingerprint = weights_fingerprint(model)
+    if block_loader is not None:
+        fingerprint = f"{fingerprint}+{block_loader.fingerprint()}"
     return {
         **({"scale_dtype": run.scale_dtype} if run.scale_dtype is not None else {}),
         "model": str(getattr(model.config, "name_or_path", "")),
@@ -113,7 +119,7 @@ def _run_info(model, quant: QuantSpec, tweak: TweakSpec, start: Start, run: RunS
         "quant": quant.as_dict(),
         "tweak": tweak.as_dict(),
         "calibration_sha256": start.calibration_hash,
-        "weights_fingerprint": weights_fingerprint(model),
+        "weights_fingerprint": fingerprint,
         "seed": run.seed,
         "normtweak_version": __version__,
         **dist.run_info(),

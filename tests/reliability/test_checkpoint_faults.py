@@ -157,3 +157,21 @@ def test_the_lock_goes_with_the_run(tmp_path):
         assert ckpt.start(resume=False) == 0
         assert (tmp_path / "p" / "normtweak.lock").is_file()
     assert not (tmp_path / "p" / "normtweak.lock").exists()
+
+
+def test_a_lazily_loaded_model_is_fingerprinted_on_disk(tmp_path, tokenizer):
+    """With --lazy-load the blocks are still on disk when the run is recorded: one weight of
+    the last block changed in the file changes the fingerprint a resume compares."""
+    from safetensors.torch import load_file, save_file
+
+    from normtweak.tweak.offload import load_lazily
+
+    llama_folder(tmp_path / "m", tokenizer, blocks=BLOCKS)
+    first = load_lazily(tmp_path / "m")[2].fingerprint()
+    assert load_lazily(tmp_path / "m")[2].fingerprint() == first
+    (path,) = (tmp_path / "m").glob("*.safetensors")
+    tensors = load_file(str(path))
+    name = next(n for n in tensors if f"layers.{BLOCKS - 1}.mlp.up_proj" in n)
+    tensors[name][3, 7] += 1e-3
+    save_file(tensors, str(path), metadata={"format": "pt"})
+    assert load_lazily(tmp_path / "m")[2].fingerprint() != first
