@@ -34,7 +34,7 @@ from normtweak.evaluate.report import write_json
 from normtweak.evaluate.taskdata import corpus_documents
 from normtweak.loading.float import load_model
 from normtweak.quant.model import quantize_model
-from normtweak.tweak.end_to_end import tweak_end_to_end
+from normtweak.tweak.end_to_end import EndToEndSpec, tweak_end_to_end
 from normtweak.tweak.pipeline import tweak_model
 
 # name -> (QuantSpec overrides, TweakSpec or None). Norm tweaking as the paper has it,
@@ -149,7 +149,7 @@ def run_variant(model, tokenizer, calib, bits, group, variant) -> tuple[torch.nn
                             "best_step": b.best_step} for b in run.blocks]}
     if variant in END_TO_END:
         settings = END_TO_END[variant][1]
-        res = tweak_end_to_end(qmodel, model, calib, **settings)
+        res = tweak_end_to_end(qmodel, model, calib, EndToEndSpec(**settings))
         info["end_to_end"] = {**settings, **res.as_dict()}
     return qmodel, {"quantize_s": time.perf_counter() - t, "peak_rss_mb": peak_rss_mb(),
                     "quant": quant.as_dict(),

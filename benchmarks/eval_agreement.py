@@ -20,7 +20,12 @@ os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 
 from normtweak.evaluate import perplexity
 from normtweak.evaluate.commands import load_for_eval
-from normtweak.evaluate.harness import results_rows, rolling_loglikelihoods, run_tasks
+from normtweak.evaluate.harness import (
+    HarnessSpec,
+    results_rows,
+    rolling_loglikelihoods,
+    run_tasks,
+)
 from normtweak.evaluate.report import markdown_table, write_json
 from normtweak.evaluate.taskdata import CORPUS_TASKS, corpus_documents
 
@@ -44,8 +49,9 @@ def main() -> None:
     task = next(t for t, name in CORPUS_TASKS.items() if name == args.text)
     t0 = time.perf_counter()
     with tempfile.TemporaryDirectory() as cache:
-        res = run_tasks(model, tok, [task], cache_dir=cache, max_length=args.window,
-                        log_samples=True, documents=lambda name: docs)
+        res = run_tasks(model, tok, [task], cache_dir=cache,
+                        spec=HarnessSpec(max_length=args.window, log_samples=True),
+                        documents=lambda name: docs)
     t_lm = time.perf_counter() - t0
     lm_nll = -sum(rolling_loglikelihoods(res, task))
     metrics = {r["metric"]: r["value"] for r in results_rows(res)}

@@ -38,10 +38,10 @@ def tweaked_model(model, tok, args, spec):
     """A norm-tweaked copy of `model` (the pipeline's RTN + tweak) on self-generated calibration."""
     from normtweak.config import TweakSpec
     from normtweak.tweak.pipeline import tweak_model
-    from normtweak.tweak.run import calibration_ids
+    from normtweak.tweak.run import CalibrationKey, calibration_ids
 
     n, t = (int(v) for v in args.calib.split("x"))
-    calib = calibration_ids(model, tok, args.model, "selfgen", n, t, None, 0)
+    calib = calibration_ids(model, tok, CalibrationKey(args.model, "selfgen", n, t, 0))
     tweaked = copy.deepcopy(model)
     tweak_model(tweaked, calib.input_ids, spec,
                 TweakSpec.preset("paper", lr=args.tweak_lr, scale=args.tweak_scale,

@@ -62,7 +62,7 @@ def calibration(args, model, tokenizer) -> torch.Tensor:
     if args.calibration == "text":
         return calibration_from_text(tokenizer, "wikipedia", n, args.seq_len, args.seed).input_ids
     return generate_calibration(model, tokenizer, num_samples=n, seq_len=args.seq_len,
-                                seed=args.seed, model_name=args.model).input_ids
+                                seed=args.seed).input_ids
 
 
 def main(argv=None) -> dict:

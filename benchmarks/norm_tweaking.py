@@ -69,11 +69,11 @@ def main(argv=None) -> dict:
     from normtweak.evaluate.taskdata import corpus_documents
     from normtweak.loading.float import load_model
     from normtweak.tweak.grid import grid_search
-    from normtweak.tweak.run import calibration_ids
+    from normtweak.tweak.run import CalibrationKey, calibration_ids
 
     model, tok = load_model(args.model)
-    calib = calibration_ids(model, tok, args.model, args.calibration, args.num_samples,
-                            args.seq_len, None, 0)
+    calib = calibration_ids(model, tok, CalibrationKey(args.model, args.calibration,
+                                                       args.num_samples, args.seq_len, 0))
     val, test = corpus_documents("wikipedia", "validation"), corpus_documents("wikipedia", "test")
     t0 = time.perf_counter()
     float_ppl = {"validation": perplexity(model, tok, val, max_windows=args.eval_windows).ppl,

@@ -60,13 +60,13 @@ def main(argv=None) -> dict:
     from normtweak.evaluate.taskdata import corpus_documents
     from normtweak.loading.float import load_model
     from normtweak.tweak.pipeline import prepare_start, tweak_model
-    from normtweak.tweak.run import calibration_ids
+    from normtweak.tweak.run import CalibrationKey, calibration_ids
 
     method, bits, group = args.quant.split(":")
     quant = QuantSpec(method=method, bits=int(bits), group_size=int(group), symmetric=False)
     model, tok = load_model(args.model)
-    calib = calibration_ids(model, tok, args.model, args.calibration, args.num_samples,
-                            args.seq_len, None, 0)
+    calib = calibration_ids(model, tok, CalibrationKey(args.model, args.calibration,
+                                                       args.num_samples, args.seq_len, 0))
     val = corpus_documents("wikipedia", "validation")
 
     def score(m) -> float:

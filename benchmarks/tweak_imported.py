@@ -43,7 +43,7 @@ from normtweak.evaluate.perplexity import perplexity
 from normtweak.evaluate.report import write_json
 from normtweak.evaluate.taskdata import corpus_documents
 from normtweak.io import load_quantized
-from normtweak.io.export import source_format, write_model
+from normtweak.io.export import Provenance, source_format, write_model
 from normtweak.io.scales import format_scale_dtype
 from normtweak.loading.float import load_model
 from normtweak.loading.foreign import attach_quantized, imported_spec, load_quantized_linears
@@ -84,7 +84,8 @@ def run_one(path: Path, model, tokenizer, texts, calib, args) -> dict:
                         if dtype is not None else None), imported=imported)
     seconds = time.perf_counter() - t
     with tempfile.TemporaryDirectory() as tmp:  # score the model as saved and read back
-        write_model(tweaked, tokenizer, Path(tmp) / "out", fmt, quant=quant, tweak=spec)
+        write_model(tweaked, tokenizer, Path(tmp) / "out", fmt,
+                    provenance=Provenance(quant=quant, tweak=spec))
         served, _ = load_quantized(Path(tmp) / "out")
     after = evaluate(served, tokenizer, texts, args.max_windows)
     print(f"  after: val {after['validation']:.2f} test {after['test']:.2f} ({seconds:.0f} s)",

@@ -269,3 +269,49 @@ def test_files_are_renamed_into_place_in_one_module_only():
                 found.append(f"{path.relative_to(ROOT.parent)}:{line}: {call}")
     assert found == [], "use normtweak.common.files (atomic_file, write_atomic, atomic_folder)"
     assert file_moves(modules()[ATOMIC_HOME])  # the checker sees the real implementation
+
+
+# --- short parameter lists -----------------------------------------------------------
+
+MAX_PARAMS = 8
+
+
+def parameter_count(node: ast.FunctionDef | ast.AsyncFunctionDef) -> int:
+    """Named parameters (positional-only, ordinary, keyword-only), self/cls not counted;
+    *args and **kwargs do not count (a click command may take **options)."""
+    args = node.args
+    names = [a.arg for a in args.posonlyargs + args.args + args.kwonlyargs]
+    return sum(name not in ("self", "cls") for name in names)
+
+
+def is_kernel(node: ast.FunctionDef | ast.AsyncFunctionDef) -> bool:
+    """Triton kernels (@triton.jit and the like) take what the kernel launch passes."""
+    return any("triton" in ast.unparse(d) or "jit" in ast.unparse(d) for d in node.decorator_list)
+
+
+def long_signatures(path: Path, source: str | None = None) -> list[str]:
+    source = path.read_text(encoding="utf-8") if source is None else source
+    found = []
+    for node in ast.walk(ast.parse(source)):
+        if (isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and not is_kernel(node)
+                and parameter_count(node) > MAX_PARAMS):
+            found.append(f"{path.relative_to(ROOT.parent)}:{node.lineno}: {node.name} takes "
+                         f"{parameter_count(node)} parameters")
+    return found
+
+
+def test_no_function_takes_more_than_eight_parameters():
+    """Group what belongs together in a frozen dataclass (the config/ specs' style)."""
+    found = [line for path in modules().values() for line in long_signatures(path)]
+    assert found == [], f"more than {MAX_PARAMS} parameters:\n" + "\n".join(found)
+
+
+def test_the_check_catches_a_long_signature():
+    path = ROOT / "quant" / "rtn.py"
+    params = ", ".join(f"p{i}" for i in range(MAX_PARAMS + 1))
+    planted = path.read_text(encoding="utf-8") + (
+        f"\n\ndef _planted(self, {params}, *args, **kwargs):\n    pass\n"
+        f"\n\n@triton.jit\ndef _kernel({params}):\n    pass\n"
+        f"\n\ndef _fine(cls, {', '.join(params.split(', ')[:-1])}, *rest, **options):\n    pass\n")
+    found = long_signatures(path, planted)
+    assert len(found) == 1 and f"_planted takes {MAX_PARAMS + 1} parameters" in found[0]

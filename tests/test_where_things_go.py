@@ -2,6 +2,7 @@
 shared by generate-data and run, fast answers for unreachable hub ids and bad data paths."""
 
 import time
+from dataclasses import replace
 
 import pytest
 from click.testing import CliRunner
@@ -56,7 +57,7 @@ def test_cache_dir_flag_sets_the_cache(tmp_path, monkeypatch):
 
 def test_generate_data_and_run_share_one_calibration_cache(cache, model_dir, tokenizer):
     from normtweak.loading.float import load_model
-    from normtweak.tweak.run import calibration_ids
+    from normtweak.tweak.run import CalibrationKey, calibration_ids
 
     res = CliRunner().invoke(main, ["generate-data", "--model", str(model_dir), "--num-samples", "2",
                                     "--seq-len", "16", "--seed", "3"])
@@ -66,11 +67,12 @@ def test_generate_data_and_run_share_one_calibration_cache(cache, model_dir, tok
     assert written[0].name.startswith("tiny-llama_selfgen_2x16_seed3_")
     model, tok = load_model(model_dir)
     said = []
-    calib = calibration_ids(model, tok, str(model_dir), "selfgen", 2, 16, None, 3, said.append)
+    key = CalibrationKey(str(model_dir), "selfgen", 2, 16, 3)
+    calib = calibration_ids(model, tok, key, None, said.append)
     assert said == [f"calibration: reusing {written[0]}"]
     # another seed or size is not taken for it
     said.clear()
-    calibration_ids(model, tok, str(model_dir), "selfgen", 2, 16, None, 4, said.append)
+    calibration_ids(model, tok, replace(key, seed=4), None, said.append)
     assert "reusing" not in said[0] and len(list((cache / "calibration").iterdir())) == 2
     assert calib.input_ids.shape == (2, 16)
     res = CliRunner().invoke(main, ["generate-data", "--model", str(model_dir), "--num-samples", "2",

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import re
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -53,19 +54,34 @@ def find_cached(folder: Path, name: str, tokenizer: Any, num_samples: int, seq_l
     return calib if same else None
 
 
-def calibration_ids(model, tokenizer, model_ref: str, method: str, num_samples: int, seq_len: int,
-                    data_dir: str | None, seed: int, echo=print, device: str = "cpu"):
+@dataclass(frozen=True)
+class CalibrationKey:
+    """Which calibration set: what the cache names and matches it on (with the tokenizer).
+
+    model: the model as the user named it (the file name's first part and the set's
+    metadata). method: 'selfgen' (the model writes it) or 'text' (Wikipedia train windows).
+    """
+
+    model: str
+    method: str
+    num_samples: int
+    seq_len: int
+    seed: int
+
+
+def calibration_ids(model, tokenizer, key: CalibrationKey, data_dir: str | None = None,
+                    echo=print, device: str = "cpu"):
     """The cached set for (model, tokenizer, method, size, seed) when there is one, else make it.
 
-    method: 'selfgen' (the model writes it) or 'text' (Wikipedia train windows). The cache
-    is the one `normtweak generate-data` writes.
+    The cache is the one `normtweak generate-data` writes (`data_dir`, else the user cache's).
     """
     from normtweak.calib.generate import generate_calibration
     from normtweak.calib.text import calibration_from_text
 
+    method, num_samples, seq_len, seed = key.method, key.num_samples, key.seq_len, key.seed
     folder = calibration_dir(data_dir)
     method_name = "selfgen" if method == "selfgen" else "text-wikipedia"
-    name = cache_name(model_ref, method_name, num_samples, seq_len, seed, tokenizer)
+    name = cache_name(key.model, method_name, num_samples, seq_len, seed, tokenizer)
     cached = find_cached(folder, name, tokenizer, num_samples, seq_len, seed)
     if cached is not None:
         echo(f"calibration: reusing {folder / name}")
@@ -77,7 +93,8 @@ def calibration_ids(model, tokenizer, model_ref: str, method: str, num_samples: 
         model.to(device)
         try:
             calib = generate_calibration(model, tokenizer, num_samples=num_samples,
-                                         seq_len=seq_len, seed=seed, model_name=model_ref)
+                                         seq_len=seq_len, seed=seed)
+            calib.metadata["model"] = key.model  # the name it was asked for, as generate-data
         finally:
             model.to(home)
     else:

@@ -30,16 +30,19 @@ DEFAULT_SEQ_LEN = 2048
 
 @dataclass(frozen=True)
 class SamplingSpec:
-    """How tokens after the first are chosen.
+    """How each sample's tokens are chosen.
 
     greedy_tokens: tokens after the first that are picked greedily (argmax).
     temperature, top_k (0: off), top_p (1.0: off): for the sampled rest.
+    languages: codes for the first token's language (None: en, es, pt, zh, fr; a
+    comma-separated string or a tuple).
     """
 
     greedy_tokens: int = 4
     temperature: float = 1.0
     top_k: int = 50
     top_p: float = 0.95
+    languages: str | tuple[str, ...] | None = None
 
     def __post_init__(self) -> None:
         if self.greedy_tokens < 0:
@@ -50,6 +53,10 @@ class SamplingSpec:
             raise ValueError(f"top_k must be >= 0 (0 turns it off), got {self.top_k}")
         if not 0 < self.top_p <= 1:
             raise ValueError(f"top_p must be in (0, 1], got {self.top_p}")
+
+    def decoding(self) -> dict:
+        """The settings after the first token (a calibration set's "sampling" metadata)."""
+        return {k: v for k, v in asdict(self).items() if k != "languages"}
 
 
 def default_seq_len(model: Any) -> int:
@@ -184,22 +191,23 @@ def generate_calibration(
     tokenizer: Any,
     num_samples: int = 128,
     seq_len: int | None = None,
-    languages: str | tuple[str, ...] | None = None,
+    *,
     seed: int = 0,
     sampling: SamplingSpec | None = None,
     batch_size: int = 16,
-    model_name: str | None = None,
     progress: bool = True,
 ) -> CalibrationSet:
     """Self-generate `num_samples` x `seq_len` calibration tokens with `model`.
 
     Runs on the device the model is on. seq_len None: 2048 or the model's context.
-    languages: codes for the first token's language (default en, es, pt, zh, fr).
+    sampling: how tokens are chosen, the first token's languages included (SamplingSpec).
+    The set's metadata names the model by its name_or_path; a caller that knows it by
+    another name sets metadata["model"].
     """
     from tqdm.auto import tqdm
 
     spec = sampling or SamplingSpec()
-    langs = parse_languages(languages)
+    langs = parse_languages(spec.languages)
     seq_len = seq_len or default_seq_len(model)
     context = model_context(model)
     if num_samples < 1 or seq_len < 1 or batch_size < 1:
@@ -218,8 +226,8 @@ def generate_calibration(
         for start in range(0, num_samples, batch_size):
             batch = first[start : start + batch_size].to(device)
             rows.append(generate_batch(model, batch, seq_len, spec, banned, sample_gen, bar).cpu())
-    meta = base_metadata(tokenizer, "selfgen", seed, model_name or _model_name(model))
-    meta.update(languages=list(langs), sampling=asdict(spec), batch_size=batch_size)
+    meta = base_metadata(tokenizer, "selfgen", seed, _model_name(model))
+    meta.update(languages=list(langs), sampling=spec.decoding(), batch_size=batch_size)
     return CalibrationSet(torch.cat(rows), meta)
 
 

@@ -160,15 +160,16 @@ def eval_cmd(**options) -> None:
 
 def _run_tasks(model_ref: str, payload: dict, options: dict) -> str:
     from normtweak.common.tables import markdown_table
-    from normtweak.evaluate.harness import results_rows, run_tasks
+    from normtweak.evaluate.harness import HarnessSpec, results_rows, run_tasks
     from normtweak.outputs import user_cache_dir
 
     names = [t.strip() for t in options["tasks"].split(",") if t.strip()]
     cache_dir = options["cache_dir"] or user_cache_dir() / "lm_eval"
     model, tok = load_for_eval(model_ref)
-    results = run_tasks(model, tok, names, cache_dir=cache_dir, limit=options["limit"],
-                        batch_size=options["batch_size"], max_length=options["window"],
-                        num_fewshot=options["num_fewshot"], device=options["device"])
+    spec = HarnessSpec(limit=options["limit"], batch_size=options["batch_size"],
+                       max_length=options["window"], num_fewshot=options["num_fewshot"])
+    results = run_tasks(model, tok, names, cache_dir=cache_dir, spec=spec,
+                        device=options["device"])
     rows = results_rows(results)
     payload["lm_eval"] = {"tasks": names, "limit": options["limit"], "rows": rows,
                           "configs": results.get("configs", {})}

@@ -6,14 +6,15 @@ data generated into `cache_dir` first (see taskdata), any other name is passed t
 lm-eval as is (built-in tasks such as wikitext, lambada_openai, hellaswag need the hub).
 
 lm-eval's rolling windows are the same as `perplexity`'s "chunks" mode when its
-max_length equals our window: `run_tasks` passes `max_length=window` (default
-min(context, 1024), like `perplexity`) so the two agree.
+max_length equals our window: `run_tasks` passes `max_length=window` (HarnessSpec's;
+default min(context, 1024), like `perplexity`) so the two agree.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -25,29 +26,41 @@ from normtweak.evaluate.taskdata import LOCAL_TASKS, prepare_local_tasks
 _SKIP_METRICS = ("alias",)
 
 
+@dataclass(frozen=True)
+class HarnessSpec:
+    """How lm-eval runs the tasks.
+
+    limit: documents per task (the first ones; None: all). max_length: lm-eval's context
+    (None: min(model context, 1024)). log_samples: keep per-document results.
+    """
+
+    limit: int | None = None
+    batch_size: int = 1
+    max_length: int | None = None
+    num_fewshot: int | None = None
+    log_samples: bool = False
+
+
 def run_tasks(
     model: nn.Module,
     tokenizer,
     tasks: Sequence[str],
     *,
     cache_dir: str | Path,
-    limit: int | None = None,
-    batch_size: int = 1,
-    max_length: int | None = None,
-    num_fewshot: int | None = None,
+    spec: HarnessSpec | None = None,
     device: str | None = None,
-    log_samples: bool = False,
     documents=None,
 ) -> dict[str, Any]:
     """Run lm-eval `tasks` on the model; returns lm-eval's results dict.
 
-    limit: documents per task (the first ones). max_length: lm-eval's context (default
-    min(model context, 1024)). documents: passed to `prepare_local_tasks` (tests).
+    spec: limit, batch size, context, few-shot, sample logging (HarnessSpec).
+    documents: passed to `prepare_local_tasks` (tests).
     """
     from lm_eval import simple_evaluate
     from lm_eval.models.huggingface import HFLM
     from lm_eval.tasks import TaskManager
 
+    spec = spec or HarnessSpec()
     check_causal(model)
     if not tasks:
         raise ValueError("no tasks given; local tasks: " + ", ".join(LOCAL_TASKS))
@@ -57,17 +70,17 @@ def run_tasks(
     lm = HFLM(
         pretrained=model,
         tokenizer=tokenizer,
-        batch_size=batch_size,
-        max_length=max_length or default_window(model),
+        batch_size=spec.batch_size,
+        max_length=spec.max_length or default_window(model),
         **({"device": device} if device else {}),
     )
     return simple_evaluate(
         model=lm,
         tasks=list(tasks),
-        num_fewshot=num_fewshot,
-        limit=limit,
+        num_fewshot=spec.num_fewshot,
+        limit=spec.limit,
         task_manager=manager,
-        log_samples=log_samples,
+        log_samples=spec.log_samples,
         bootstrap_iters=0,
     )
 

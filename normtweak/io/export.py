@@ -10,7 +10,9 @@ in, so a model tweaked from someone else's checkpoint is saved back the way it c
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 SAVE_FORMATS = ("compressed-tensors", "gptq", "gguf", "float")
 EXPORT_FORMATS = SAVE_FORMATS
@@ -51,10 +53,23 @@ def check_format(fmt: str, quant, linears) -> None:
             gguf_type_for(name, quant.bits, quant.group_size, in_features, quant.symmetric)
 
 
-def write_model(model, tokenizer, path: str | os.PathLike, fmt: str, *, quant=None, tweak=None,
-                calibration_sha256: str | None = None, extra: dict | None = None,
-                gptq_version: int = 2, gguf_type: str | None = None,
-                overwrite: bool = False) -> Path:
+@dataclass(frozen=True)
+class Provenance:
+    """What a saved model records about how it was made (normtweak_quantization.json).
+
+    quant / tweak: the specs, or their dicts as an earlier record holds them (an export);
+    calibration_sha256: of the calibration ids; extra: more keys for the record.
+    """
+
+    quant: Any = None
+    tweak: Any = None
+    calibration_sha256: str | None = None
+    extra: dict | None = None
+
+
+def write_model(model, tokenizer, path: str | os.PathLike, fmt: str, *,
+                provenance: Provenance | None = None, gptq_version: int = 2,
+                gguf_type: str | None = None, overwrite: bool = False) -> Path:
     """Write `model` (with QuantLinears) to the new folder `path` in format `fmt`.
 
     compressed-tensors: vLLM, SGLang, transformers; gptq: gptq_v2 (or v1 when exact);
@@ -69,20 +84,19 @@ def write_model(model, tokenizer, path: str | os.PathLike, fmt: str, *, quant=No
         raise ValueError(f"format must be one of {SAVE_FORMATS}, got {fmt!r}")
     if fmt == "float":
         return export_dequantized(model, tokenizer, path, overwrite=overwrite)
+    made = provenance or Provenance()
     if fmt == "compressed-tensors":
-        return save_quantized(model, tokenizer, path, quant=quant, tweak=tweak,
-                              calibration_sha256=calibration_sha256, extra=extra,
+        return save_quantized(model, tokenizer, path, quant=made.quant, tweak=made.tweak,
+                              calibration_sha256=made.calibration_sha256, extra=made.extra,
                               overwrite=overwrite)
     return write_library_folder(path, lambda p: _write_other(
-        model, tokenizer, p, fmt, quant, tweak, calibration_sha256, extra, gptq_version,
-        gguf_type), overwrite, "write_model")
+        model, tokenizer, p, fmt, made, gptq_version, gguf_type), overwrite, "write_model")
 
 
-def _write_other(model, tokenizer, path, fmt, quant, tweak, calibration_sha256, extra,
-                 gptq_version, gguf_type) -> Path:
+def _write_other(model, tokenizer, path, fmt, made: Provenance, gptq_version, gguf_type) -> Path:
     from normtweak.io.save import provenance
 
-    record = provenance(model, quant, tweak, calibration_sha256, extra)
+    record = provenance(model, made.quant, made.tweak, made.calibration_sha256, made.extra)
     if fmt == "gptq":
         from normtweak.io.gptq import write_gptq
 
@@ -133,9 +147,9 @@ def export_quantized(model_dir: str | os.PathLike, fmt: str, save_dir: str | os.
                                       dtype=getattr(torch, dtype) if dtype else None)
     else:
         def write(p):
-            return write_model(model, tokenizer, p, fmt, quant=quant, tweak=old.get("tweak"),
-                               calibration_sha256=old.get("calibration_sha256"),
-                               extra={"exported_from": str(model_dir)},
+            made = Provenance(quant, old.get("tweak"), old.get("calibration_sha256"),
+                              extra={"exported_from": str(model_dir)})
+            return write_model(model, tokenizer, p, fmt, provenance=made,
                                gptq_version=gptq_version, gguf_type=gguf_type)
     return write_folder(save_dir, write, overwrite=overwrite, command=f"export --format {fmt}",
                         flag="--save_dir", source=str(model_dir))

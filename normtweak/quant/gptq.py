@@ -107,16 +107,17 @@ def _single_thread_on_cpu(device: torch.device):
         torch.set_num_threads(threads)
 
 
-def _group_values(w, w1, err1, hinv, i1, i2, i, gs, mode):
+def _group_values(w, w1, err1, hinv, i1, i2, i, spec: QuantSpec):
     """The weights a dynamic group's parameters are computed from, [out, gs].
 
+    spec: the layer's own (`for_layer`), whose group_size is gs and group_params the mode.
     "updated": every earlier column's error update applied; columns past the lazy block
     still owe the block's pending update, so it is applied to them here. "reference":
     what IST-DASLab's gptq.py reads, W[:, col:col+gs] as of the last finished lazy block
     (no update from the current block's quantized columns).
     """
-    col = i1 + i
-    if mode == "reference":
+    col, gs = i1 + i, spec.group_size
+    if spec.group_params == "reference":
         return w[:, col:col + gs]
     k = max(0, gs - (i2 - col))
     tail = w[:, i2:i2 + k] - err1[:, :i] @ hinv[i1:col, i2:i2 + k]
@@ -173,7 +174,7 @@ def _gptq(weight: torch.Tensor, hessian: torch.Tensor, spec: QuantSpec) -> GPTQR
                 g = orig_col_list[col] // gs
                 s, z = scale[:, g], zero[:, g]
             elif col % gs == 0:
-                cur = _group_values(w, w1, err1, hinv, i1, i2, i, gs, spec.group_params)
+                cur = _group_values(w, w1, err1, hinv, i1, i2, i, spec)
                 sg, zg = compute_qparams(cur, bits, -1, sym)
                 s, z = sg[:, 0], zg[:, 0]
                 scale[:, col // gs], zero[:, col // gs] = s, z

@@ -169,7 +169,7 @@ def _single(model, tok, ids, plan: dict, options: dict, loader, imported) -> Non
     from normtweak.calib.store import calibration_hash
     from normtweak.dist import on_main
     from normtweak.io import export_dequantized
-    from normtweak.io.export import write_model
+    from normtweak.io.export import Provenance, write_model
     from normtweak.outputs import write_folder
     from normtweak.tweak.pipeline import tweak_model
     from normtweak.tweak.summary import ValidationScores, plain_copy
@@ -191,9 +191,9 @@ def _single(model, tok, ids, plan: dict, options: dict, loader, imported) -> Non
     extra = {"tweak_result": result.as_dict(),
              **({"validation": scores.record()} if scores.on else {})}
     path = on_main(write_folder, options["save_dir"], lambda p: write_model(
-        model, tok, p, plan["save_format"], quant=quant, tweak=tweak,
-        calibration_sha256=calibration_hash(ids), extra=extra), overwrite=run.overwrite,
-        command="tweak")
+        model, tok, p, plan["save_format"],
+        provenance=Provenance(quant, tweak, calibration_hash(ids), extra)),
+        overwrite=run.overwrite, command="tweak")
     restored = sum(b.resumed for b in result.blocks)
     note = f" ({restored} restored from {run.checkpoint_dir})" if restored else ""
     click.echo(f"tweaked {len(result.blocks)} blocks{note} in {result.seconds:.1f} s; "

@@ -61,15 +61,26 @@ class EndToEndResult:
         return asdict(self)
 
 
-def _check(lr: float, iters: int, batch_size: int, temperature: float) -> None:
-    if not (lr > 0 and math.isfinite(lr)):
-        raise ValueError(f"end-to-end lr must be a finite positive number, got {lr}")
-    if iters < 1:
-        raise ValueError(f"end-to-end iters must be >= 1, got {iters}")
-    if batch_size < 1:
-        raise ValueError(f"end-to-end batch_size must be >= 1, got {batch_size}")
-    if not (temperature > 0 and math.isfinite(temperature)):
-        raise ValueError(f"temperature must be a finite positive number, got {temperature}")
+@dataclass(frozen=True)
+class EndToEndSpec:
+    """How the norms train end to end: Adam at `lr`, `iters` passes over the calibration set
+    in batches of `batch_size`, the KL taken at `temperature`."""
+
+    lr: float = 1e-5
+    iters: int = 1
+    batch_size: int = 1
+    temperature: float = 1.0
+
+    def __post_init__(self) -> None:
+        if not (self.lr > 0 and math.isfinite(self.lr)):
+            raise ValueError(f"end-to-end lr must be a finite positive number, got {self.lr}")
+        if self.iters < 1:
+            raise ValueError(f"end-to-end iters must be >= 1, got {self.iters}")
+        if self.batch_size < 1:
+            raise ValueError(f"end-to-end batch_size must be >= 1, got {self.batch_size}")
+        if not (self.temperature > 0 and math.isfinite(self.temperature)):
+            raise ValueError(f"temperature must be a finite positive number, got "
+                             f"{self.temperature}")
 
 
 @torch.no_grad()
@@ -83,17 +94,17 @@ def mean_kl(model: nn.Module, teacher: nn.Module, batches: list[torch.Tensor],
     return total / len(batches)
 
 
-def tweak_end_to_end(model: nn.Module, teacher: nn.Module, input_ids: torch.Tensor, *,
-                     lr: float = 1e-5, iters: int = 1, batch_size: int = 1,
-                     temperature: float = 1.0, seed: int = 0, progress: bool = True
+def tweak_end_to_end(model: nn.Module, teacher: nn.Module, input_ids: torch.Tensor,
+                     spec: EndToEndSpec | None = None, *, seed: int = 0, progress: bool = True
                      ) -> EndToEndResult:
-    """Train all of `model`'s norm parameters (Adam, `iters` passes over `input_ids` [N, T]
-    in batches) to match `teacher`'s (the float model's) token distributions. In place.
+    """Train all of `model`'s norm parameters (Adam, `spec.iters` passes over `input_ids`
+    [N, T] in batches) to match `teacher`'s (the float model's) token distributions. In place.
 
     Both models must sit on the same device as `input_ids`. Returns the mean KL on the
     calibration set before and after.
     """
-    _check(lr, iters, batch_size, temperature)
+    spec = spec or EndToEndSpec()
+    lr, iters, batch_size, temperature = spec.lr, spec.iters, spec.batch_size, spec.temperature
     if input_ids.ndim != 2 or input_ids.shape[0] == 0:
         raise ValueError(f"input_ids must be [N, T] with N >= 1, got {tuple(input_ids.shape)}")
     norms = model_norm_parameters(model)
@@ -154,9 +165,10 @@ def run_end_to_end(model, teacher, ids, tweak: TweakSpec, device, seed, progress
     model.to(device)
     teacher.to(device)
     try:
-        res = tweak_end_to_end(model, teacher, ids.to(device), lr=tweak.end_to_end_lr,
-                               iters=tweak.end_to_end_iters, batch_size=tweak.batch_size,
-                               seed=seed, progress=progress and dist.is_main())
+        spec = EndToEndSpec(lr=tweak.end_to_end_lr, iters=tweak.end_to_end_iters,
+                            batch_size=tweak.batch_size)
+        res = tweak_end_to_end(model, teacher, ids.to(device), spec, seed=seed,
+                               progress=progress and dist.is_main())
     finally:
         model.to(homes[0])
     return res.as_dict()

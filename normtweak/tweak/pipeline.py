@@ -109,8 +109,9 @@ def _run_info(model, quant: QuantSpec, tweak: TweakSpec, start: Start, run: RunS
     """What a checkpoint folder records of its run (a resume must match it). Lazily loaded
     blocks are still on disk: their fingerprint is taken from the files."""
     fingerprint = weights_fingerprint(model)
-    if block_loader is not None:
-        fingerprint = f"{fingerprint}+{block_loader.fingerprint()}"
+    on_disk = getattr(block_loader, "fingerprint", None)  # a plain callable has none
+    if on_disk is not None:
+        fingerprint = f"{fingerprint}+{on_disk()}"
     return {
         **({"scale_dtype": run.scale_dtype} if run.scale_dtype is not None else {}),
         "model": str(getattr(model.config, "name_or_path", "")),

@@ -13,7 +13,7 @@ import time
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
-from normtweak.calib.cache import calibration_ids  # benchmarks import it from here
+from normtweak.calib.cache import CalibrationKey, calibration_ids  # benchmarks import them here
 from normtweak.config import QuantSpec, RunSpec, TweakSpec, default_seq_len
 
 
@@ -75,8 +75,9 @@ def main_job(job: MainJob, quant: QuantSpec, tweak: TweakSpec, run: RunSpec = Ru
 
     load_documents(job.text, "test")  # a mistyped corpus fails before the model loads
     model, tok = load_model(job.model)
-    calib = on_main(calibration_ids, model, tok, job.model, job.calibration, job.num_samples,
-                    seq_len, job.data_dir, run.seed, echo, run.device)  # made once, sent to all
+    key = CalibrationKey(job.model, job.calibration, job.num_samples, seq_len, run.seed)
+    calib = on_main(calibration_ids, model, tok, key, job.data_dir, echo,
+                    run.device)  # made once, sent to all
     ids = calib.input_ids
 
     def score(m, label):

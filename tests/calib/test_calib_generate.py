@@ -34,7 +34,7 @@ def _full_logits(model, ids, tokenizer):
 
 def test_shape_dtype_metadata(make_tiny, tokenizer):
     model = make_tiny("llama")
-    calib = _gen(model, tokenizer, languages="en,zh", seed=3)
+    calib = _gen(model, tokenizer, sampling=SamplingSpec(languages="en,zh"), seed=3)
     assert calib.input_ids.shape == (5, 24) and calib.input_ids.dtype == torch.int64
     meta = calib.metadata
     assert meta["method"] == "selfgen" and meta["seed"] == 3 and meta["languages"] == ["en", "zh"]
@@ -52,7 +52,8 @@ def test_seeds(make_tiny, tokenizer):
 
 
 def test_first_tokens_pass_the_filter_and_no_special_tokens(make_tiny, tokenizer):
-    calib = _gen(make_tiny("opt"), tokenizer, num_samples=12, languages=("zh", "en"))
+    calib = _gen(make_tiny("opt"), tokenizer, num_samples=12,
+                 sampling=SamplingSpec(languages=("zh", "en")))
     specials = set(tokenizer.all_special_ids)
     for row in calib.input_ids.tolist():
         first = tokenizer.decode(row[:1])
@@ -113,7 +114,7 @@ def test_bad_arguments(make_tiny, tokenizer):
     with pytest.raises(ValueError, match="context 256"):
         _gen(model, tokenizer, seq_len=300)
     with pytest.raises(ValueError, match="unknown language"):
-        _gen(model, tokenizer, languages="en,klingon")
+        _gen(model, tokenizer, sampling=SamplingSpec(languages="en,klingon"))
     with pytest.raises(ValueError, match="top_p"):
         SamplingSpec(top_p=0.0)
     with pytest.raises(ValueError, match="temperature"):

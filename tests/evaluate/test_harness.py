@@ -5,7 +5,12 @@ import json
 import pytest
 
 from normtweak.evaluate import perplexity
-from normtweak.evaluate.harness import results_rows, rolling_loglikelihoods, run_tasks
+from normtweak.evaluate.harness import (
+    HarnessSpec,
+    results_rows,
+    rolling_loglikelihoods,
+    run_tasks,
+)
 from normtweak.evaluate.taskdata import prepare_local_tasks, rotten_tomatoes_examples
 from normtweak.testing import _SAMPLE_TEXT
 
@@ -17,7 +22,8 @@ DOCS = [" ".join(LINES[:4]) * 2, " ".join(LINES[4:7]), LINES[7]]
 def test_local_rolling_task_matches_our_perplexity(make_tiny, tokenizer, tmp_path):
     model = make_tiny("llama")
     results = run_tasks(model, tokenizer, ["nt_wikipedia", "nt_rotten_tomatoes"],
-                        cache_dir=tmp_path, max_length=24, limit=6, log_samples=True,
+                        cache_dir=tmp_path,
+                        spec=HarnessSpec(limit=6, max_length=24, log_samples=True),
                         documents=lambda name: DOCS)
     lls = rolling_loglikelihoods(results, "nt_wikipedia")
     ours = [perplexity(model, tokenizer, d, window=24) for d in DOCS]

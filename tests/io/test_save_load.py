@@ -177,7 +177,7 @@ def _snapshot(folder):
 def test_library_save_never_destroys_a_users_folder(make_tiny, tokenizer, tmp_path):
     """save_quantized / export_dequantized / write_model follow the commands' rule: a non-empty
     folder is refused, and overwrite=True replaces only a folder normtweak wrote."""
-    from normtweak.io.export import write_model
+    from normtweak.io.export import Provenance, write_model
     from normtweak.outputs import MARKER, TargetExistsError
 
     model = _quantized(make_tiny, "llama")
@@ -191,7 +191,7 @@ def test_library_save_never_destroys_a_users_folder(make_tiny, tokenizer, tmp_pa
         "save_quantized": lambda path, **kw: save_quantized(model, tokenizer, path, quant=QUANT, **kw),
         "export_dequantized": lambda path, **kw: export_dequantized(model, tokenizer, path, **kw),
         "write_model gptq": lambda path, **kw: write_model(model, tokenizer, path, "gptq",
-                                                          quant=QUANT, **kw),
+                                                          provenance=Provenance(quant=QUANT), **kw),
     }
     for name, save in savers.items():
         with pytest.raises(TargetExistsError, match="path .*models exists and is not empty.*"

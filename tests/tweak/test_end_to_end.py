@@ -12,7 +12,12 @@ from normtweak import arch
 from normtweak.config import QuantSpec, RunSpec
 from normtweak.quant.model import quantize_model
 from normtweak.testing import tiny_batch
-from normtweak.tweak.end_to_end import logits_kl, model_norm_parameters, tweak_end_to_end
+from normtweak.tweak.end_to_end import (
+    EndToEndSpec,
+    logits_kl,
+    model_norm_parameters,
+    tweak_end_to_end,
+)
 
 
 def test_logits_kl_matches_the_definition_in_float64():
@@ -47,7 +52,8 @@ def test_end_to_end_moves_only_norms_and_lowers_the_kl(make_tiny):
     final = arch.get_adapter(model).get_final_norm(model)
     assert any(p is final.weight for p in model_norm_parameters(model))
     ids = tiny_batch(4, 16, seed=1)
-    res = tweak_end_to_end(model, teacher, ids, lr=1e-2, iters=4, batch_size=2, progress=False)
+    res = tweak_end_to_end(model, teacher, ids, EndToEndSpec(lr=1e-2, iters=4, batch_size=2),
+                           progress=False)
     assert res.steps == 8 and res.kl_after < res.kl_before
     after = model.state_dict()
     changed = {k for k in before if not torch.equal(before[k], after[k])}
@@ -59,10 +65,9 @@ def test_end_to_end_moves_only_norms_and_lowers_the_kl(make_tiny):
 @pytest.mark.parametrize("kwargs, match", [
     ({"lr": 0.0}, "lr"), ({"iters": 0}, "iters"), ({"batch_size": 0}, "batch_size"),
     ({"temperature": 0.0}, "temperature")])
-def test_end_to_end_rejects_bad_settings(make_tiny, kwargs, match):
-    model = make_tiny("llama")
+def test_end_to_end_rejects_bad_settings(kwargs, match):
     with pytest.raises(ValueError, match=match):
-        tweak_end_to_end(model, model, tiny_batch(2, 8), progress=False, **kwargs)
+        EndToEndSpec(**kwargs)
 
 
 def test_tweak_model_runs_end_to_end_after_the_block_pass(make_tiny):

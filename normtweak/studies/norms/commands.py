@@ -30,7 +30,7 @@ def _command_line() -> str:
 @click.option("--threads", type=int, default=None, help="torch CPU threads")
 @click.option("--out", default=None, help="JSON path (default results/norms_<cpu|cuda>.json)")
 @click.option("--overwrite", is_flag=True, help="replace an existing --out file")
-def bench_norms(hiddens, rows, dtypes, kinds, impls, device, threads, out, overwrite):
+def bench_norms(**options):
     """Time our norms (fwd, bwd, fwd+bwd) against eager torch and torch.compile."""
     import torch
 
@@ -38,18 +38,20 @@ def bench_norms(hiddens, rows, dtypes, kinds, impls, device, threads, out, overw
     from normtweak.outputs import check_target, write_file
     from normtweak.studies.norms.bench import run
 
-    if threads:
-        torch.set_num_threads(threads)
+    device, overwrite = options["device"], options["overwrite"]
+    if options["threads"]:
+        torch.set_num_threads(options["threads"])
     gpu = (device or ("cuda" if torch.cuda.is_available() else "cpu")).startswith("cuda")
-    hiddens = _ints(hiddens) if hiddens else ((1024, 2048, 4096, 8192, 16384) if gpu else (1024, 4096))
-    rows = _ints(rows) if rows else ((4096, 32768) if gpu else (4096,))
-    path = Path(out or f"results/norms_{'cuda' if gpu else 'cpu'}.json")
+    hiddens = (_ints(options["hiddens"]) if options["hiddens"]
+               else ((1024, 2048, 4096, 8192, 16384) if gpu else (1024, 4096)))
+    rows = _ints(options["rows"]) if options["rows"] else ((4096, 32768) if gpu else (4096,))
+    path = Path(options["out"] or f"results/norms_{'cuda' if gpu else 'cpu'}.json")
     try:
         check_target(path, overwrite, "--out")
     except FileExistsError as err:
         raise click.ClickException(str(err)) from err
-    report = run(hiddens, rows, tuple(dtypes.split(",")), tuple(kinds.split(",")), device,
-                 tuple(impls.split(",")))
+    report = run(hiddens, rows, tuple(options["dtypes"].split(",")),
+                 tuple(options["kinds"].split(",")), device, tuple(options["impls"].split(",")))
     report["command"] = _command_line()
     cols = ["norm", "rows", "hidden", "dtype", "impl", "mode", "ms", "GB/s"]
     cols += [c for c in ("x_vs_eager", "x_vs_compile", "%_of_copy") if any(c in r for r in report["rows"])]

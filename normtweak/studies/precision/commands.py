@@ -28,25 +28,31 @@ import click
 @click.option("--threads", type=int, default=None, help="torch CPU threads")
 @click.option("--out-dir", default="results/precision", show_default=True)
 @click.option("--overwrite", is_flag=True, help="replace the summary files of an earlier run")
-def precision_cmd(model, data, precisions, seeds, train_size, test_size, epochs, batch_size, norm, tweak_lr,
-                  device, threads, out_dir, overwrite):
+def precision_cmd(**options):
     """Train a classifier and compare precisions: accuracy, time, memory (JSON per run + table)."""
     import torch
 
     from normtweak.outputs import check_target, write_file
-    from normtweak.studies.precision.run import markdown, run_study
+    from normtweak.studies.precision.run import StudySpec, markdown, run_study
 
-    if threads:
-        torch.set_num_threads(threads)
+    if options["threads"]:
+        torch.set_num_threads(options["threads"])
     t0 = time.perf_counter()
-    out = Path(out_dir)
+    model, data, norm, overwrite = (options["model"], options["data"], options["norm"],
+                                    options["overwrite"])
+    out = Path(options["out_dir"])
     md_path, json_path = out / f"{model}_{data}_{norm}.md", out / f"{model}_{data}_{norm}.json"
     try:
         check_target(md_path, overwrite, "--out-dir")
         check_target(json_path, overwrite, "--out-dir")
-        report = run_study(model, data, tuple(precisions.split(",")), tuple(int(s) for s in seeds.split(",")),
-                           train_size, test_size, epochs, batch_size, None, norm, tweak_lr=tweak_lr, device=device,
-                           out_dir=out_dir, echo=lambda line: None)
+        spec = StudySpec(model=model, data=data,
+                         precisions=tuple(options["precisions"].split(",")),
+                         seeds=tuple(int(s) for s in options["seeds"].split(",")),
+                         train_size=options["train_size"], test_size=options["test_size"],
+                         epochs=options["epochs"], batch_size=options["batch_size"], norm=norm,
+                         tweak_lr=options["tweak_lr"])
+        report = run_study(spec, device=options["device"], out_dir=options["out_dir"],
+                           echo=lambda line: None)
     except (ValueError, FileNotFoundError, OSError) as err:
         raise click.ClickException(str(err)) from err
     args = sys.argv[2:] if sys.argv[1:2] == ["precision"] else sys.argv[1:]  # CLI or examples/ wrapper

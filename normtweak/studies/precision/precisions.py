@@ -14,6 +14,7 @@ import copy
 import re
 import time
 from contextlib import nullcontext
+from dataclasses import dataclass
 
 import torch
 from torch import nn
@@ -68,10 +69,22 @@ def batches(n: int, batch_size: int, generator: torch.Generator | None):
     return [order[i:i + batch_size] for i in range(0, n, batch_size)]
 
 
+@dataclass(frozen=True)
+class TrainSpec:
+    """How `train` trains: `epochs` passes in batches of `batch_size`, AdamW with a one-cycle
+    schedule peaking at `lr`."""
+
+    epochs: int = 3
+    batch_size: int = 32
+    lr: float = 1e-3
+
+
 def train(model: nn.Module, ids: torch.Tensor, mask: torch.Tensor, labels: torch.Tensor, precision: str,
-          epochs: int = 3, batch_size: int = 32, lr: float = 1e-3, seed: int = 0,
+          spec: TrainSpec | None = None, seed: int = 0,
           device: torch.device | None = None) -> float:
     """Train in place with AdamW at `precision`; returns seconds."""
+    spec = spec or TrainSpec()
+    epochs, batch_size, lr = spec.epochs, spec.batch_size, spec.lr
     device = device or torch.device("cpu")
     gen = torch.Generator().manual_seed(seed)
     model.to(device).train()

@@ -6,6 +6,7 @@ import json
 import os
 import statistics
 import threading
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -77,26 +78,49 @@ def build(model_name: str, data, norm: str, max_len: int, seed: int):
     return model, tok, report
 
 
-def run_study(model: str = "classifier", data: str = "rotten_tomatoes", precisions=("fp32",),
-              seeds=(0,), train_size: int = 5000, test_size: int = 1000, epochs: int = 3,
-              batch_size: int = 32, lr: float | None = None, norm: str = "rms", max_len: int = 128,
-              calib_samples: int = 128, calib_len: int = 64, tweak_lr: float = 1e-4, device: str = "cpu",
+@dataclass(frozen=True)
+class StudySpec:
+    """What the precision study runs: which model, data and precisions, for which seeds, how
+    the models train (lr None: 1e-3 for our classifier, 5e-5 for a pretrained encoder) and
+    how the PTQ modes calibrate (calib_samples windows of calib_len tokens, tweak_lr)."""
+
+    model: str = "classifier"
+    data: str = "rotten_tomatoes"
+    precisions: tuple[str, ...] = ("fp32",)
+    seeds: tuple[int, ...] = (0,)
+    train_size: int = 5000
+    test_size: int = 1000
+    epochs: int = 3
+    batch_size: int = 32
+    lr: float | None = None
+    norm: str = "rms"
+    max_len: int = 128
+    calib_samples: int = 128
+    calib_len: int = 64
+    tweak_lr: float = 1e-4
+
+
+def run_study(spec: StudySpec | None = None, device: str = "cpu",
               out_dir: str = "results/precision", echo=print) -> dict:
     """Every precision for every seed; returns {"runs": [...], "table": [...]}.
 
     PTQ precisions quantize a copy of the fp32 model trained for the same seed (trained
     once, shared), so their train_s is that model's training time.
     """
+    spec = spec or StudySpec()
+    model, data, precisions, norm = spec.model, spec.data, spec.precisions, spec.norm
     P.check_precisions(list(precisions))
     dev = torch.device(device)
-    labeled = load_labeled(data, train_size, test_size)
-    settings = {"epochs": epochs, "batch_size": batch_size, "max_len": max_len, "norm": norm,
-                "lr": lr if lr is not None else (1e-3 if model == "classifier" else 5e-5),
-                "calib_samples": calib_samples, "calib_len": calib_len, "tweak_lr": tweak_lr}
+    labeled = load_labeled(data, spec.train_size, spec.test_size)
+    settings = {"epochs": spec.epochs, "batch_size": spec.batch_size, "max_len": spec.max_len,
+                "norm": norm,
+                "lr": spec.lr if spec.lr is not None else (1e-3 if model == "classifier" else 5e-5),
+                "calib_samples": spec.calib_samples, "calib_len": spec.calib_len,
+                "tweak_lr": spec.tweak_lr}
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     runs = []
-    for seed in seeds:
+    for seed in spec.seeds:
         trained: dict = {}
         for precision in precisions:
             row = {"model": model, "data": data, "norm": norm, "precision": precision, "seed": seed,
@@ -128,7 +152,8 @@ def _one_run(model: str, labeled, precision: str, seed: int, dev: torch.device, 
             net, tok, report = build(model, labeled, s["norm"], s["max_len"], seed)
             ids, mask = tok.batch([t for t, _ in labeled.train], s["max_len"])
             labels = torch.tensor([y for _, y in labeled.train])
-            secs = P.train(net, ids, mask, labels, base, s["epochs"], s["batch_size"], s["lr"], seed, dev)
+            how = P.TrainSpec(s["epochs"], s["batch_size"], s["lr"])
+            secs = P.train(net, ids, mask, labels, base, how, seed, dev)
             trained[base] = (net, tok, secs, report)
         net, tok, row["train_s"], report = trained[base]
         row["params"], row["norm_params"] = count_parameters(net)

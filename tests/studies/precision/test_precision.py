@@ -17,7 +17,7 @@ from normtweak.studies.precision.classifier import (
     count_parameters,
 )
 from normtweak.studies.precision.data import _split, load_labeled
-from normtweak.studies.precision.run import calibration_windows, run_study
+from normtweak.studies.precision.run import StudySpec, calibration_windows, run_study
 
 
 def synthetic(n=400, seed=0):
@@ -45,7 +45,8 @@ def test_classifier_learns_a_separable_task():
     tok = RegexTokenizer.fit(texts, min_count=1)
     ids, mask = tok.batch(texts, 16)
     model = small(vocab=len(tok))
-    P.train(model, ids[:300], mask[:300], labels[:300], "fp32", epochs=4, batch_size=16, lr=3e-3)
+    P.train(model, ids[:300], mask[:300], labels[:300], "fp32",
+            P.TrainSpec(epochs=4, batch_size=16, lr=3e-3))
     acc, _ = P.evaluate(model, ids[300:], mask[300:], labels[300:], "fp32")
     assert acc > 0.95
 
@@ -67,7 +68,8 @@ def test_training_precisions_run_in_their_dtype(precision, dtype):
     seen = []
     model.blocks[0].up.register_forward_hook(lambda m, i, o: seen.append(o.dtype))
     ids = torch.randint(2, 40, (8, 10))
-    P.train(model, ids, ids != 0, torch.randint(0, 2, (8,)), precision, epochs=1, batch_size=4)
+    P.train(model, ids, ids != 0, torch.randint(0, 2, (8,)), precision,
+            P.TrainSpec(epochs=1, batch_size=4))
     P.evaluate(model, ids, ids != 0, torch.zeros(8, dtype=torch.long), precision)
     assert seen and set(seen) == {dtype}
 
@@ -138,8 +140,9 @@ def test_calibration_windows_come_from_train_text():
 
 @pytest.mark.slow  # over 10 s on 2 cores
 def test_study_end_to_end_writes_runs_and_table(tmp_path):
-    report = run_study(precisions=("fp32", "w4-rtn-tweak"), seeds=(0, 1), train_size=120, test_size=40,
-                       epochs=1, calib_samples=4, calib_len=16, out_dir=str(tmp_path), echo=lambda s: None)
+    spec = StudySpec(precisions=("fp32", "w4-rtn-tweak"), seeds=(0, 1), train_size=120,
+                     test_size=40, epochs=1, calib_samples=4, calib_len=16)
+    report = run_study(spec, out_dir=str(tmp_path), echo=lambda s: None)
     assert len(report["runs"]) == 4 and [r["precision"] for r in report["table"]] == ["fp32", "w4-rtn-tweak"]
     assert all(0 <= r["accuracy"] <= 1 and r["peak_mem_mib"] > 0 for r in report["runs"])
     saved = json.loads((tmp_path / "classifier_rotten_tomatoes_rms_w4-rtn-tweak_seed1.json").read_text())
@@ -147,13 +150,13 @@ def test_study_end_to_end_writes_runs_and_table(tmp_path):
     assert "train_s" in saved and saved["device"] == "cpu"
     for bad in ("fp8", "w9-rtn", "w4-awq"):
         with pytest.raises(ValueError, match="unknown precision"):
-            run_study(precisions=(bad,), out_dir=str(tmp_path))
+            run_study(StudySpec(precisions=(bad,)), out_dir=str(tmp_path))
 
 
 def test_unsupported_precision_is_skipped_with_a_note(tmp_path, monkeypatch):
     monkeypatch.setattr(P, "unsupported", lambda p, d: "no fp16 here" if p == "fp16" else None)
-    report = run_study(precisions=("fp16", "fp32"), train_size=60, test_size=20, epochs=1,
-                       out_dir=str(tmp_path), echo=lambda s: None)
+    spec = StudySpec(precisions=("fp16", "fp32"), train_size=60, test_size=20, epochs=1)
+    report = run_study(spec, out_dir=str(tmp_path), echo=lambda s: None)
     assert report["runs"][0]["skipped"] == "no fp16 here" and "accuracy" not in report["runs"][0]
     assert report["table"][0]["accuracy"] == "skipped: no fp16 here"
     assert 0 <= report["runs"][1]["accuracy"] <= 1
