@@ -126,6 +126,13 @@ def _metadata(writer, model: nn.Module, tokenizer) -> None:
         add_tokenizer(writer, tokenizer, c.vocab_size)
 
 
+def check_gguf_family(family: str) -> None:
+    """GGUF export writes the Llama family's tensor names and metadata only."""
+    if family != "llama":
+        raise ValueError(f"GGUF export supports the Llama family (SmolLM2, Llama, Mistral); "
+                         f"this model is {family}")
+
+
 def gguf_tensors(model: nn.Module, qtype: str | None):
     """(gguf name, numpy array, raw type or None) for every tensor; refuses before writing."""
     import gguf
@@ -133,9 +140,7 @@ def gguf_tensors(model: nn.Module, qtype: str | None):
     from normtweak import arch
     from normtweak.quant.linear import QuantLinear
 
-    if arch.get_adapter(model).family != "llama":
-        raise ValueError(f"GGUF export supports the Llama family (SmolLM2, Llama, Mistral); "
-                         f"this model is {arch.get_adapter(model).family}")
+    check_gguf_family(arch.get_adapter(model).family)
     names = gguf.get_tensor_name_map(gguf.MODEL_ARCH.LLAMA, model.config.num_hidden_layers)
     out, types = [], {}
     quantized = {n: m for n, m in model.named_modules() if isinstance(m, QuantLinear)}

@@ -160,7 +160,12 @@ def _check_format(fmt, quant, model) -> None:
     from normtweak import arch
     from normtweak.io.export import check_format
 
-    blocks = arch.get_adapter(model).get_blocks(model)
+    adapter = arch.get_adapter(model)
+    if fmt == "gguf":
+        from normtweak.io.gguf import check_gguf_family
+
+        check_gguf_family(adapter.family)
+    blocks = adapter.get_blocks(model)
     check_format(fmt, quant, [(f"block {i}: {n}", lin.in_features, lin.out_features)
                               for i, b in enumerate(blocks) for n, lin in arch.block_linears(b)])
 

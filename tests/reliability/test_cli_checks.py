@@ -167,3 +167,18 @@ def test_the_group_fallback_is_said_once_and_recorded_per_layer(work, tmp_path):
     assert res.output.count("group size 128 does not divide") == 1
     modules = json.loads((out / "normtweak_quantization.json").read_text())["modules"]
     assert {m["group_size"] for m in modules.values()} == {64, 128}
+
+
+def test_gguf_for_a_model_outside_the_llama_family_is_refused_before_tweaking(
+        work, tmp_path, tokenizer, monkeypatch):
+    import normtweak.tweak.pipeline as pipeline
+
+    tiny_model("opt").save_pretrained(tmp_path / "opt")
+    tokenizer.save_pretrained(tmp_path / "opt")
+    calls = []
+    monkeypatch.setattr(pipeline, "tweak_model", lambda *a, **k: calls.append(1))
+    args = tweak(work, tmp_path / "out", "--save-format", "gguf", "--group-size", "32")
+    args[args.index("--model") + 1] = str(tmp_path / "opt")
+    res = CliRunner().invoke(main, args)
+    one_error(res, "GGUF export supports the Llama family", "opt")
+    assert not calls and not (tmp_path / "out").exists()
