@@ -64,8 +64,11 @@ def encode_gptq(q, version: int = 2) -> dict[str, torch.Tensor]:
     return parts
 
 
-def decode_gptq(parts: dict[str, torch.Tensor], bits: int, symmetric: bool, version: int):
-    """A QuantLinear from one module's GPTQ tensors."""
+def decode_gptq(parts: dict[str, torch.Tensor], bits: int, symmetric: bool, version: int,
+                declared_group: int | None = None):
+    """A QuantLinear from one module's GPTQ tensors. declared_group: the group size the
+    checkpoint's config gives this module; a layer with one group keeps it (group size =
+    in_features) instead of reading as one scale per output channel, the same numbers."""
     qweight, scales = parts["qweight"], parts["scales"]
     in_f, out_f = qweight.shape[0] * 32 // bits, qweight.shape[1]
     codes = unpack(qweight.t().contiguous(), bits, in_f)
@@ -73,7 +76,8 @@ def decode_gptq(parts: dict[str, torch.Tensor], bits: int, symmetric: bool, vers
     if version == 1:  # as v1 kernels read it: stored + 1, unmasked
         zeros = zeros + 1
     groups = scales.shape[0]
-    spec = QuantSpec(bits=bits, group_size=in_f // groups if groups > 1 else -1,
+    one_group = in_f if declared_group == in_f else -1
+    spec = QuantSpec(bits=bits, group_size=in_f // groups if groups > 1 else one_group,
                      symmetric=symmetric)
     g_idx = parts.get("g_idx")
     if spec.group_size == -1:
@@ -153,6 +157,18 @@ def _add_config(folder: Path, qc: dict) -> None:
     path.write_text(json.dumps(config, indent=2, sort_keys=True))
 
 
+def declared_group_size(qc: dict, name: str) -> int | None:
+    """The group size a GPTQ config gives module `name`: its `dynamic` override ("+:regex",
+    matched from the start of the name, as GPTQModel reads it) or the config's own."""
+    import re
+
+    for pattern, override in (qc.get("dynamic") or {}).items():
+        if pattern.startswith("+:") and re.match(pattern[2:], name) and "group_size" in override:
+            return int(override["group_size"])
+    g = qc.get("group_size")
+    return int(g) if g is not None else None
+
+
 def read_gptq_modules(model: nn.Module, qc: dict, tensors: dict):
     """(name -> QuantLinear, the other tensors) from a GPTQ checkpoint (v1 or v2)."""
     fmt = qc.get("checkpoint_format", "gptq")
@@ -166,7 +182,7 @@ def read_gptq_modules(model: nn.Module, qc: dict, tensors: dict):
         name = key[: -len(".qweight")]
         parts = {s: tensors.pop(f"{name}.{s}") for s in ("qweight", "qzeros", "scales", "g_idx",
                                                             "bias") if f"{name}.{s}" in tensors}
-        q = decode_gptq(parts, bits, symmetric, versions[fmt])
+        q = decode_gptq(parts, bits, symmetric, versions[fmt], declared_group_size(qc, name))
         target = model.get_submodule(name)
         if (getattr(target, "in_features", q.in_features), getattr(
                 target, "out_features", q.out_features)) != (q.in_features, q.out_features):

@@ -211,3 +211,14 @@ def test_export_reads_one_gguf_file(folders, tmp_path):
     b, _ = load_quantized(tmp_path / "back")
     for name, q in _quantized(a).items():
         assert torch.equal(_quantized(b)[name].codes(), q.codes()), name
+
+
+def test_a_gptq_layer_with_one_group_keeps_its_group_size(folders):
+    """The tiny model's layers hold one group each (64 of 64 inputs, 128 of 128): read back from
+    the GPTQ export, each keeps the group size its source had (the config's group_size and
+    its dynamic override), not 'one scale per output channel' (the same numbers)."""
+    src, _ = load_quantized(folders["quantized"])
+    back, _ = load_quantized(folders["imported"])
+    sizes = {n: q.spec.group_size for n, q in _quantized(back).items()}
+    assert sizes == {n: q.spec.group_size for n, q in _quantized(src).items()}
+    assert {g for g in sizes.values()} == {64, 128}
