@@ -194,7 +194,7 @@ def write_grid(result: GridResult, out_dir: str | Path) -> tuple[Path, Path]:
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     json_path = out / "grid.json"
-    write_atomic(json_path, json.dumps(result.as_dict(), indent=2))
+    write_atomic(json_path, json.dumps({**result.as_dict(), "heatmap": "grid.png"}, indent=2))
     lrs = sorted({p.lr for p in result.points})
     scales = sorted({p.scale for p in result.points})
     fig, axes = plt.subplots(1, 2, figsize=(4 + 1.2 * len(lrs) * 2, 1.5 + 0.8 * len(scales)))

@@ -44,6 +44,8 @@ def test_a_diverging_point_is_recorded_and_the_grid_goes_on(work, tmp_path, monk
     failed = [p for p in data["points"] if p["error"]]
     assert [p["lr"] for p in failed] == [0.01] and data["best"]["lr"] == 0.001
     assert data["best"]["saved_to"] == str(out / "best") and (out / "best" / "config.json").is_file()
+    # the JSON names its heatmap, a PNG beside it
+    assert (out / data["heatmap"]).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
 def test_a_previous_grid_is_not_overwritten_unasked(work, tmp_path):
