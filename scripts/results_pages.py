@@ -147,6 +147,26 @@ def tweak_cost() -> str:
             f"CPU-minutes on one thread ([the run]({r['_file']})).")
 
 
+def grid_table() -> str:
+    """The paper's (lr, scale) grid on SmolLM2 (normtweak grid), chosen on validation."""
+    path = RESULTS / "grid_smollm2_paper.json"
+    if not path.is_file():
+        return "_not measured yet_"
+    data = json.loads(path.read_text())
+    lines = ["| lr | scale | val ppl | test ppl |", "|---|---|---|---|",
+             f"| float | - | {data['float']['validation']:.2f} | {data['float']['test']:.2f} |",
+             f"| plain RTN | - | {data['quantized']['validation']:.2f} | "
+             f"{data['quantized']['test']:.2f} |"]
+    for p in data["points"]:
+        best = " (chosen)" if (p["lr"], p["scale"]) == (data["best"]["lr"], data["best"]["scale"]) else ""
+        lines.append(f"| {p['lr']:g}{best} | {p['scale']:g} | {p['validation_ppl']:.2f} | "
+                     f"{p['test_ppl']:.2f} |")
+    return ("The paper's norm tweak (`--preset paper`) over its grid, W4A16, 16 x 128 Wikipedia "
+            "calibration windows, 4 windows of 1024 tokens per split, chosen on validation "
+            f"({data['cpu_s'] / 60:.0f} CPU-minutes on one thread):\n\n" + "\n".join(lines)
+            + f"\n\n![the grid's heatmap](img/grid_smollm2_paper.png)\n\n`{data['command']}`")
+
+
 def main_job_size_table() -> str:
     path = RESULTS / "main_job_size.json"
     if not path.is_file():
@@ -333,7 +353,7 @@ def blocks() -> dict[str, str]:
             "headline": peers_table(runs, ["W4 g64 sym", "W3 g64 sym", "W4 per-channel sym"]),
             "asym": peers_table(runs, ["W4 g64 asym", "W3 g64 asym", "W4 per-channel asym"]),
             "main-job": main_job_table(), "tweak-cost": tweak_cost(), "main-job-size": main_job_size_table(),
-            "llamacpp": llamacpp_table(), "block-cost": block_cost_table()}
+            "llamacpp": llamacpp_table(), "grid": grid_table(), "block-cost": block_cost_table()}
 
 
 def results_page(b: dict[str, str]) -> str:
@@ -397,6 +417,10 @@ command below renders the cached points.
 ## GGUF under llama.cpp
 
 {b['llamacpp']}
+
+## The paper's grid search
+
+{b['grid']}
 
 ## Cost per block against AutoRound at the same steps x batch
 
