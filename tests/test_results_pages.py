@@ -27,3 +27,28 @@ def test_spread_and_gap_by_hand():
     assert pages.spread([20.0, 21.0, 20.5]) == "20.50 ± 0.50 (3)"
     # float 10, RTN 30, method 15: (30 - 15) / (30 - 10) = 75 % of the gap recovered
     assert pages.gap_recovered(10.0, 30.0, 15.0) == pytest.approx(75.0)
+
+
+def test_config_labels_from_run_names():
+    pages = _pages()
+    assert pages.config_label("w4g64sym") == "W4 g64 sym"
+    assert pages.config_label("w4pcsym") == "W4 per-channel sym"
+    assert pages.config_label("w3g64asym") == "W3 g64 asym"
+    with pytest.raises(ValueError):
+        pages.config_label("float")
+
+
+def test_verdict_calls_a_lead_inside_the_seed_spread_no_win():
+    pages = _pages()
+
+    def run(method, seed, val, test, cpu):
+        return {"_method": method, "_seed": seed, "config": "W4 g64 sym", "quantize_s": cpu,
+                "quantize_cpu_s": cpu, "eval": {"validation": {"ppl": val}, "test": {"ppl": test}}}
+
+    runs = [run("normtweak-default", 0, 22.0, 19.0, 100), run("normtweak-default", 1, 22.4, 19.4, 100),
+            run("autoround-200", 0, 23.0, 19.1, 200)]
+    text = pages.verdict(runs)
+    # validation: 22.2 vs 23.0, ahead by 0.8 > spread 0.2; test: 19.2 vs 19.1, behind by 0.1 < 0.2
+    assert "validation 22.20 vs 23.00, normtweak ahead by 0.80 (more than the seed spread ±0.20)" in text
+    assert "test 19.20 vs 19.10, AutoRound-200 ahead by 0.10 (within the seed spread ±0.20)" in text
+    assert "CPU time 50% of AutoRound-200's" in text
