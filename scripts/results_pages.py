@@ -129,7 +129,36 @@ def verdict(runs: list[dict], ours: str = "normtweak-default", theirs: str = "au
                      + f"; CPU time {cpu[0] / cpu[1]:.0%} of AutoRound-200's.")
     if not lines:
         return "_AutoRound-200 not measured yet_"
-    return "normtweak's default against AutoRound-200 (lower is better):\n\n" + "\n".join(lines)
+    text = "normtweak's default against AutoRound-200 (lower is better):\n\n" + "\n".join(lines)
+    return text + norms_effect(groups)
+
+
+def norms_effect(groups: dict) -> str:
+    """What training the norms adds inside the joint method: the default against the same run
+    with the norms frozen, on the seeds both have, beside the default's seed spread."""
+    out = []
+    for config in CONFIGS:
+        a, b = groups.get((config, "normtweak-default")), groups.get(
+            (config, "normtweak-joint-frozen-norms"))
+        if not a or not b:
+            continue
+        seeds = sorted({r["_seed"] for r in a} & {r["_seed"] for r in b})
+        if not seeds:
+            continue
+        parts = []
+        for split in ("validation", "test"):
+            da = {r["_seed"]: ppl(r, split) for r in a}
+            db = {r["_seed"]: ppl(r, split) for r in b}
+            gain = statistics.fmean(db[s] - da[s] for s in seeds)
+            half = (max(da.values()) - min(da.values())) / 2
+            size = ("more than" if half and abs(gain) > half else "within") + f" the spread ±{half:.2f}"
+            parts.append(f"{split} {statistics.fmean(db[s] for s in seeds):.2f} frozen vs "
+                         f"{statistics.fmean(da[s] for s in seeds):.2f} trained ({gain:+.2f}, {size})")
+        out.append(f"- **{config}**, seed(s) {', '.join(map(str, seeds))}: " + "; ".join(parts))
+    if not out:
+        return ""
+    return ("\n\nWhat training the norms adds inside the joint method (the same run with the "
+            "norms frozen; a positive number is what the norms gained):\n\n" + "\n".join(out))
 
 
 def peers_table(runs: list[dict], configs: list[str]) -> str:

@@ -52,3 +52,17 @@ def test_verdict_calls_a_lead_inside_the_seed_spread_no_win():
     assert "validation 22.20 vs 23.00, normtweak ahead by 0.80 (more than the seed spread ±0.20)" in text
     assert "test 19.20 vs 19.10, AutoRound-200 ahead by 0.10 (within the seed spread ±0.20)" in text
     assert "CPU time 50% of AutoRound-200's" in text
+
+
+def test_norms_effect_compares_the_same_seeds():
+    pages = _pages()
+
+    def run(method, seed, val, test):
+        return {"_method": method, "_seed": seed, "config": "W4 g64 sym",
+                "eval": {"validation": {"ppl": val}, "test": {"ppl": test}}}
+
+    runs = [run("normtweak-default", 0, 22.0, 19.0), run("normtweak-default", 1, 22.4, 19.4),
+            run("normtweak-joint-frozen-norms", 0, 22.5, 19.05)]
+    text = pages.norms_effect(pages.grouped(runs))
+    assert "seed(s) 0: validation 22.50 frozen vs 22.00 trained (+0.50, more than the spread ±0.20)" in text
+    assert "test 19.05 frozen vs 19.00 trained (+0.05, within the spread ±0.20)" in text
