@@ -107,7 +107,8 @@ def gap_recovered(f: float, rtn: float, x: float) -> float:
 def verdict(runs: list[dict], ours: str = "normtweak-default", theirs: str = "autoround-200") -> str:
     """Per config where both were measured: who is ahead on validation and on test (means over
     seeds), by how much, beside the larger half-range over seeds; a lead smaller than that
-    spread (or with one seed on both sides) is not called a win."""
+    spread (or with one seed on both sides) is not called a win. Then the same comparison seed
+    by seed (both methods fed the same calibration ids), where both ran that seed."""
     groups = grouped(runs)
     lines = []
     for config in CONFIGS:
@@ -125,21 +126,51 @@ def verdict(runs: list[dict], ours: str = "normtweak-default", theirs: str = "au
             parts.append(f"{name} {ma:.2f} vs {mb:.2f}, {lead} by {abs(ma - mb):.2f} ({sure})")
         cpu = [statistics.fmean(r.get("quantize_cpu_s") or r["quantize_s"] for r in g)
                for g in (a, b)]
-        lines.append(f"- **{config}** (seeds {len(a)} vs {len(b)}): " + "; ".join(parts)
-                     + f"; CPU time {cpu[0] / cpu[1]:.0%} of AutoRound-200's.")
+        line = (f"- **{config}** (seeds {len(a)} vs {len(b)}): " + "; ".join(parts)
+                + f"; CPU time {cpu[0] / cpu[1]:.0%} of AutoRound-200's.")
+        paired = same_seed_differences(a, b)
+        if paired:
+            line += (" Seed by seed, normtweak minus AutoRound-200 (validation / test; negative: "
+                     "normtweak better): " + ", ".join(paired) + ".")
+        lines.append(line)
     if not lines:
         return "_AutoRound-200 not measured yet_"
     text = "normtweak's default against AutoRound-200 (lower is better):\n\n" + "\n".join(lines)
-    return text + norms_effect(groups)
+    return text + "".join(variant_effect(groups, *v) for v in VARIANT_EFFECTS)
+
+
+def same_seed_differences(a: list[dict], b: list[dict]) -> list[str]:
+    """'s0 -0.50 / +0.13' for each seed both groups ran: a's perplexity minus b's."""
+    by_seed = {r["_seed"]: r for r in b}
+    return [f"s{r['_seed']} {ppl(r, 'validation') - ppl(by_seed[r['_seed']], 'validation'):+.2f} / "
+            f"{ppl(r, 'test') - ppl(by_seed[r['_seed']], 'test'):+.2f}"
+            for r in sorted(a, key=lambda r: r["_seed"]) if r["_seed"] in by_seed]
+
+
+# (variant, its word, the default's word, the paragraph's opening, whether its CPU time is the
+# point): a variant of the default compared with it on the seeds both ran; a positive number is
+# what the default gained
+VARIANT_EFFECTS = [
+    ("normtweak-joint-frozen-norms", "frozen", "trained",
+     "What training the norms adds inside the joint method (the same run with the norms frozen; "
+     "a positive number is what the norms gained)", False),
+    ("normtweak-default-bf16", "bf16", "float32",
+     "What training under bf16 autocast costs (the same run with the training steps' forward "
+     "in bf16; a positive number is what float32 gained)", True),
+]
 
 
 def norms_effect(groups: dict) -> str:
-    """What training the norms adds inside the joint method: the default against the same run
-    with the norms frozen, on the seeds both have, beside the default's seed spread."""
+    return variant_effect(groups, *VARIANT_EFFECTS[0])
+
+
+def variant_effect(groups: dict, variant: str, word: str, default_word: str, opening: str,
+                   show_cpu: bool = False) -> str:
+    """The default against one variant of it, on the seeds both have, beside the default's seed
+    spread, with the variant's CPU time as a share of the default's on those seeds."""
     out = []
     for config in CONFIGS:
-        a, b = groups.get((config, "normtweak-default")), groups.get(
-            (config, "normtweak-joint-frozen-norms"))
+        a, b = groups.get((config, "normtweak-default")), groups.get((config, variant))
         if not a or not b:
             continue
         seeds = sorted({r["_seed"] for r in a} & {r["_seed"] for r in b})
@@ -152,13 +183,16 @@ def norms_effect(groups: dict) -> str:
             gain = statistics.fmean(db[s] - da[s] for s in seeds)
             half = (max(da.values()) - min(da.values())) / 2
             size = ("more than" if half and abs(gain) > half else "within") + f" the spread ±{half:.2f}"
-            parts.append(f"{split} {statistics.fmean(db[s] for s in seeds):.2f} frozen vs "
-                         f"{statistics.fmean(da[s] for s in seeds):.2f} trained ({gain:+.2f}, {size})")
+            parts.append(f"{split} {statistics.fmean(db[s] for s in seeds):.2f} {word} vs "
+                         f"{statistics.fmean(da[s] for s in seeds):.2f} {default_word} ({gain:+.2f}, {size})")
+        cpu = {name: statistics.fmean(r.get("quantize_cpu_s") or math.nan for r in g if r["_seed"] in seeds)
+               for name, g in (("a", a), ("b", b))}
+        if show_cpu and all(math.isfinite(v) for v in cpu.values()):
+            parts.append(f"CPU time {cpu['b'] / cpu['a']:.0%} of {default_word}'s")
         out.append(f"- **{config}**, seed(s) {', '.join(map(str, seeds))}: " + "; ".join(parts))
     if not out:
         return ""
-    return ("\n\nWhat training the norms adds inside the joint method (the same run with the "
-            "norms frozen; a positive number is what the norms gained):\n\n" + "\n".join(out))
+    return f"\n\n{opening}:\n\n" + "\n".join(out)
 
 
 def peers_table(runs: list[dict], configs: list[str]) -> str:

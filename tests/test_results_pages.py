@@ -52,6 +52,25 @@ def test_verdict_calls_a_lead_inside_the_seed_spread_no_win():
     assert "validation 22.20 vs 23.00, normtweak ahead by 0.80 (more than the seed spread ±0.20)" in text
     assert "test 19.20 vs 19.10, AutoRound-200 ahead by 0.10 (within the seed spread ±0.20)" in text
     assert "CPU time 50% of AutoRound-200's" in text
+    # seed 0, the one both ran: 22.0 - 23.0 = -1.00 on validation, 19.0 - 19.1 = -0.10 on test
+    assert "(validation / test; negative: normtweak better): s0 -1.00 / -0.10." in text
+
+
+def test_bf16_effect_on_shared_seeds_with_its_cpu_share():
+    pages = _pages()
+
+    def run(method, seed, val, test, cpu):
+        return {"_method": method, "_seed": seed, "config": "W4 g64 sym", "quantize_s": cpu,
+                "quantize_cpu_s": cpu, "eval": {"validation": {"ppl": val}, "test": {"ppl": test}}}
+
+    runs = [run("normtweak-default", 0, 22.0, 19.0, 120), run("normtweak-default", 1, 22.4, 19.4, 100),
+            run("normtweak-default-bf16", 1, 22.5, 19.3, 75)]
+    text = pages.variant_effect(pages.grouped(runs), *pages.VARIANT_EFFECTS[1])
+    # seed 1 only: 22.5 - 22.4 = +0.10 and 19.3 - 19.4 = -0.10, both inside the spread (0.4 / 2);
+    # CPU 75 against the default's 100 on seed 1 (seed 0's 120 is not compared)
+    assert ("seed(s) 1: validation 22.50 bf16 vs 22.40 float32 (+0.10, within the spread ±0.20); "
+            "test 19.30 bf16 vs 19.40 float32 (-0.10, within the spread ±0.20); "
+            "CPU time 75% of float32's") in text
 
 
 def test_norms_effect_compares_the_same_seeds():
