@@ -136,7 +136,27 @@ def verdict(runs: list[dict], ours: str = "normtweak-default", theirs: str = "au
     if not lines:
         return "_AutoRound-200 not measured yet_"
     text = "normtweak's default against AutoRound-200 (lower is better):\n\n" + "\n".join(lines)
-    return text + "".join(variant_effect(groups, *v) for v in VARIANT_EFFECTS)
+    return (text + "".join(variant_effect(groups, *v) for v in VARIANT_EFFECTS)
+            + missing(groups, (ours, theirs)))
+
+
+SEEDS_WANTED = 3
+
+
+def missing(groups: dict, methods: tuple[str, ...]) -> str:
+    """What the comparison still lacks: a config where a method has no run, or fewer than
+    SEEDS_WANTED seeds (the symmetric configs: the default's family)."""
+    labels = dict((m, label) for label, m in METHODS)
+    out = []
+    for config in CONFIGS[:3]:
+        for method in methods:
+            n = len(groups.get((config, method), []))
+            if n < SEEDS_WANTED:
+                out.append(f"{labels[method]} at {config} ({n} of {SEEDS_WANTED} seeds)")
+    if not out:
+        return ""
+    return ("\n\nStill missing (one `benchmarks/peers.py` command each, as docs/results.md's "
+            "protocol says): " + "; ".join(out) + ".")
 
 
 def same_seed_differences(a: list[dict], b: list[dict]) -> list[str]:

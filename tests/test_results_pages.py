@@ -54,6 +54,10 @@ def test_verdict_calls_a_lead_inside_the_seed_spread_no_win():
     assert "CPU time 50% of AutoRound-200's" in text
     # seed 0, the one both ran: 22.0 - 23.0 = -1.00 on validation, 19.0 - 19.1 = -0.10 on test
     assert "(validation / test; negative: normtweak better): s0 -1.00 / -0.10." in text
+    # two of three seeds and one of three at W4 g64; nothing at the two other symmetric configs
+    assert ("normtweak default (joint, W4A16 recipe) at W4 g64 sym (2 of 3 seeds); "
+            "AutoRound-200 (its default recipe) at W4 g64 sym (1 of 3 seeds); "
+            "normtweak default (joint, W4A16 recipe) at W3 g64 sym (0 of 3 seeds)") in text
 
 
 def test_bf16_effect_on_shared_seeds_with_its_cpu_share():
