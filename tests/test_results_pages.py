@@ -21,6 +21,12 @@ def test_pages_are_generated_from_the_committed_results(capsys):
     assert _pages().main(["--check"]) == 0, capsys.readouterr().out
 
 
+def run(method, seed, val, test, cpu=None):
+    """A hand-made run record as pd_runs reads it (W4 g64 sym)."""
+    return {"_method": method, "_seed": seed, "config": "W4 g64 sym", "quantize_s": cpu,
+            "quantize_cpu_s": cpu, "eval": {"validation": {"ppl": val}, "test": {"ppl": test}}}
+
+
 def test_spread_and_gap_by_hand():
     pages = _pages()
     assert pages.spread([21.0]) == "21.00"
@@ -41,10 +47,6 @@ def test_config_labels_from_run_names():
 def test_verdict_calls_a_lead_inside_the_seed_spread_no_win():
     pages = _pages()
 
-    def run(method, seed, val, test, cpu):
-        return {"_method": method, "_seed": seed, "config": "W4 g64 sym", "quantize_s": cpu,
-                "quantize_cpu_s": cpu, "eval": {"validation": {"ppl": val}, "test": {"ppl": test}}}
-
     runs = [run("normtweak-default", 0, 22.0, 19.0, 100), run("normtweak-default", 1, 22.4, 19.4, 100),
             run("autoround-200", 0, 23.0, 19.1, 200)]
     text = pages.verdict(runs)
@@ -63,10 +65,6 @@ def test_verdict_calls_a_lead_inside_the_seed_spread_no_win():
 def test_bf16_effect_on_shared_seeds_with_its_cpu_share():
     pages = _pages()
 
-    def run(method, seed, val, test, cpu):
-        return {"_method": method, "_seed": seed, "config": "W4 g64 sym", "quantize_s": cpu,
-                "quantize_cpu_s": cpu, "eval": {"validation": {"ppl": val}, "test": {"ppl": test}}}
-
     runs = [run("normtweak-default", 0, 22.0, 19.0, 120), run("normtweak-default", 1, 22.4, 19.4, 100),
             run("normtweak-default-bf16", 1, 22.5, 19.3, 75)]
     text = pages.variant_effect(pages.grouped(runs), *pages.VARIANT_EFFECTS[1])
@@ -79,10 +77,6 @@ def test_bf16_effect_on_shared_seeds_with_its_cpu_share():
 
 def test_norms_effect_compares_the_same_seeds():
     pages = _pages()
-
-    def run(method, seed, val, test):
-        return {"_method": method, "_seed": seed, "config": "W4 g64 sym",
-                "eval": {"validation": {"ppl": val}, "test": {"ppl": test}}}
 
     runs = [run("normtweak-default", 0, 22.0, 19.0), run("normtweak-default", 1, 22.4, 19.4),
             run("normtweak-joint-frozen-norms", 0, 22.5, 19.05)]
