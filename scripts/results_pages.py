@@ -181,6 +181,7 @@ VARIANT_EFFECTS = [
 
 
 def norms_effect(groups: dict) -> str:
+    """What training the norms adds inside the joint method (the frozen-norms variant)."""
     return variant_effect(groups, *VARIANT_EFFECTS[0])
 
 
