@@ -16,11 +16,18 @@ after the other (never two at once). For a target of S steps per block:
   group_size=64) in its own environment (--autoround-python, a subprocess, like
   benchmarks/peers.py), with amp=True (its default: bfloat16 autocast where the CPU has bf16)
   and amp=False (float32), and its other defaults: AutoRound 0.16 turns torch.compile on for
-  a Linux CPU, so its compile time is inside quantize(); normtweak runs eagerly.
+  a Linux CPU, so its compile time is inside quantize(); normtweak runs eagerly, and with
+  --methods normtweak-compile also with RunSpec.compile (its training steps' block forward
+  through torch.compile, compile time included):
+
+    OMP_NUM_THREADS=1 python benchmarks/block_cost.py --threads 1 --steps 48 \
+        --keep-better-off-at '' --methods normtweak,normtweak-compile \
+        --out results/block_cost_compile.json
 
 Each run is timed around the whole call (tweak_model / AutoRound.quantize(): input capture
 and targets included) in wall seconds (time.perf_counter) and CPU seconds of the process
-(time.process_time), and divided by K; normtweak's own per-block wall seconds
+and of its finished child processes (torch.compile's compile workers; the rows in
+results/block_cost.json were measured before the children were counted), and divided by K; normtweak's own per-block wall seconds
 (BlockResult.seconds: block 0's float targets are made before it, in the input capture)
 are listed too. The table goes to stdout, everything to --out (results/block_cost.json).
 """
@@ -32,6 +39,8 @@ import json
 import math
 import os
 import platform
+import resource
+import shlex
 import subprocess
 import sys
 import time
@@ -87,18 +96,27 @@ def normtweak_iters(steps: int, samples: int, batch: int) -> int:
     return math.ceil(steps / steps_per_pass(samples, batch))
 
 
+def cpu_seconds() -> float:
+    """CPU seconds of this process and of its finished children (torch.compile's compile
+    workers are child processes)."""
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return time.process_time() + children.ru_utime + children.ru_stime
+
+
 def timed(fn):
-    """(result, wall seconds, CPU seconds of this process) of fn()."""
-    w, c = time.perf_counter(), time.process_time()
+    """(result, wall seconds, CPU seconds of this process and its children) of fn()."""
+    w, c = time.perf_counter(), cpu_seconds()
     out = fn()
-    return out, time.perf_counter() - w, time.process_time() - c
+    return out, time.perf_counter() - w, cpu_seconds() - c
 
 
 # --- normtweak (this process) --------------------------------------------------------------
 
 
-def run_normtweak(args, ids: torch.Tensor, steps: int, keep_better: bool) -> dict:
-    from normtweak.config import QuantSpec, TweakSpec
+def run_normtweak(args, ids: torch.Tensor, steps: int, keep_better: bool,
+                  compile: bool = False) -> dict:
+    """normtweak's joint tuning of the truncated model; compile: RunSpec.compile."""
+    from normtweak.config import QuantSpec, RunSpec, TweakSpec
     from normtweak.tweak.pipeline import tweak_model
 
     model, _ = load_truncated(args.model, args.blocks)
@@ -106,9 +124,11 @@ def run_normtweak(args, ids: torch.Tensor, steps: int, keep_better: bool) -> dic
     quant = QuantSpec(bits=args.bits, group_size=args.group_size, symmetric=True)
     tweak = TweakSpec.preset("joint", iters=iters, batch_size=args.batch, keep_better=keep_better)
     load = os.getloadavg()
-    result, wall, cpu = timed(lambda: tweak_model(model, ids, quant, tweak, progress=False))
+    run = RunSpec(progress=False, compile=compile)
+    result, wall, cpu = timed(lambda: tweak_model(model, ids, quant, tweak, run))
     done = iters * steps_per_pass(ids.shape[0], args.batch)
-    return {"method": "normtweak joint" + ("" if keep_better else ", keep_better off"),
+    return {"method": "normtweak joint" + ("" if keep_better else ", keep_better off")
+            + (", torch.compile" if compile else ""), "compile": compile,
             "target_steps": steps, "steps": done, "batch": args.batch, "iters": iters,
             "keep_better": keep_better, "dtype": "float32", "wall_s": wall, "cpu_s": cpu,
             "wall_s_per_block": wall / args.blocks, "cpu_s_per_block": cpu / args.blocks,
@@ -223,6 +243,9 @@ def markdown(rows: list[dict]) -> str:
 # --- main ----------------------------------------------------------------------------------
 
 
+METHODS = ("normtweak", "normtweak-compile", "autoround-amp", "autoround-fp32")
+
+
 def parse(argv):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--model", default="smollm2-135m")
@@ -235,7 +258,8 @@ def parse(argv):
     p.add_argument("--steps", default="48,200", help="target steps per block, comma list")
     p.add_argument("--keep-better-off-at", default="48",
                    help="steps at which normtweak also runs with keep_better off ('' = none)")
-    p.add_argument("--methods", default="normtweak,autoround-amp,autoround-fp32")
+    p.add_argument("--methods", default="normtweak,autoround-amp,autoround-fp32",
+                   help=f"comma list of {', '.join(METHODS)}")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--seed", type=int, default=0, help="calibration windows' and AutoRound's seed")
     p.add_argument("--autoround-python", default=str(ROOT.parent / "venv-autoround" / "bin" / "python"))
@@ -251,10 +275,27 @@ def parse(argv):
     args.step_list = [int(s) for s in args.steps.split(",") if s]
     args.kb_off = {int(s) for s in args.keep_better_off_at.split(",") if s}
     args.method_list = [m for m in args.methods.split(",") if m]
-    bad = set(args.method_list) - {"normtweak", "autoround-amp", "autoround-fp32"}
+    bad = set(args.method_list) - set(METHODS)
     if bad:
         p.error(f"unknown method(s) {sorted(bad)}")
     return args
+
+
+def planned_runs(args, steps: int) -> list[tuple[str, bool]]:
+    """(method, flag) of each run at `steps`, in order; flag: keep_better (normtweak) or amp
+    (AutoRound)."""
+    runs = []
+    if "normtweak" in args.method_list:
+        runs.append(("normtweak", True))
+        if steps in args.kb_off:
+            runs.append(("normtweak", False))
+    if "normtweak-compile" in args.method_list:
+        runs.append(("normtweak-compile", True))
+    if "autoround-amp" in args.method_list:
+        runs.append(("autoround", True))
+    if "autoround-fp32" in args.method_list:
+        runs.append(("autoround", False))
+    return runs
 
 
 def main(argv=None) -> dict:
@@ -275,7 +316,7 @@ def main(argv=None) -> dict:
     tmp.mkdir(parents=True, exist_ok=True)
     calib = tmp / f"calib_wikipedia_{args.samples}x{args.seq_len}_s{args.seed}.safetensors"
     save_file({"input_ids": ids}, str(calib))
-    command = "python benchmarks/block_cost.py " + " ".join(sys.argv[1:] if argv is None else argv)
+    command = "python benchmarks/block_cost.py " + shlex.join(sys.argv[1:] if argv is None else argv)
     machine = {"cpu": cpu_model(), "cpu_flags": cpu_flags(), "cores": os.cpu_count(),
                "torch_threads": torch.get_num_threads(),
                "omp_num_threads": os.environ.get("OMP_NUM_THREADS"),
@@ -299,20 +340,11 @@ def main(argv=None) -> dict:
         return result
 
     for steps in args.step_list:
-        runs = []
-        if "normtweak" in args.method_list:
-            runs.append(("normtweak", True))
-            if steps in args.kb_off:
-                runs.append(("normtweak", False))
-        if "autoround-amp" in args.method_list:
-            runs.append(("autoround", True))
-        if "autoround-fp32" in args.method_list:
-            runs.append(("autoround", False))
-        for method, flag in runs:
-            print(f"{method} {steps} steps ({'keep_better' if method == 'normtweak' else 'amp'}"
+        for method, flag in planned_runs(args, steps):
+            print(f"{method} {steps} steps ({'amp' if method == 'autoround' else 'keep_better'}"
                   f"={flag}) ...", flush=True)
-            row = (run_normtweak(args, ids, steps, flag) if method == "normtweak"
-                   else run_autoround(args, calib, steps, flag))
+            row = (run_autoround(args, calib, steps, flag) if method == "autoround"
+                   else run_normtweak(args, ids, steps, flag, method == "normtweak-compile"))
             rows.append(row)
             print(markdown([row]).splitlines()[-1], flush=True)
             save()

@@ -22,6 +22,9 @@ class RunSpec:
     go to a memory-mapped file.
     kernel_norms: train through normtweak's Triton norm modules instead of the model's own
     (off: never benchmarked on a GPU here, so not shown to be faster).
+    compile: the training steps' block forward (and its backward) through torch.compile, as
+    AutoRound compiles its block (off: on this project's CPU it saved no CPU time in float32,
+    benchmarks/block_cost.py; never measured on a GPU here).
     scale_dtype: the dtype the saved format stores scales in ("float16" for GPTQ and GGUF):
     each block's scales are rounded to it before tuning, so the norms compensate the
     weights that will be served.
@@ -35,6 +38,7 @@ class RunSpec:
     overwrite: bool = False
     activation_budget: str | float | None = None
     kernel_norms: bool = False
+    compile: bool = False
     scale_dtype: str | None = None
     progress: bool = True
 
@@ -51,7 +55,7 @@ class RunSpec:
                              f"{self.scale_dtype!r}")
         if not isinstance(self.seed, int):
             raise TypeError(f"seed must be an integer, got {self.seed!r}")
-        for name in ("resume", "overwrite", "kernel_norms", "progress"):
+        for name in ("resume", "overwrite", "kernel_norms", "compile", "progress"):
             if not isinstance(getattr(self, name), bool):
                 raise TypeError(f"{name} must be True or False, got {getattr(self, name)!r}")
 

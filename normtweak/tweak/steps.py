@@ -114,8 +114,9 @@ class Tune(Step):
     step 4) and, with tweak.quant_params, signed steps on its linears' clipping and rounding
     (normtweak.quant.tunable); the loss before training is recorded first."""
 
-    def __init__(self, tweak: TweakSpec, scale_dtype: torch.dtype | None = None) -> None:
-        self.tweak, self.scale_dtype = tweak, scale_dtype
+    def __init__(self, tweak: TweakSpec, scale_dtype: torch.dtype | None = None,
+                 compile: bool = False) -> None:
+        self.tweak, self.scale_dtype, self.compile = tweak, scale_dtype, compile
         self.loss_fn = get_loss(tweak.loss if tweak.loss != "none" else "dist")
 
     def before(self, state: BlockState) -> None:
@@ -136,7 +137,8 @@ class Tune(Step):
         for name, t in tunables.items():
             state.block.set_submodule(name, t)
         try:
-            state.best_step = train_norms(state, tweak, gen, list(tunables.values()))
+            state.best_step = train_norms(state, tweak, gen, list(tunables.values()),
+                                          compile=self.compile)
         finally:
             for name, t in tunables.items():
                 state.block.set_submodule(name, to_quant_linear(t, state.quantized[name]))
@@ -158,5 +160,5 @@ def tweak_steps(model: nn.Module, quant: QuantSpec, tweak: TweakSpec, run: RunSp
         steps.append(RoundScales(scale_dtype))
     if tweak.enabled and tweak.keep_better:
         steps.append(KeepBetter())
-    steps.append(Tune(tweak, scale_dtype))
+    steps.append(Tune(tweak, scale_dtype, run.compile))
     return steps

@@ -5,6 +5,8 @@ loss(Y_f, block_q(X_l)) over the calibration batches.
 
 from __future__ import annotations
 
+import functools
+
 import torch
 from torch import nn
 from tqdm.auto import tqdm
@@ -23,8 +25,15 @@ def norm_parameters(block: nn.Module) -> list[nn.Parameter]:
     return params
 
 
+@functools.cache
+def compiled_run_block():
+    """arch.run_block through torch.compile: one wrapper for the process, so blocks of the
+    same architecture reuse its graph (the block's parameters are the graph's inputs)."""
+    return torch.compile(arch.run_block)
+
+
 def train_norms(state: BlockState, tweak: TweakSpec, generator: torch.Generator,
-                tunables=()) -> int | None:
+                tunables=(), compile: bool = False) -> int | None:
     """Adam on the norm parameters of `state.block` at state.lr, to minimise
     state.loss_fn(targets, block(hidden)) over `tweak.iters` passes of the batches, in an
     order drawn from `generator`.
@@ -37,7 +46,8 @@ def train_norms(state: BlockState, tweak: TweakSpec, generator: torch.Generator,
     With state.progress, a bar shows the steps and the loss once the block has trained for a
     few seconds. tweak.train_dtype "bfloat16": the block's forward in the training steps runs
     under bf16 autocast (AutoRound's default on CPUs with bf16); the loss, the parameters and
-    every pass that makes targets or the next block's inputs stay float32.
+    every pass that makes targets or the next block's inputs stay float32. compile: the
+    training steps' block forward (and backward) through torch.compile (RunSpec.compile).
     """
     block, hidden, targets, lr, device = (state.block, state.hidden, state.targets, state.lr,
                                           state.device)
@@ -56,6 +66,7 @@ def train_norms(state: BlockState, tweak: TweakSpec, generator: torch.Generator,
     best = BestStep(norms + quant_params) if tweak.best_step else None
     bar = tqdm(total=steps, desc=f"block {state.index}", leave=False, delay=3, unit="step",
                disable=not state.progress or not dist.is_main())
+    forward = compiled_run_block() if compile else arch.run_block
     autocast = torch.autocast(device.type, dtype=getattr(torch, tweak.train_dtype),
                               enabled=tweak.train_dtype != "float32")
     try:
@@ -64,7 +75,7 @@ def train_norms(state: BlockState, tweak: TweakSpec, generator: torch.Generator,
                 for b in torch.randperm(len(hidden), generator=generator).tolist():
                     x = hidden[b].to(device)
                     with autocast:
-                        y = arch.run_block(block, x, state.extra(x.shape))
+                        y = forward(block, x, state.extra(x.shape))
                     loss = state.loss_fn(targets[b].to(device), y.float())
                     if best is not None:  # the parameters as they are before this step
                         best.offer(dist.mean_over_ranks(float(loss.detach()), 1))

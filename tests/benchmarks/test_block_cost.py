@@ -42,3 +42,23 @@ def test_markdown_rows_and_failures():
     assert len(lines) == 4 and all(line.count("|") == lines[0].count("|") for line in lines)
     assert "| normtweak joint | 208 (200) | 8 | float32 | 104.0 | 100.0 | 500 | 100.0, 108.0 | 1.50 |" in table
     assert "failed: exit 1" in table
+
+
+def test_planned_runs_in_order():
+    a = block_cost.parse(["--steps", "48", "--methods", "normtweak,normtweak-compile,autoround-amp"])
+    assert block_cost.planned_runs(a, 48) == [("normtweak", True), ("normtweak", False),
+                                             ("normtweak-compile", True), ("autoround", True)]
+
+
+def test_run_normtweak_on_a_tiny_model(tiny_llama):
+    """The normtweak row as main() makes it, on a saved tiny Llama (its first block, 4 samples
+    of 16 tokens, 1 step): it runs, and its numbers add up."""
+    from normtweak.testing import tiny_batch
+
+    a = block_cost.parse(["--model", str(tiny_llama), "--blocks", "1", "--batch", "4"])
+    row = block_cost.run_normtweak(a, tiny_batch(4, 16), 1, True)
+    assert (row["steps"], row["iters"], row["compile"]) == (1, 1, False)
+    assert row["method"] == "normtweak joint" and len(row["block_wall_s"]) == 1
+    assert 0 < row["block_wall_s"][0] <= row["wall_s"] and row["cpu_s"] > 0
+    before, after = row["block_losses"][0]
+    assert after <= before or row["kept_start"][0]

@@ -216,7 +216,7 @@ def test_best_step_ends_each_block_at_its_lowest_minibatch_loss(make_tiny, monke
     records = []  # per block: [(loss recomputed here, norm params before the step)]
     real_train = steps_module.train_norms
 
-    def recording_train(state, *args):
+    def recording_train(state, *args, **kwargs):
         steps = []
         norms = norm_parameters(state.block)
         loss_fn = state.loss_fn
@@ -228,7 +228,7 @@ def test_best_step_ends_each_block_at_its_lowest_minibatch_loss(make_tiny, monke
 
         state.loss_fn = loss_and_record
         try:
-            out = real_train(state, *args)
+            out = real_train(state, *args, **kwargs)
         finally:
             state.loss_fn = loss_fn
         records.append((steps, [p.detach().clone() for p in norms], out))
