@@ -308,8 +308,8 @@ def llamacpp_table() -> str:
     return f"{data['caption']}\n\n{data['table']}\n\n`{data['command']}`"
 
 
-def block_cost_table() -> str:
-    path = RESULTS / "block_cost.json"
+def block_cost_table(name: str = "block_cost.json") -> str:
+    path = RESULTS / name
     if not path.is_file():
         return "_not measured yet_"
     data = json.loads(path.read_text())
@@ -479,7 +479,8 @@ def blocks() -> dict[str, str]:
             "verdict": verdict(runs),
             "asym": peers_table(runs, ["W4 g64 asym", "W3 g64 asym", "W4 per-channel asym"]),
             "main-job": main_job_table(), "tweak-cost": tweak_cost(), "main-job-size": main_job_size_table(),
-            "llamacpp": llamacpp_table(), "grid": grid_table(), "block-cost": block_cost_table()}
+            "llamacpp": llamacpp_table(), "grid": grid_table(), "block-cost": block_cost_table(),
+            "block-cost-compile": block_cost_table("block_cost_compile.json")}
 
 
 def results_page(b: dict[str, str]) -> str:
@@ -553,6 +554,15 @@ command below renders the cached points.
 ## Cost per block against AutoRound at the same steps x batch
 
 {b['block-cost']}
+
+The same first two blocks at the joint method's 48 steps, eager and with the training steps'
+block forward through torch.compile (`RunSpec(compile=True)`; compile time included, and the
+CPU seconds of its compile workers), one run after the other while two single-thread
+benchmark runs kept both cores busy (load average 2.4-3.0; so slower than the table above).
+Two earlier pairs gave compile 7% less CPU time (the eager run overlapping a test run) and
+1% more (three blocks): within the noise, so compile stays off:
+
+{b['block-cost-compile']}
 
 ## Before 0.2
 
