@@ -13,7 +13,11 @@ peers run in their own virtual environments through benchmarks/peer_runner.py (t
 pins conflict with ours; see "How the peers run" in docs/results.md); a peer whose environment is
 missing is skipped, and the table says so. normtweak's variants run in this process
 (`normtweak_variants`). Each run's JSON is cached in results/peers_runs/ under a name
-made of its settings, so a rerun skips finished runs (--fresh reruns them).
+made of its settings, so a rerun skips finished runs (--fresh reruns them). A long normtweak
+run can be resumed: with --checkpoints-dir DIR its tweak writes each finished block to
+DIR/<the run's name>/ and a rerun after an interruption continues from there (the result is
+identical to an uninterrupted run; its times then cover the last process only, and the run's
+`resumed_blocks` says how many blocks came from the checkpoints).
 
 --configs items are bits:group_size[:sym|asym] (asymmetric when left out, the scheme every
 earlier run used: their names carry no scheme; symmetric runs' names end in "sym").
@@ -231,8 +235,13 @@ def evaluate(model, tokenizer, texts: dict, args) -> dict:
     return out
 
 
-def run_normtweak(name, quant, tweak, model, tokenizer, ids, texts, args) -> dict:
-    """Quantize (and tweak) a copy of the float model in this process and score it."""
+def run_normtweak(name, quant, tweak, model, tokenizer, ids, texts, args,
+                  checkpoint_dir: Path | None = None) -> dict:
+    """Quantize (and tweak) a copy of the float model in this process and score it.
+
+    checkpoint_dir: a tweak writes each finished block there and, when the folder holds an
+    interrupted run's checkpoints, resumes it (then its times cover this process only, and
+    the run records how many blocks it restored)."""
     from normtweak.config import RunSpec
     from normtweak.quant.model import quantize_model
     from normtweak.tweak.pipeline import tweak_model
@@ -240,15 +249,20 @@ def run_normtweak(name, quant, tweak, model, tokenizer, ids, texts, args) -> dic
     qmodel = copy.deepcopy(model)
     reset = peak_rss_reset()
     t, c = time.perf_counter(), time.process_time()
-    run = RunSpec(seed=args.seed, progress=False)
+    fresh = getattr(args, "fresh", False)  # --fresh: discard an interrupted run's blocks
+    resume = checkpoint_dir is not None and (checkpoint_dir / "run.json").is_file() and not fresh
+    run = RunSpec(seed=args.seed, progress=False, resume=resume, overwrite=fresh,
+                  checkpoint_dir=None if tweak is None else checkpoint_dir)
+    resumed_blocks = 0
     if tweak is None:
         quantize_model(qmodel, quant, calibration=ids if quant.method == "gptq" else None, run=run,
                        batch_size=8)
     else:
-        tweak_model(qmodel, ids, quant, tweak, run)
+        result = tweak_model(qmodel, ids, quant, tweak, run)
+        resumed_blocks = sum(b.resumed for b in result.blocks)
     quantize_s, cpu_s = time.perf_counter() - t, time.process_time() - c
     peak = peak_rss_mb()
-    return {"method": name, "quant": quant.as_dict(),
+    return {"method": name, "quant": quant.as_dict(), "resumed_blocks": resumed_blocks,
             "tweak": tweak.as_dict() if tweak is not None else None, "quantize_s": quantize_s,
             "quantize_cpu_s": cpu_s, "revision": revision(),
             "peak_rss_mb": peak, "peak_rss_note": PEAK_RSS if reset else "ru_maxrss (no reset)",
@@ -361,6 +375,10 @@ def parse(argv):
     p.add_argument("--models-dir", default=str(ROOT.parent / "peer-models"),
                    help="where the peers' exported checkpoints go (outside the repo)")
     p.add_argument("--runs-dir", default=str(ROOT / "results" / "peers_runs"))
+    p.add_argument("--checkpoints-dir", default=None,
+                   help="normtweak tweaks write per-block checkpoints to a folder per run here "
+                        "and resume an interrupted run from it (its times then cover the last "
+                        "process only)")
     p.add_argument("--fresh", action="store_true", help="rerun runs that have a cached JSON")
     p.add_argument("--cached-only", action="store_true",
                    help="run nothing: the table of the cached runs (float is run if missing)")
@@ -446,7 +464,9 @@ def main(argv=None) -> dict:
                 continue  # a cached normtweak run still joins the table (RTN: the gap's reference)
             if run is None:
                 print(f"{name} {label} ...", flush=True)
-                run = run_normtweak(name, quant, tweak, model, tokenizer, ids, texts, args)
+                ckpt = (Path(args.checkpoints_dir) / path.stem
+                        if args.checkpoints_dir and tweak is not None else None)
+                run = run_normtweak(name, quant, tweak, model, tokenizer, ids, texts, args, ckpt)
                 run["config"] = label
                 write_json_atomic(path, run)
             runs.append(run)

@@ -75,6 +75,21 @@ def ppl(run: dict, split: str) -> float:
     return run["eval"][split]["ppl"]
 
 
+def cpu_s(run: dict) -> float:
+    """The CPU seconds a run took to quantize (its wall seconds where it recorded no CPU time);
+    NaN where it recorded neither, or was resumed from checkpoints (its times cover its last
+    process only)."""
+    if run.get("resumed_blocks"):
+        return math.nan
+    return run.get("quantize_cpu_s") or run.get("quantize_s") or math.nan
+
+
+def mean_finite(values) -> float:
+    """The mean of the finite values; NaN when there is none."""
+    values = [v for v in values if math.isfinite(v)]
+    return statistics.fmean(values) if values else math.nan
+
+
 def spread(values: list[float]) -> str:
     """'21.34' (one seed) or '21.34 ± 0.12 (3)': mean ± half the range, number of seeds."""
     if len(values) == 1:
@@ -124,10 +139,10 @@ def verdict(runs: list[dict], ours: str = "normtweak-default", theirs: str = "au
             sure = (f"more than the seed spread ±{half:.2f}" if half and abs(ma - mb) > half else
                     f"within the seed spread ±{half:.2f}" if half else "one seed each")
             parts.append(f"{name} {ma:.2f} vs {mb:.2f}, {lead} by {abs(ma - mb):.2f} ({sure})")
-        cpu = [statistics.fmean(r.get("quantize_cpu_s") or r["quantize_s"] for r in g)
-               for g in (a, b)]
+        cpu = [mean_finite(cpu_s(r) for r in g) for g in (a, b)]
         line = (f"- **{config}** (seeds {len(a)} vs {len(b)}): " + "; ".join(parts)
-                + f"; CPU time {cpu[0] / cpu[1]:.0%} of AutoRound-200's.")
+                + (f"; CPU time {cpu[0] / cpu[1]:.0%} of AutoRound-200's."
+                   if all(map(math.isfinite, cpu)) else "."))
         paired = same_seed_differences(a, b)
         if paired:
             line += (" Seed by seed, normtweak minus AutoRound-200 (validation / test; negative: "
@@ -206,7 +221,7 @@ def variant_effect(groups: dict, variant: str, word: str, default_word: str, ope
             size = ("more than" if half and abs(gain) > half else "within") + f" the spread ±{half:.2f}"
             parts.append(f"{split} {statistics.fmean(db[s] for s in seeds):.2f} {word} vs "
                          f"{statistics.fmean(da[s] for s in seeds):.2f} {default_word} ({gain:+.2f}, {size})")
-        cpu = {name: statistics.fmean(r.get("quantize_cpu_s") or math.nan for r in g if r["_seed"] in seeds)
+        cpu = {name: mean_finite(cpu_s(r) for r in g if r["_seed"] in seeds)
                for name, g in (("a", a), ("b", b))}
         if show_cpu and all(math.isfinite(v) for v in cpu.values()):
             parts.append(f"CPU time {cpu['b'] / cpu['a']:.0%} of {default_word}'s")
@@ -235,9 +250,10 @@ def peers_table(runs: list[dict], configs: list[str]) -> str:
                 continue
             tests = [ppl(r, "test") for r in rs]
             gap = gap_recovered(f_test, rtn_test, statistics.fmean(tests))
-            cpu = [r.get("quantize_cpu_s") for r in rs if r.get("quantize_cpu_s")]
-            wall = statistics.fmean(r["quantize_s"] for r in rs)
-            times = f"{wall:.0f} / {statistics.fmean(cpu):.0f}" if cpu else f"{wall:.0f} / -"
+            timed = [r for r in rs if math.isfinite(cpu_s(r))]  # a resumed run's are partial
+            times = (f"{statistics.fmean(r['quantize_s'] for r in timed):.0f} / "
+                     f"{mean_finite(r.get('quantize_cpu_s') or math.nan for r in timed):.0f}"
+                     if timed else "- (resumed)").replace("/ nan", "/ -")
             rss = statistics.fmean(r["peak_rss_mb"] for r in rs if r.get("peak_rss_mb"))
             seeds = ",".join(str(r["_seed"]) for r in sorted(rs, key=lambda r: r["_seed"]))
             revs = {r.get("revision", "?") for r in rs}
@@ -332,9 +348,9 @@ def pareto_plot(runs: list[dict], config: str, path: Path) -> Path | None:
         rs = groups.get((config, method))
         if not rs:
             continue
-        cpu = [r.get("quantize_cpu_s") or r["quantize_s"] for r in rs]
-        points.append((label, method, statistics.fmean(cpu),
-                       statistics.fmean(ppl(r, "test") for r in rs)))
+        cpu = mean_finite(cpu_s(r) for r in rs)
+        if math.isfinite(cpu):
+            points.append((label, method, cpu, statistics.fmean(ppl(r, "test") for r in rs)))
     if len(points) < 2:
         return None
     import matplotlib

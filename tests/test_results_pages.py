@@ -83,3 +83,21 @@ def test_norms_effect_compares_the_same_seeds():
     text = pages.norms_effect(pages.grouped(runs))
     assert "seed(s) 0: validation 22.50 frozen vs 22.00 trained (+0.50, more than the spread ±0.20)" in text
     assert "test 19.05 frozen vs 19.00 trained (+0.05, within the spread ±0.20)" in text
+
+
+def test_a_resumed_run_shows_no_cost():
+    """A run resumed from checkpoints timed its last process only: no CPU time in the table,
+    none in the verdict's CPU share, while its perplexities count."""
+    pages = _pages()
+    resumed = {**run("normtweak-default", 1, 22.4, 19.4, 10), "resumed_blocks": 20}
+    runs = [run("normtweak-rtn", 0, 29.0, 26.0, 2), run("normtweak-default", 0, 22.0, 19.0, 100),
+            resumed, run("autoround-200", 0, 23.0, 19.1, 200)]
+    for r in runs:
+        r["peak_rss_mb"] = 1000.0
+    table = pages.peers_table(runs, ["W4 g64 sym"])
+    row = next(line for line in table.splitlines() if "normtweak default" in line)
+    assert "| 22.20 ± 0.20 (2) | 19.20 ± 0.20 (2) |" in row and "| 100 / 100 |" in row
+    assert "CPU time 50% of AutoRound-200's" in pages.verdict(runs)  # 100 vs 200, not 55 vs 200
+    only_resumed = [runs[0], resumed, runs[3]]
+    assert "| - (resumed) |" in pages.peers_table(only_resumed, ["W4 g64 sym"])
+    assert "CPU time" not in pages.verdict(only_resumed).split("Still missing")[0]

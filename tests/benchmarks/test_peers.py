@@ -182,3 +182,34 @@ def test_peer_python_missing_environment_and_package(tmp_path):
     found = peers.peer_python("llmc", args)
     assert found == (venv / "bin" / "python" if importlib.util.find_spec("llmcompressor")
                      else None)
+
+
+def test_a_normtweak_run_resumes_from_its_checkpoints(tiny_llama, tmp_path):
+    """--checkpoints-dir: the first run writes a checkpoint per block; a second run over the
+    same folder restores every block from it, says so, and scores the same model."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from normtweak.config import QuantSpec, TweakSpec
+    from normtweak.testing import tiny_batch
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_llama).float().eval()
+    tokenizer = AutoTokenizer.from_pretrained(tiny_llama)
+    texts = {"validation": ["the cat sat on the mat and looked at the dog " * 4]}
+    quant = QuantSpec(bits=4, group_size=16, symmetric=True)
+    tweak = TweakSpec.preset("joint", iters=1, batch_size=2)
+    args = _args(max_windows=1, window=32)
+    ckpt = tmp_path / "run"
+    first = peers.run_normtweak("normtweak-default", quant, tweak, model, tokenizer,
+                                tiny_batch(4, 16), texts, args, ckpt)
+    assert first["resumed_blocks"] == 0 and (ckpt / "run.json").is_file()
+    blocks = len(model.model.layers)
+    assert len(list(ckpt.glob("block_*.safetensors"))) == blocks
+    again = peers.run_normtweak("normtweak-default", quant, tweak, model, tokenizer,
+                                tiny_batch(4, 16), texts, args, ckpt)
+    assert again["resumed_blocks"] == blocks
+    assert again["eval"]["validation"]["ppl"] == first["eval"]["validation"]["ppl"]
+    fresh = peers.run_normtweak("normtweak-default", quant, tweak, model, tokenizer,
+                                tiny_batch(4, 16), texts, _args(max_windows=1, window=32, fresh=True),
+                                ckpt)
+    assert fresh["resumed_blocks"] == 0  # --fresh starts over
+    assert fresh["eval"]["validation"]["ppl"] == first["eval"]["validation"]["ppl"]
