@@ -27,9 +27,9 @@ after the other (never two at once). For a target of S steps per block:
 Each run is timed around the whole call (tweak_model / AutoRound.quantize(): input capture
 and targets included) in wall seconds (time.perf_counter) and CPU seconds of the process
 and of its finished child processes (torch.compile's compile workers; the rows in
-results/block_cost.json were measured before the children were counted), and divided by K; normtweak's own per-block wall seconds
-(BlockResult.seconds: block 0's float targets are made before it, in the input capture)
-are listed too. The table goes to stdout, everything to --out (results/block_cost.json).
+results/block_cost.json were measured before the children were counted), and divided by K;
+normtweak's own per-block wall seconds (BlockResult.seconds: block 0's float targets are
+made before it, in the input capture) are listed too. The table goes to stdout, everything to --out (results/block_cost.json).
 """
 
 from __future__ import annotations
