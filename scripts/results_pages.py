@@ -119,12 +119,32 @@ def gap_recovered(f: float, rtn: float, x: float) -> float:
 # --- the current protocol ------------------------------------------------------------------
 
 
-def verdict(runs: list[dict], ours: str = "normtweak-default", theirs: str = "autoround-200") -> str:
+def verdict(runs: list[dict], ours: str = "normtweak-default", theirs: str = "autoround-200",
+            austen: list[dict] | None = None) -> str:
     """Per config where both were measured: who is ahead on validation and on test (means over
     seeds), by how much, beside the larger half-range over seeds; a lead smaller than that
     spread (or with one seed on both sides) is not called a win. Then the same comparison seed
-    by seed (both methods fed the same calibration ids), where both ran that seed."""
+    by seed (both methods fed the same calibration ids), where both ran that seed. The
+    equal-compute variant gets the same comparison; then the variants' effects and what the
+    comparison still lacks (`austen`: the Austen runs, None to read them)."""
     groups = grouped(runs)
+    lines = head_to_head(groups, ours, theirs)
+    if not lines:
+        return "_AutoRound-200 not measured yet_" + missing(groups, (ours, theirs), austen)
+    text = "normtweak's default against AutoRound-200 (lower is better):\n\n" + "\n".join(lines)
+    equal = head_to_head(groups, EQUAL_COMPUTE, theirs)
+    if equal:
+        text += ("\n\nnormtweak's equal-compute variant (AutoRound-200's steps x batch) against "
+                 "AutoRound-200:\n\n" + "\n".join(equal))
+    return (text + "".join(variant_effect(groups, *v) for v in VARIANT_EFFECTS)
+            + missing(groups, (ours, theirs), austen))
+
+
+EQUAL_COMPUTE = "normtweak-joint-equal-compute"
+
+
+def head_to_head(groups: dict, ours: str, theirs: str) -> list[str]:
+    """One line per config where both methods ran (see verdict)."""
     lines = []
     for config in CONFIGS:
         a, b = groups.get((config, ours)), groups.get((config, theirs))
@@ -148,30 +168,43 @@ def verdict(runs: list[dict], ours: str = "normtweak-default", theirs: str = "au
             line += (" Seed by seed, normtweak minus AutoRound-200 (validation / test; negative: "
                      "normtweak better): " + ", ".join(paired) + ".")
         lines.append(line)
-    if not lines:
-        return "_AutoRound-200 not measured yet_"
-    text = "normtweak's default against AutoRound-200 (lower is better):\n\n" + "\n".join(lines)
-    return (text + "".join(variant_effect(groups, *v) for v in VARIANT_EFFECTS)
-            + missing(groups, (ours, theirs)))
+    return lines
 
 
 SEEDS_WANTED = 3
 
 
-def missing(groups: dict, methods: tuple[str, ...]) -> str:
-    """What the comparison still lacks: a config where a method has no run, or fewer than
-    SEEDS_WANTED seeds (the symmetric configs: the default's family)."""
+def missing(groups: dict, methods: tuple[str, ...], austen: list[dict] | None = None) -> str:
+    """What issue 25's comparison still lacks: at the symmetric configs (the default's family)
+    a method with fewer than SEEDS_WANTED seeds; at the asymmetric ones a method with no run;
+    the equal-compute variant at a symmetric config; the Austen text at W4 g64 sym
+    (`austen`: its runs, None to read them from results/peers_runs)."""
     labels = dict((m, label) for label, m in METHODS)
-    out = []
+    seeds, unmeasured = [], []
     for config in CONFIGS[:3]:
         for method in methods:
             n = len(groups.get((config, method), []))
             if n < SEEDS_WANTED:
-                out.append(f"{labels[method]} at {config} ({n} of {SEEDS_WANTED} seeds)")
-    if not out:
-        return ""
-    return ("\n\nStill missing (one `benchmarks/peers.py` command each, as docs/results.md's "
-            "protocol says): " + "; ".join(out) + ".")
+                seeds.append(f"{labels[method]} at {config} ({n} of {SEEDS_WANTED} seeds)")
+    for method in methods:
+        configs = [c for c in CONFIGS[3:] if not groups.get((c, method))]
+        if configs:
+            unmeasured.append(f"{labels[method]} at {', '.join(configs)}")
+    configs = [c for c in CONFIGS[:3] if not groups.get((c, EQUAL_COMPUTE))]
+    if configs:
+        unmeasured.append(f"{labels[EQUAL_COMPUTE]} at {', '.join(configs)}")
+    austen_groups = grouped(pd_runs("austen") if austen is None else austen)
+    for method in methods:
+        if not austen_groups.get(("W4 g64 sym", method)):
+            unmeasured.append(f"{labels[method]} on the Austen text (`--text austen`) at W4 g64 sym")
+    out = []
+    if seeds:
+        out.append("\n\nStill missing (one `benchmarks/peers.py` command each, as docs/results.md's "
+                   "protocol says): " + "; ".join(seeds) + ".")
+    if unmeasured:
+        out.append(("\n\nNot measured at all yet: " if not seeds else " Not measured at all yet: ")
+                   + "; ".join(unmeasured) + ".")
+    return "".join(out)
 
 
 def same_seed_differences(a: list[dict], b: list[dict]) -> list[str]:
@@ -493,7 +526,9 @@ def blocks() -> dict[str, str]:
     return {"protocol": PROTOCOL,
             "headline": peers_table(runs, ["W4 g64 sym", "W3 g64 sym", "W4 per-channel sym"]),
             "verdict": verdict(runs),
-            "asym": peers_table(runs, ["W4 g64 asym", "W3 g64 asym", "W4 per-channel asym"]),
+            "asym": (peers_table(runs, CONFIGS[3:]) if any(r.get("config") in CONFIGS[3:] for r in runs)
+                     else "_Not measured yet under this protocol (`--configs 4:64:asym`, "
+                          "`3:64:asym`, `4:-1:asym`)._"),
             "main-job": main_job_table(), "tweak-cost": tweak_cost(), "main-job-size": main_job_size_table(),
             "llamacpp": llamacpp_table(), "grid": grid_table(), "block-cost": block_cost_table(),
             "block-cost-compile": block_cost_table("block_cost_compile.json")}

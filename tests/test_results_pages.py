@@ -101,3 +101,36 @@ def test_a_resumed_run_shows_no_cost():
     only_resumed = [runs[0], resumed, runs[3]]
     assert "| - (resumed) |" in pages.peers_table(only_resumed, ["W4 g64 sym"])
     assert "CPU time" not in pages.verdict(only_resumed).split("Still missing")[0]
+
+
+def test_equal_compute_variant_is_compared_with_autoround_200():
+    pages = _pages()
+    runs = [run("normtweak-default", 0, 22.0, 19.0, 100), run("autoround-200", 0, 23.0, 19.1, 200),
+            run("normtweak-joint-equal-compute", 0, 21.5, 18.8, 400)]
+    text = pages.verdict(runs, austen=[])
+    equal = text.split("equal-compute variant (AutoRound-200's steps x batch) against AutoRound-200")[1]
+    # 21.5 vs 23.0 and 18.8 vs 19.1, one seed each; CPU 400 / 200
+    assert ("validation 21.50 vs 23.00, normtweak ahead by 1.50 (one seed each); "
+            "test 18.80 vs 19.10, normtweak ahead by 0.30 (one seed each); "
+            "CPU time 200% of AutoRound-200's. Seed by seed, normtweak minus AutoRound-200 "
+            "(validation / test; negative: normtweak better): s0 -1.50 / -0.30.") in equal
+
+
+def test_missing_names_asymmetric_configs_equal_compute_and_austen():
+    pages = _pages()
+    runs = [run("normtweak-default", 0, 22.0, 19.0), run("autoround-200", 0, 23.0, 19.1),
+            {**run("normtweak-default", 0, 25.0, 21.0), "config": "W4 g64 asym"},
+            {**run("normtweak-joint-equal-compute", 0, 21.5, 18.8), "config": "W3 g64 sym"}]
+    austen = [run("autoround-200", 0, 30.0, 31.0)]
+    text = pages.verdict(runs, austen=austen).split("Not measured at all yet: ")[1]
+    assert ("normtweak default (joint, W4A16 recipe) at W3 g64 asym, W4 per-channel asym; "
+            "AutoRound-200 (its default recipe) at W4 g64 asym, W3 g64 asym, W4 per-channel asym; "
+            "normtweak joint, equal compute (208 steps) at W4 g64 sym, W4 per-channel sym; "
+            "normtweak default (joint, W4A16 recipe) on the Austen text (`--text austen`) at W4 g64 sym."
+            ) == text
+    # everything measured: no such sentence
+    full = runs + [{**run(m, 0, 25.0, 21.0), "config": c} for m in ("normtweak-default", "autoround-200")
+                   for c in ("W3 g64 asym", "W4 per-channel asym", "W4 g64 asym")]
+    full += [{**run("normtweak-joint-equal-compute", 0, 21.5, 18.8), "config": c}
+             for c in ("W4 g64 sym", "W4 per-channel sym")]
+    assert "Not measured" not in pages.verdict(full, austen=austen + [run("normtweak-default", 0, 30, 31)])
