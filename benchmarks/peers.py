@@ -13,7 +13,8 @@ peers run in their own virtual environments through benchmarks/peer_runner.py (t
 pins conflict with ours; see "How the peers run" in docs/results.md); a peer whose environment is
 missing is skipped, and the table says so. normtweak's variants run in this process
 (`normtweak_variants`). Each run's JSON is cached in results/peers_runs/ under a name
-made of its settings, so a rerun skips finished runs (--fresh reruns them). A long normtweak
+made of its settings, so a rerun skips finished runs (--fresh reruns them); a normtweak run's
+JSON also holds each block's tweak loss before and after training (`blocks`). A long normtweak
 run can be resumed: with --checkpoints-dir DIR its tweak writes each finished block to
 DIR/<the run's name>/ and a rerun after an interruption continues from there (the result is
 identical to an uninterrupted run; its times then cover the last process only, and the run's
@@ -34,6 +35,7 @@ from __future__ import annotations
 import argparse
 import copy
 import json
+import math
 import os
 import shlex
 import subprocess
@@ -253,13 +255,14 @@ def run_normtweak(name, quant, tweak, model, tokenizer, ids, texts, args,
     resume = checkpoint_dir is not None and (checkpoint_dir / "run.json").is_file() and not fresh
     run = RunSpec(seed=args.seed, progress=False, resume=resume, overwrite=fresh,
                   checkpoint_dir=None if tweak is None else checkpoint_dir)
-    resumed_blocks = 0
+    resumed_blocks, blocks = 0, None
     if tweak is None:
         quantize_model(qmodel, quant, calibration=ids if quant.method == "gptq" else None, run=run,
                        batch_size=8)
     else:
         result = tweak_model(qmodel, ids, quant, tweak, run)
         resumed_blocks = sum(b.resumed for b in result.blocks)
+        blocks = block_records(result.blocks)
     quantize_s, cpu_s = time.perf_counter() - t, time.process_time() - c
     peak = peak_rss_mb()
     return {"method": name, "quant": quant.as_dict(), "resumed_blocks": resumed_blocks,
@@ -268,7 +271,19 @@ def run_normtweak(name, quant, tweak, model, tokenizer, ids, texts, args,
             "peak_rss_mb": peak, "peak_rss_note": PEAK_RSS if reset else "ru_maxrss (no reset)",
             "eval": evaluate(qmodel, tokenizer, texts, args),
             "peer_settings": {"quant_dtype": "torch.float32"}, "seed": args.seed,
-            "torch_threads": torch.get_num_threads()}
+            "torch_threads": torch.get_num_threads(),
+            **({"blocks": blocks} if blocks is not None else {})}
+
+
+def block_records(results) -> list[dict]:
+    """Each tweaked block's loss before and after its training (the tweak's own loss, e.g.
+    rel_mse), whether its start was kept and its seconds; a block restored from a checkpoint
+    has no losses (None). Where a config is lost, these say in which blocks."""
+    def num(x: float):
+        return None if math.isnan(x) else x  # null in the JSON
+    return [{"index": b.index, "loss_before": num(b.loss_before), "loss_after": num(b.loss_after),
+             "kept_start": b.kept_start, "resumed": b.resumed, "seconds": b.seconds}
+            for b in results]
 
 
 def peer_command(name: str, bits: int, group: int, symmetric: bool, python: Path, calib: Path,

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import copy
 import importlib.util
 import sys
 from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
+import torch
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -213,3 +215,37 @@ def test_a_normtweak_run_resumes_from_its_checkpoints(tiny_llama, tmp_path):
                                 ckpt)
     assert fresh["resumed_blocks"] == 0  # --fresh starts over
     assert fresh["eval"]["validation"]["ppl"] == first["eval"]["validation"]["ppl"]
+
+
+def test_a_normtweak_run_records_each_blocks_losses(tiny_llama):
+    """The run's per-block record: block 0's loss before training is the token-relative MSE
+    of the RTN block against the float block on the embeddings, recomputed here in float64
+    from the two models' hidden states; training kept only where it lowered the loss."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from normtweak.config import QuantSpec, TweakSpec
+    from normtweak.quant.model import quantize_model
+    from normtweak.testing import tiny_batch
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_llama).float().eval()
+    tokenizer = AutoTokenizer.from_pretrained(tiny_llama)
+    quant = QuantSpec(bits=3, group_size=16, symmetric=True)
+    ids = tiny_batch(4, 16)
+    tweak = TweakSpec.preset("joint", iters=2, batch_size=2)
+    run = peers.run_normtweak("normtweak-default", quant, tweak, model, tokenizer, ids, {}, _args(),
+                              None)
+    blocks = run["blocks"]
+    assert [b["index"] for b in blocks] == list(range(len(model.model.layers)))
+    for b in blocks:
+        assert not b["resumed"] and b["seconds"] > 0
+        if b["kept_start"]:
+            assert b["loss_after"] == b["loss_before"]
+        else:
+            assert b["loss_after"] < b["loss_before"]
+
+    rtn = quantize_model(copy.deepcopy(model), quant)
+    with torch.no_grad():
+        y_f = model(ids, output_hidden_states=True).hidden_states[1].double()
+        y_q = rtn(ids, output_hidden_states=True).hidden_states[1].double()
+    by_token = ((y_q - y_f) ** 2).sum(-1) / (y_f ** 2).sum(-1)
+    assert blocks[0]["loss_before"] == pytest.approx(by_token.mean().item(), rel=1e-4)
