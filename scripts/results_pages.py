@@ -154,10 +154,8 @@ def head_to_head(groups: dict, ours: str, theirs: str) -> list[str]:
         for split, name in (("validation", "validation"), ("test", "test")):
             va, vb = ([ppl(r, split) for r in g] for g in (a, b))
             ma, mb = statistics.fmean(va), statistics.fmean(vb)
-            half = max((max(v) - min(v)) / 2 for v in (va, vb))
             lead = "normtweak ahead" if ma < mb else "AutoRound-200 ahead"
-            sure = (f"more than the seed spread ±{half:.2f}" if half and abs(ma - mb) > half else
-                    f"within the seed spread ±{half:.2f}" if half else "one seed each")
+            sure = seed_note(abs(ma - mb), {"normtweak": va, "AutoRound-200": vb})
             parts.append(f"{name} {ma:.2f} vs {mb:.2f}, {lead} by {abs(ma - mb):.2f} ({sure})")
         cpu = [mean_finite(cpu_s(r) for r in g) for g in (a, b)]
         line = (f"- **{config}** (seeds {len(a)} vs {len(b)}): " + "; ".join(parts)
@@ -169,6 +167,20 @@ def head_to_head(groups: dict, ours: str, theirs: str) -> list[str]:
                      "normtweak better): " + ", ".join(paired) + ".")
         lines.append(line)
     return lines
+
+
+def seed_note(lead: float, values: dict[str, list[float]]) -> str:
+    """Whether a lead is more than the seed spread (half the range) of the methods with
+    several seeds; names whose spread it is when one method has a single seed."""
+    several = {name: v for name, v in values.items() if len(v) > 1}
+    if not several:
+        return "one seed each"
+    half = max((max(v) - min(v)) / 2 for v in several.values())
+    word = "more than" if lead > half else "within"
+    if len(several) == len(values):
+        return f"{word} the seed spread ±{half:.2f}"
+    (owner,), single = several, [n for n in values if n not in several]
+    return f"{word} {owner}'s seed spread ±{half:.2f}; one {single[0]} seed"
 
 
 SEEDS_WANTED = 3

@@ -51,8 +51,11 @@ def test_verdict_calls_a_lead_inside_the_seed_spread_no_win():
             run("autoround-200", 0, 23.0, 19.1, 200)]
     text = pages.verdict(runs)
     # validation: 22.2 vs 23.0, ahead by 0.8 > spread 0.2; test: 19.2 vs 19.1, behind by 0.1 < 0.2
-    assert "validation 22.20 vs 23.00, normtweak ahead by 0.80 (more than the seed spread ±0.20)" in text
-    assert "test 19.20 vs 19.10, AutoRound-200 ahead by 0.10 (within the seed spread ±0.20)" in text
+    # AutoRound-200 has one seed, so the spread is normtweak's alone, and the text says so
+    assert ("validation 22.20 vs 23.00, normtweak ahead by 0.80 (more than normtweak's seed "
+            "spread ±0.20; one AutoRound-200 seed)") in text
+    assert ("test 19.20 vs 19.10, AutoRound-200 ahead by 0.10 (within normtweak's seed spread "
+            "±0.20; one AutoRound-200 seed)") in text
     assert "CPU time 50% of AutoRound-200's" in text
     # seed 0, the one both ran: 22.0 - 23.0 = -1.00 on validation, 19.0 - 19.1 = -0.10 on test
     assert "(validation / test; negative: normtweak better): s0 -1.00 / -0.10." in text
@@ -134,3 +137,16 @@ def test_missing_names_asymmetric_configs_equal_compute_and_austen():
     full += [{**run("normtweak-joint-equal-compute", 0, 21.5, 18.8), "config": c}
              for c in ("W4 g64 sym", "W4 per-channel sym")]
     assert "Not measured" not in pages.verdict(full, austen=austen + [run("normtweak-default", 0, 30, 31)])
+
+
+def test_seed_note_names_whose_spread_a_lead_is_measured_against():
+    pages = _pages()
+    # both with several seeds: the larger half-range, (22.0 - 21.0) / 2 = 0.50
+    both = {"normtweak": [21.0, 22.0], "AutoRound-200": [22.0, 22.4]}
+    assert pages.seed_note(0.6, both) == "more than the seed spread ±0.50"
+    assert pages.seed_note(0.5, both) == "within the seed spread ±0.50"
+    # one side with a single seed: only the other's spread, (24.51 - 24.15) / 2 = 0.18
+    one = {"normtweak": [23.65], "AutoRound-200": [24.15, 24.51]}
+    assert pages.seed_note(0.68, one) == ("more than AutoRound-200's seed spread ±0.18; "
+                                          "one normtweak seed")
+    assert pages.seed_note(0.1, {"normtweak": [1.0], "AutoRound-200": [2.0]}) == "one seed each"
