@@ -139,6 +139,19 @@ def test_missing_names_asymmetric_configs_equal_compute_and_austen():
     assert "Not measured" not in pages.verdict(full, austen=austen + [run("normtweak-default", 0, 30, 31)])
 
 
+def test_austen_pair_gets_its_own_comparison():
+    pages = _pages()
+    runs = [run("normtweak-default", 0, 22.0, 19.0, 100), run("autoround-200", 0, 23.0, 19.1, 200)]
+    assert "Austen text (`--text austen`: calibrated" not in pages.verdict(runs, austen=[])
+    # Austen: normtweak 30.0 / 33.5 against AutoRound-200 30.5 / 33.0, one seed each
+    austen = [run("normtweak-default", 0, 30.0, 33.5, 100), run("autoround-200", 0, 30.5, 33.0, 400)]
+    text = pages.verdict(runs, austen=austen).split("evaluated on Jane Austen's novels):")[1]
+    assert text.lstrip().startswith(
+        "- **W4 g64 sym** (seeds 1 vs 1): validation 30.00 vs 30.50, normtweak ahead by 0.50 "
+        "(one seed each); test 33.50 vs 33.00, AutoRound-200 ahead by 0.50 (one seed each); "
+        "CPU time 25% of AutoRound-200's.")
+
+
 def test_seed_note_names_whose_spread_a_lead_is_measured_against():
     pages = _pages()
     # both with several seeds: the larger half-range, (22.0 - 21.0) / 2 = 0.50
