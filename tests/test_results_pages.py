@@ -49,7 +49,7 @@ def test_verdict_calls_a_lead_inside_the_seed_spread_no_win():
 
     runs = [run("normtweak-default", 0, 22.0, 19.0, 100), run("normtweak-default", 1, 22.4, 19.4, 100),
             run("autoround-200", 0, 23.0, 19.1, 200)]
-    text = pages.verdict(runs)
+    text = pages.verdict(runs, austen=[])
     # validation: 22.2 vs 23.0, ahead by 0.8 > spread 0.2; test: 19.2 vs 19.1, behind by 0.1 < 0.2
     # AutoRound-200 has one seed, so the spread is normtweak's alone, and the text says so
     assert ("validation 22.20 vs 23.00, normtweak ahead by 0.80 (more than normtweak's seed "
@@ -100,10 +100,10 @@ def test_a_resumed_run_shows_no_cost():
     table = pages.peers_table(runs, ["W4 g64 sym"])
     row = next(line for line in table.splitlines() if "normtweak default" in line)
     assert "| 22.20 ± 0.20 (2) | 19.20 ± 0.20 (2) |" in row and "| 100 / 100 |" in row
-    assert "CPU time 50% of AutoRound-200's" in pages.verdict(runs)  # 100 vs 200, not 55 vs 200
+    assert "CPU time 50% of AutoRound-200's" in pages.verdict(runs, austen=[])  # 100 vs 200, not 55 vs 200
     only_resumed = [runs[0], resumed, runs[3]]
     assert "| - (resumed) |" in pages.peers_table(only_resumed, ["W4 g64 sym"])
-    assert "CPU time" not in pages.verdict(only_resumed).split("Still missing")[0]
+    assert "CPU time" not in pages.verdict(only_resumed, austen=[]).split("Still missing")[0]
 
 
 def test_equal_compute_variant_is_compared_with_autoround_200():
