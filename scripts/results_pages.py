@@ -128,6 +128,7 @@ def verdict(runs: list[dict], ours: str = "normtweak-default", theirs: str = "au
     equal-compute variant gets the same comparison; then the variants' effects and what the
     comparison still lacks (`austen`: the Austen runs, None to read them)."""
     groups = grouped(runs)
+    austen = pd_runs("austen") if austen is None else austen
     lines = head_to_head(groups, ours, theirs)
     if not lines:
         return "_AutoRound-200 not measured yet_" + missing(groups, (ours, theirs), austen)
@@ -136,7 +137,7 @@ def verdict(runs: list[dict], ours: str = "normtweak-default", theirs: str = "au
     if equal:
         text += ("\n\nnormtweak's equal-compute variant (AutoRound-200's steps x batch) against "
                  "AutoRound-200:\n\n" + "\n".join(equal))
-    austen_lines = head_to_head(grouped(pd_runs("austen") if austen is None else austen), ours, theirs)
+    austen_lines = head_to_head(grouped(austen), ours, theirs)
     if austen_lines:
         text += ("\n\nThe same comparison on the Austen text (`--text austen`: calibrated and "
                  "evaluated on Jane Austen's novels):\n\n" + "\n".join(austen_lines))
