@@ -93,6 +93,10 @@ def normtweak_variants(args) -> list[tuple]:
                          symmetric=bool(getattr(args, "symmetric", False)), method=method, **kw)
 
     gptq = q("gptq", act_order=True, static_groups=True)
+    full_range = [  # symmetric configs only: the full-range grid (QuantSpec.full_range)
+        ("normtweak-rtn-fullrange", q("rtn", full_range=True), None),
+        ("normtweak-default-fullrange", q("rtn", full_range=True), TweakSpec.preset("joint")),
+    ] if getattr(args, "symmetric", False) else []
     return [
         ("normtweak-rtn", q("rtn"), None),
         ("normtweak-gptq", gptq, None),
@@ -105,6 +109,7 @@ def normtweak_variants(args) -> list[tuple]:
         ("normtweak-joint-frozen-norms", q("rtn"), TweakSpec.preset("joint", lr=0.0)),
         # the training steps' forward under bf16 autocast (AutoRound's default on this CPU)
         ("normtweak-default-bf16", q("rtn"), TweakSpec.preset("joint", train_dtype="bfloat16")),
+        *full_range,
     ]
 
 
@@ -154,10 +159,21 @@ def run_tag(args, method: str, bits: int | None, group: int | None,
     tag = (f"{model}_{args.text}_{method}_{cfg}_c{args.calib_samples}x{args.calib_len}"
            f"s{args.seed}_e{args.max_windows}x{args.window}pd_t{args.threads}")
     if specs:
-        blob = json.dumps([s.as_dict() if s is not None else None for s in specs],
-                          sort_keys=True)
+        blob = json.dumps([hashed_fields(s) for s in specs], sort_keys=True)
         tag += "_" + hashlib.sha256(blob.encode()).hexdigest()[:8]
     return tag
+
+
+# Spec fields added after runs were cached, with the value every earlier run had: left out of
+# the hash at that value, so an earlier run keeps its name.
+LATER_FIELDS = {"full_range": False}
+
+
+def hashed_fields(spec) -> dict | None:
+    if spec is None:
+        return None
+    d = spec.as_dict()
+    return {k: v for k, v in d.items() if not (k in LATER_FIELDS and v == LATER_FIELDS[k])}
 
 
 def model_dir_name(args, method: str, bits: int, group: int, symmetric: bool = False) -> str:
@@ -401,7 +417,7 @@ def parse(argv):
     args = p.parse_args(argv)
     args.config_list = parse_configs(args.configs)
     args.variants = [v for v in args.variants.split(",") if v]
-    names = [n for n, _, _ in normtweak_variants(argparse.Namespace(bits=4, group_size=64))]
+    names = [n for n, _, _ in normtweak_variants(argparse.Namespace(bits=4, group_size=64, symmetric=True))]
     if [v for v in args.variants if v not in names]:
         p.error(f"unknown variant(s) {[v for v in args.variants if v not in names]}; "
                 f"choose from {names}")

@@ -66,6 +66,13 @@ class QuantSpec:
     # embeddings is untied, the embeddings stay float).
     quantize_head: bool = False
     group_fallback: bool = True
+    # Symmetric grids only. False: the grid IST-DASLab's GPTQ and compressed-tensors define,
+    # scale = max|w| / ((2**b - 1) / 2). True: the "full range" grid of llama.cpp's Q4_0 and
+    # AutoRound's int_sym: the group's extreme of larger magnitude, m (signed), lands exactly
+    # on the lowest code, scale = -m / 2**(b-1) (negative where the positive side is larger),
+    # a step of max|w| / 2**(b-1). The stored format is the same (zero 2**(b-1)); every
+    # export holds a negative scale.
+    full_range: bool = False
 
     @classmethod
     def scheme(cls, name: str, **overrides) -> "QuantSpec":
@@ -96,9 +103,12 @@ class QuantSpec:
             raise ValueError(f"group_params must be one of {GROUP_PARAMS}, got "
                              f"{self.group_params!r}")
         for name in ("symmetric", "act_order", "static_groups", "true_sequential",
-                     "quantize_head", "group_fallback"):
+                     "quantize_head", "group_fallback", "full_range"):
             if not isinstance(getattr(self, name), bool):  # "false" would read as true
                 raise TypeError(f"{name} must be True or False, got {getattr(self, name)!r}")
+        if self.full_range and not self.symmetric:
+            raise ValueError("full_range is a symmetric grid; an asymmetric scheme has a zero "
+                             "point per group instead (drop full_range or use symmetric=True)")
 
     def layer_group_size(self, name: str, in_features: int) -> int:
         """The group size a layer of `in_features` inputs is quantized with (see group_fallback);

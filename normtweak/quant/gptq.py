@@ -146,7 +146,7 @@ def _gptq(weight: torch.Tensor, hessian: torch.Tensor, spec: QuantSpec) -> GPTQR
     # Per-channel / per-tensor / static groups: parameters fixed from the whole weight.
     fixed = None
     if gs <= 0 or spec.static_groups:
-        fixed = compute_qparams(w, bits, gs, sym)
+        fixed = compute_qparams(w, bits, gs, sym, spec.full_range)
     if perm is not None:
         w, h = w[:, perm], h[perm][:, perm]
     hinv = _inverse_cholesky(h, spec.damp)
@@ -175,7 +175,7 @@ def _gptq(weight: torch.Tensor, hessian: torch.Tensor, spec: QuantSpec) -> GPTQR
                 s, z = scale[:, g], zero[:, g]
             elif col % gs == 0:
                 cur = _group_values(w, w1, err1, hinv, i1, i2, i, spec)
-                sg, zg = compute_qparams(cur, bits, -1, sym)
+                sg, zg = compute_qparams(cur, bits, -1, sym, spec.full_range)
                 s, z = sg[:, 0], zg[:, 0]
                 scale[:, col // gs], zero[:, col // gs] = s, z
             col_w = w1[:, i]

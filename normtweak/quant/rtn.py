@@ -16,6 +16,10 @@ clamped to the code range. Symmetric: the full signed grid [-2**(bits-1), 2**(bi
 around zero = 2**(bits-1), with scale = max|w| / ((2**bits - 1) / 2) (the range
 [-max|w|, max|w|] split into 2**bits - 1 steps), as IST-DASLab's GPTQ and
 compressed-tensors define it: all 2**bits codes are used (16 levels at 4 bits, not 15).
+Symmetric full range (QuantSpec.full_range; llama.cpp's Q4_0, AutoRound's int_sym): the
+same codes and zero, with scale = -m / 2**(bits-1) where m is the group's extreme of larger
+magnitude, signed, so m itself lands exactly on code 0 and the step is max|w| / 2**(bits-1)
+(the scale is negative where the positive extreme is the larger).
 An all-zero group gets scale 1 (any scale represents it exactly).
 """
 
@@ -49,11 +53,18 @@ def group_view(weight: torch.Tensor, group_size: int) -> torch.Tensor:
 
 
 def compute_qparams(
-    weight: torch.Tensor, bits: int, group_size: int, symmetric: bool
+    weight: torch.Tensor, bits: int, group_size: int, symmetric: bool, full_range: bool = False
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Scale and zero point of each group of weight [out, in]; both [out, G], weight's dtype."""
+    """Scale and zero point of each group of weight [out, in]; both [out, G], weight's dtype.
+    full_range: the symmetric full-range grid (see the module's docstring)."""
     wg = group_view(weight, group_size)
-    if symmetric:
+    if symmetric and full_range:
+        hi, lo = wg.amax(dim=-1).clamp(min=0), wg.amin(dim=-1).clamp(max=0)
+        extreme = torch.where(hi >= -lo, hi, lo)
+        scale = -extreme / (1 << (bits - 1))
+        scale = torch.where(extreme != 0, scale, torch.ones_like(scale))
+        zero = torch.full_like(scale, float(1 << (bits - 1)))
+    elif symmetric:
         amax = wg.abs().amax(dim=-1)
         scale = amax / (max_code(bits) / 2)
         scale = torch.where(amax > 0, scale, torch.ones_like(scale))
@@ -122,7 +133,7 @@ def rtn_quantize(
     do not depend on float32 rounding at ties); scale and zero come back in float32.
     """
     w = weight.detach().to(compute_dtype)
-    scale, zero = compute_qparams(w, spec.bits, spec.group_size, spec.symmetric)
+    scale, zero = compute_qparams(w, spec.bits, spec.group_size, spec.symmetric, spec.full_range)
     codes = quantize(w, scale, zero, spec.bits, spec.group_size)
     return codes, scale.float(), zero.float()
 

@@ -7,7 +7,8 @@ AutoRound (Cheng et al., arXiv 2309.05516) parameterizes it:
 
   asymmetric: lo = min(min W_g, 0) * alpha_g,  hi = max(max W_g, 0) * beta_g,
               s = (hi - lo) / (2**b - 1),      z = round(-lo / s)
-  symmetric:  s = max|W_g| * beta_g / ((2**b - 1) / 2),  z = 2**(b-1)
+  symmetric:  s = s0_g * beta_g,  z = 2**(b-1)  (s0 the base grid's scale: max|W_g| /
+              ((2**b - 1) / 2), or -m_g / 2**(b-1) with QuantSpec.full_range)
   q = clamp(round(W / s + v0 + d) + z, 0, 2**b - 1),  W_hat = s * (q - z)
 
 round's gradient passes straight through. alpha = beta = 1 and d = 0 reproduce the base

@@ -20,6 +20,7 @@ CASES = [  # (family, bits, group_size, symmetric): every width, group and chann
     ("llama", 4, 16, True), ("llama", 4, 16, False), ("opt", 2, 32, True), ("opt", 3, -1, False),
     ("bloom", 8, -1, True), ("bloom", 8, 16, False), ("gemma", 3, 16, True), ("llama", 2, -1, False),
     ("gemma", 4, -1, False), ("opt", 8, 32, True),
+    ("llama", 3, 16, "full"),  # symmetric, full range: negative scales
 ]
 
 
@@ -39,7 +40,8 @@ def _logits(model, ids):
 @pytest.mark.parametrize("family,bits,group_size,symmetric", CASES)
 def test_plain_transformers_reads_our_folder(make_tiny, tokenizer, tmp_path, family, bits,
                                              group_size, symmetric):
-    spec = QuantSpec(bits=bits, group_size=group_size, symmetric=symmetric)
+    full_range, symmetric = symmetric == "full", bool(symmetric)
+    spec = QuantSpec(bits=bits, group_size=group_size, symmetric=symmetric, full_range=full_range)
     model = _quantized(make_tiny, family, spec)
     with pytest.warns(UserWarning, match="Marlin"):  # hidden 64 is not a multiple of 128
         save_quantized(model, tokenizer, tmp_path / "q", quant=spec)

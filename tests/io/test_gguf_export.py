@@ -30,13 +30,15 @@ def _export(src, out, *extra):
                                      "--save_dir", str(out), *extra])
 
 
-@pytest.mark.parametrize("bits,group_size,symmetric,qtype", [
-    (4, 32, True, "Q4_0"), (8, -1, True, "Q8_0"), (4, 64, False, "Q4_1"), (8, 32, True, "Q8_0")])
+@pytest.mark.parametrize("bits,group_size,symmetric,qtype,full_range", [
+    (4, 32, True, "Q4_0", False), (8, -1, True, "Q8_0", False), (4, 64, False, "Q4_1", False),
+    (8, 32, True, "Q8_0", False), (4, 32, True, "Q4_0", True)])
 def test_transformers_gguf_loader_reads_our_weights(make_tiny, tokenizer, tmp_path, bits,
-                                                    group_size, symmetric, qtype):
+                                                    group_size, symmetric, qtype, full_range):
     import transformers
 
-    model = _saved(make_tiny, tokenizer, tmp_path / "q", QuantSpec(bits, group_size, symmetric))
+    model = _saved(make_tiny, tokenizer, tmp_path / "q",
+                   QuantSpec(bits, group_size, symmetric, full_range=full_range))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # Q4_1 rounds its block minimums to float16
         assert _export(tmp_path / "q", tmp_path / "g").exit_code == 0

@@ -50,12 +50,15 @@ def _reference_weight(t: dict, name: str, bits: int, version: int) -> torch.Tens
     return (scales[g_idx].t() * (codes.double() - zeros[g_idx].t()))
 
 
-@pytest.mark.parametrize("bits,group_size,symmetric,version", [
-    (4, 32, False, 2), (3, 16, True, 1), (8, -1, True, 2), (2, 32, False, 2)])
+@pytest.mark.parametrize("bits,group_size,symmetric,version,full_range", [
+    (4, 32, False, 2, False), (3, 16, True, 1, False), (8, -1, True, 2, False),
+    (2, 32, False, 2, False), (3, 16, True, 2, True)])
 def test_gptq_export_matches_an_independent_unpacker(make_tiny, tokenizer, tmp_path, bits,
-                                                      group_size, symmetric, version):
-    spec = QuantSpec(bits=bits, group_size=group_size, symmetric=symmetric)
+                                                      group_size, symmetric, version, full_range):
+    spec = QuantSpec(bits=bits, group_size=group_size, symmetric=symmetric, full_range=full_range)
     model = _folder(make_tiny, tokenizer, tmp_path / "q", spec)
+    if full_range:  # the larger extreme's sign: some scales negative, and they survive
+        assert any(bool((m.scales < 0).any()) for m in model.modules() if isinstance(m, QuantLinear))
     res = CliRunner().invoke(main, ["export", "--model", str(tmp_path / "q"), "--format", "gptq",
                                     "--save_dir", str(tmp_path / "g"), "--gptq-version",
                                     str(version)])

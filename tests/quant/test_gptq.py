@@ -34,11 +34,14 @@ SPECS = [
     QuantSpec(bits=3, group_size=32, method="gptq", act_order=True, static_groups=True),
     QuantSpec(bits=4, group_size=0, method="gptq", symmetric=True, block_size=16),
     QuantSpec(bits=2, group_size=64, method="gptq", act_order=True, block_size=48),
+    QuantSpec(bits=3, group_size=32, method="gptq", full_range=True),
+    QuantSpec(bits=3, group_size=32, method="gptq", static_groups=False, full_range=True),
 ]
 
 
 @pytest.mark.parametrize("spec", SPECS, ids=lambda s: f"w{s.bits}g{s.group_size}"
-                         f"{'a' if s.act_order else ''}{'s' if s.static_groups else ''}")
+                         f"{'a' if s.act_order else ''}{'s' if s.static_groups else ''}"
+                         f"{'f' if s.full_range else ''}")
 def test_gptq_beats_rtn_on_correlated_inputs(spec):
     layer, x = correlated_layer()
     g = GPTQ(layer)
@@ -58,11 +61,11 @@ def test_gptq_beats_rtn_on_correlated_inputs(spec):
 
 
 @pytest.mark.parametrize("group_size", [-1, 0, 32])
-@pytest.mark.parametrize("symmetric", [False, True])
-def test_identity_hessian_equals_rtn(group_size, symmetric):
+@pytest.mark.parametrize("symmetric,full_range", [(False, False), (True, False), (True, True)])
+def test_identity_hessian_equals_rtn(group_size, symmetric, full_range):
     layer, _ = correlated_layer(1)
     spec = QuantSpec(bits=3, group_size=group_size, symmetric=symmetric, method="gptq",
-                     block_size=40)
+                     block_size=40, full_range=full_range)
     # Inputs whose Hessian 2/n X^T X is exactly I.
     g = GPTQ(layer)
     g.add_batch(torch.eye(IN) * (IN / 2) ** 0.5)

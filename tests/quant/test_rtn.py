@@ -98,3 +98,75 @@ def test_symmetric_uses_the_full_signed_grid(bits):
     row = w[0].double()
     i = int(torch.argmax(row.abs()))
     assert int(codes[0, i]) == (0 if row[i] < 0 else 2 ** bits - 1)
+
+
+# --- the symmetric full-range grid (QuantSpec.full_range) -----------------------------------
+
+
+def reference_full_range(w: np.ndarray, bits: int, group_size: int) -> np.ndarray:
+    """Float64, from the definition: each group's levels are s * k, k = -2**(bits-1) ..
+    2**(bits-1) - 1, with s chosen so the extreme of larger magnitude is the level
+    k = -2**(bits-1); every weight takes its nearest level (brute force, no rounding
+    formula)."""
+    out, inf = w.shape
+    size = inf if group_size == -1 else group_size
+    deq = np.zeros_like(w)
+    k = np.arange(-(2 ** (bits - 1)), 2 ** (bits - 1), dtype=np.float64)
+    for r in range(out):
+        for c in range(0, inf, size):
+            g = w[r, c:c + size]
+            m = g[np.argmax(np.abs(g))]
+            levels = (m / -(2 ** (bits - 1))) * k
+            deq[r, c:c + size] = levels[np.argmin(np.abs(g[:, None] - levels[None, :]), axis=1)]
+    return deq
+
+
+@pytest.mark.parametrize("bits", [2, 3, 4, 8])
+@pytest.mark.parametrize("group_size", [-1, 32])
+def test_full_range_matches_float64_nearest_level(bits, group_size):
+    gen = torch.Generator().manual_seed(7 * bits + group_size)
+    w = torch.randn(OUT, IN, generator=gen, dtype=torch.float64) * 0.02
+    w[1] = w[1].abs()  # all positive: the scale is negative
+    w[2] = -w[2].abs()  # all negative
+    spec = QuantSpec(bits=bits, group_size=group_size, symmetric=True, full_range=True)
+    codes, scale, zero = rtn_quantize(w, spec)
+    assert torch.all(zero == 2 ** (bits - 1))
+    deq = dequantize(codes, scale, zero, group_size, dtype=torch.float64)
+    np.testing.assert_allclose(deq.numpy(), reference_full_range(w.numpy(), bits, group_size),
+                               rtol=1e-6, atol=1e-12)
+
+
+def test_full_range_hand_computed():
+    """3 bits: levels k * s, k = -4..3. [-1, .5, .25, .9]: the extreme -1 -> s = 0.25, and
+    0.9 clips to 3 * 0.25. [1, -.5, .3, -.2]: the extreme +1 -> s = -0.25 (code 0 is +1)."""
+    w = torch.tensor([[-1.0, 0.5, 0.25, 0.9], [1.0, -0.5, 0.3, -0.2]], dtype=torch.float64)
+    codes, scale, zero = rtn_quantize(w, QuantSpec(bits=3, group_size=4, full_range=True))
+    assert scale.flatten().tolist() == [0.25, -0.25] and zero.flatten().tolist() == [4.0, 4.0]
+    assert codes.tolist() == [[0, 6, 5, 7], [0, 6, 3, 5]]
+    deq = dequantize(codes, scale, zero, 4, dtype=torch.float64)
+    assert deq.tolist() == [[-1.0, 0.5, 0.25, 0.75], [1.0, -0.5, 0.25, -0.25]]
+
+
+def test_full_range_is_llama_cpp_q4_0():
+    """At 4 bits, group 32, the grid is GGUF's Q4_0 as gguf-py's own quantizer writes it
+    (d = max / -8, q = trunc(w / d + 8.5)): same codes, and d is our scale in float16."""
+    from gguf import GGMLQuantizationType
+    from gguf.quants import quantize as gguf_quantize
+
+    gen = torch.Generator().manual_seed(11)
+    w = torch.randn(16, 256, generator=gen) * 0.05
+    w[3] = w[3].abs()
+    raw = gguf_quantize(w.numpy(), GGMLQuantizationType.Q4_0).reshape(-1, 18)  # blocks of 32
+    d = torch.from_numpy(raw[:, :2].copy().view(np.float16).astype(np.float32)).reshape(16, 8)
+    qs = torch.from_numpy(raw[:, 2:].astype(np.int32))
+    theirs = torch.cat([qs & 0xF, qs >> 4], dim=1).reshape(16, 256)  # q[j] | q[j+16] << 4
+    codes, scale, zero = rtn_quantize(w, QuantSpec(bits=4, group_size=32, full_range=True))
+    assert torch.equal(codes, theirs)
+    assert torch.equal(scale.half().float(), d)
+
+
+def test_full_range_needs_a_symmetric_grid():
+    with pytest.raises(ValueError, match="full_range.*symmetric"):
+        QuantSpec(symmetric=False, full_range=True)
+    with pytest.raises(TypeError, match="full_range"):
+        QuantSpec(full_range="yes")

@@ -25,7 +25,7 @@ def _layer(seed=0, out=24, inp=64):
     return lin, gen
 
 
-def signround_reference(w, alpha, beta, d, bits, gs, symmetric):
+def signround_reference(w, alpha, beta, d, bits, gs, symmetric, full_range=False):
     """Float64, from the definition, one group at a time (loops, no shared helpers)."""
     w = w.double()
     out, inp = w.shape
@@ -38,7 +38,10 @@ def signround_reference(w, alpha, beta, d, bits, gs, symmetric):
             x = w[r, cols]
             lo = min(float(x.min()), 0.0) * float(alpha[r, g].detach())
             hi = max(float(x.max()), 0.0) * float(beta[r, g].detach())
-            if symmetric:
+            if full_range:  # the extreme of larger magnitude, signed, on the lowest code
+                m = float(x[torch.argmax(x.abs())]) * float(beta[r, g].detach())
+                s, z = -m / 2 ** (bits - 1), 2 ** (bits - 1)
+            elif symmetric:
                 amax = float(x.abs().max()) * float(beta[r, g].detach())
                 s, z = amax / (maxq / 2), 2 ** (bits - 1)
             else:
@@ -49,18 +52,19 @@ def signround_reference(w, alpha, beta, d, bits, gs, symmetric):
     return res
 
 
-@pytest.mark.parametrize("bits,gs,symmetric", [(4, 16, False), (3, -1, False), (4, 32, True),
-                                               (2, 16, False)])
-def test_fake_weight_matches_float64_definition(bits, gs, symmetric):
+@pytest.mark.parametrize("bits,gs,symmetric,full_range", [
+    (4, 16, False, False), (3, -1, False, False), (4, 32, True, False), (2, 16, False, False),
+    (3, 16, True, True), (4, -1, True, True)])
+def test_fake_weight_matches_float64_definition(bits, gs, symmetric, full_range):
     lin, gen = _layer(bits)
-    spec = QuantSpec(bits=bits, group_size=gs, symmetric=symmetric)
+    spec = QuantSpec(bits=bits, group_size=gs, symmetric=symmetric, full_range=full_range)
     t = make_tunable(rtn_linear(lin, spec), lin.weight, rounding=True)
     with torch.no_grad():
         t.alpha.uniform_(0.6, 1.0, generator=gen)
         t.beta.uniform_(0.6, 1.0, generator=gen)
         t.d.uniform_(-0.5, 0.5, generator=gen)
     alpha = torch.ones_like(t.beta) if symmetric else t.alpha
-    ref = signround_reference(lin.weight, alpha, t.beta, t.d, bits, gs, symmetric)
+    ref = signround_reference(lin.weight, alpha, t.beta, t.d, bits, gs, symmetric, full_range)
     got = t.fake_weight().double()
     close = torch.isclose(got, ref, rtol=1e-5, atol=1e-7)
     # Ties at .5 may round apart in float32 vs float64; symmetric grids put every group's
@@ -72,9 +76,10 @@ def test_fake_weight_matches_float64_definition(bits, gs, symmetric):
 
 
 @pytest.mark.parametrize("method", ["rtn", "gptq"])
-def test_starts_exactly_at_the_base_codes(method):
+@pytest.mark.parametrize("full_range", [False, True])
+def test_starts_exactly_at_the_base_codes(method, full_range):
     lin, gen = _layer(7, inp=96)
-    spec = QuantSpec(bits=3, group_size=32, method=method)
+    spec = QuantSpec(bits=3, group_size=32, method=method, full_range=full_range)
     if method == "rtn":
         q = rtn_linear(lin, spec)
     else:
