@@ -28,6 +28,7 @@ PEERS_RUNS = RESULTS / "peers_runs"
 # (label in the tables, method name in the run files); the order of the rows
 METHODS = [
     ("normtweak default (joint, W4A16 recipe)", "normtweak-default"),
+    ("normtweak joint, full-range grid (--full-range)", "normtweak-default-fullrange"),
     ("normtweak joint, equal compute (208 steps)", "normtweak-joint-equal-compute"),
     ("normtweak joint, bf16 training steps", "normtweak-default-bf16"),
     ("normtweak joint, norms frozen", "normtweak-joint-frozen-norms"),
@@ -37,6 +38,7 @@ METHODS = [
     ("llm-compressor GPTQ", "llmc-gptq"),
     ("GPTQ (normtweak)", "normtweak-gptq"),
     ("RTN", "normtweak-rtn"),
+    ("RTN, full-range grid", "normtweak-rtn-fullrange"),
 ]
 CONFIGS = ["W4 g64 sym", "W3 g64 sym", "W4 per-channel sym", "W4 g64 asym", "W3 g64 asym",
            "W4 per-channel asym"]
@@ -242,6 +244,10 @@ VARIANT_EFFECTS = [
     ("normtweak-default-bf16", "bf16", "float32",
      "What training under bf16 autocast costs (the same run with the training steps' forward "
      "in bf16; a positive number is what float32 gained)", True),
+    ("normtweak-default-fullrange", "full range", "GPTQ grid",
+     "What the full-range symmetric grid changes (the same run with `--full-range`: the "
+     "group's larger extreme on the lowest code, as AutoRound and llama.cpp's Q4_0 do; a "
+     "negative number is what full range gained)", True),
 ]
 
 
