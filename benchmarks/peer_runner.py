@@ -32,7 +32,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from runinfo import PEAK_RSS, peak_rss_mb, peak_rss_reset, revision  # noqa: E402
+from runinfo import PEAK_RSS, cpu, peak_rss_mb, peak_rss_reset, revision  # noqa: E402
 
 
 def read_calibration(path: str) -> torch.Tensor:
@@ -231,7 +231,8 @@ def main(argv=None) -> dict:
     model.config.name_or_path = str(Path(resolve_model(args.model)).resolve())
     result = {"args": vars(args), "argv": sys.argv, "versions": versions(),
               "torch_threads": torch.get_num_threads(),
-              "omp_num_threads": os.environ.get("OMP_NUM_THREADS"), "revision": revision()}
+              "omp_num_threads": os.environ.get("OMP_NUM_THREADS"), "revision": revision(),
+              "cpu": cpu()}
     reset = peak_rss_reset()
     t, c = time.perf_counter(), time.process_time()
     ar = None

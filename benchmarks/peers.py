@@ -46,7 +46,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from runinfo import PEAK_RSS, peak_rss_mb, peak_rss_reset, revision  # noqa: E402
+from runinfo import PEAK_RSS, cpu, peak_rss_mb, peak_rss_reset, revision  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 RUNNER = ROOT / "benchmarks" / "peer_runner.py"
@@ -283,7 +283,7 @@ def run_normtweak(name, quant, tweak, model, tokenizer, ids, texts, args,
     peak = peak_rss_mb()
     return {"method": name, "quant": quant.as_dict(), "resumed_blocks": resumed_blocks,
             "tweak": tweak.as_dict() if tweak is not None else None, "quantize_s": quantize_s,
-            "quantize_cpu_s": cpu_s, "revision": revision(),
+            "quantize_cpu_s": cpu_s, "revision": revision(), "cpu": cpu(),
             "peak_rss_mb": peak, "peak_rss_note": PEAK_RSS if reset else "ru_maxrss (no reset)",
             "eval": evaluate(qmodel, tokenizer, texts, args),
             "peer_settings": {"quant_dtype": "torch.float32"}, "seed": args.seed,

@@ -1,4 +1,5 @@
-"""What every benchmark run records about itself: one memory measure and the code revision.
+"""What every benchmark run records about itself: one memory measure, the code revision and
+the CPU (its model and the bf16 instructions that change AutoRound's cost several-fold).
 
 Memory: `peak_rss_mb` is the peak resident memory of the process that quantized, from just
 before it started quantizing (the float model already loaded, so included) to just after:
@@ -44,3 +45,24 @@ def revision() -> str:
     head = git("rev-parse", "--short", "HEAD").strip() or "unknown"
     dirty = git("status", "--porcelain", "--untracked-files=no", "normtweak").strip()
     return head + ("+dirty" if dirty else "")
+
+
+BF16_FLAGS = ("avx512_bf16", "amx_bf16")
+
+
+def cpu(text: str | None = None) -> dict:
+    """The CPU's model name and which of BF16_FLAGS it has, from `text` in /proc/cpuinfo's
+    format (default: this machine's; {} where there is none)."""
+    if text is None:
+        try:
+            text = Path("/proc/cpuinfo").read_text()
+        except OSError:
+            return {}
+    model, flags = "", set()
+    for line in text.splitlines():
+        key, _, value = line.partition(":")
+        if key.strip() == "model name" and not model:
+            model = value.strip()
+        elif key.strip() == "flags" and not flags:
+            flags = set(value.split())
+    return {"model": model, "bf16": [f for f in BF16_FLAGS if f in flags]}
