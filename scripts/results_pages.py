@@ -86,6 +86,12 @@ def cpu_s(run: dict) -> float:
     return run.get("quantize_cpu_s") or run.get("quantize_s") or math.nan
 
 
+def one_machine(*groups: list[dict]) -> bool:
+    """Whether every run of the groups recorded the same CPU (runs before the CPU was recorded
+    count as one earlier machine): CPU seconds compare only then."""
+    return len({json.dumps(r.get("cpu"), sort_keys=True) for g in groups for r in g}) <= 1
+
+
 def mean_finite(values) -> float:
     """The mean of the finite values; NaN when there is none."""
     values = [v for v in values if math.isfinite(v)]
@@ -139,6 +145,10 @@ def verdict(runs: list[dict], ours: str = "normtweak-default", theirs: str = "au
     if equal:
         text += ("\n\nnormtweak's equal-compute variant (AutoRound-200's steps x batch) against "
                  "AutoRound-200:\n\n" + "\n".join(equal))
+    full = head_to_head(groups, FULL_RANGE, theirs)
+    if full:
+        text += ("\n\nnormtweak's default with the full-range symmetric grid (`--full-range`) "
+                 "against AutoRound-200:\n\n" + "\n".join(full))
     austen_lines = head_to_head(grouped(austen), ours, theirs)
     if austen_lines:
         text += ("\n\nThe same comparison on the Austen text (`--text austen`: calibrated and "
@@ -148,6 +158,7 @@ def verdict(runs: list[dict], ours: str = "normtweak-default", theirs: str = "au
 
 
 EQUAL_COMPUTE = "normtweak-joint-equal-compute"
+FULL_RANGE = "normtweak-default-fullrange"
 
 
 def head_to_head(groups: dict, ours: str, theirs: str) -> list[str]:
@@ -165,9 +176,13 @@ def head_to_head(groups: dict, ours: str, theirs: str) -> list[str]:
             sure = seed_note(abs(ma - mb), {"normtweak": va, "AutoRound-200": vb})
             parts.append(f"{name} {ma:.2f} vs {mb:.2f}, {lead} by {abs(ma - mb):.2f} ({sure})")
         cpu = [mean_finite(cpu_s(r) for r in g) for g in (a, b)]
-        line = (f"- **{config}** (seeds {len(a)} vs {len(b)}): " + "; ".join(parts)
-                + (f"; CPU time {cpu[0] / cpu[1]:.0%} of AutoRound-200's."
-                   if all(map(math.isfinite, cpu)) else "."))
+        if not one_machine(a, b):
+            cost = "; CPU time not compared (the runs span machines)."
+        elif all(map(math.isfinite, cpu)):
+            cost = f"; CPU time {cpu[0] / cpu[1]:.0%} of AutoRound-200's."
+        else:
+            cost = "."
+        line = f"- **{config}** (seeds {len(a)} vs {len(b)}): " + "; ".join(parts) + cost
         paired = same_seed_differences(a, b)
         if paired:
             line += (" Seed by seed, normtweak minus AutoRound-200 (validation / test; negative: "
@@ -247,7 +262,7 @@ VARIANT_EFFECTS = [
     ("normtweak-default-fullrange", "full range", "GPTQ grid",
      "What the full-range symmetric grid changes (the same run with `--full-range`: the "
      "group's larger extreme on the lowest code, as AutoRound and llama.cpp's Q4_0 do; a "
-     "negative number is what full range gained)", True),
+     "negative number is what full range gained)", False),
 ]
 
 
@@ -279,7 +294,7 @@ def variant_effect(groups: dict, variant: str, word: str, default_word: str, ope
                          f"{statistics.fmean(da[s] for s in seeds):.2f} {default_word} ({gain:+.2f}, {size})")
         cpu = {name: mean_finite(cpu_s(r) for r in g if r["_seed"] in seeds)
                for name, g in (("a", a), ("b", b))}
-        if show_cpu and all(math.isfinite(v) for v in cpu.values()):
+        if show_cpu and one_machine(a, b) and all(math.isfinite(v) for v in cpu.values()):
             parts.append(f"CPU time {cpu['b'] / cpu['a']:.0%} of {default_word}'s")
         out.append(f"- **{config}**, seed(s) {', '.join(map(str, seeds))}: " + "; ".join(parts))
     if not out:

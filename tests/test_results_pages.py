@@ -163,3 +163,18 @@ def test_seed_note_names_whose_spread_a_lead_is_measured_against():
     assert pages.seed_note(0.68, one) == ("more than AutoRound-200's seed spread ±0.18; "
                                           "one normtweak seed")
     assert pages.seed_note(0.1, {"normtweak": [1.0], "AutoRound-200": [2.0]}) == "one seed each"
+
+
+def test_cpu_time_compared_only_on_one_machine():
+    """CPU seconds from two machines are not compared (an AMX-bf16 Xeon halves AutoRound's)."""
+    pages = _pages()
+    xeon = {"model": "Intel(R) Xeon(R) Processor", "bf16": ["avx512_bf16", "amx_bf16"]}
+    same = [run("normtweak-default", 0, 22.0, 19.0, 50), run("autoround-200", 0, 22.5, 19.5, 100)]
+    (line,) = pages.head_to_head(pages.grouped(same), "normtweak-default", "autoround-200")
+    assert "CPU time 50% of AutoRound-200's" in line
+    mixed = [dict(same[0], cpu=xeon), same[1]]
+    (line,) = pages.head_to_head(pages.grouped(mixed), "normtweak-default", "autoround-200")
+    assert "CPU time not compared (the runs span machines)" in line and "50%" not in line
+    both = [dict(r, cpu=xeon) for r in same]
+    (line,) = pages.head_to_head(pages.grouped(both), "normtweak-default", "autoround-200")
+    assert "CPU time 50% of AutoRound-200's" in line
