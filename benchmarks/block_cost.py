@@ -48,28 +48,19 @@ from pathlib import Path
 
 import torch
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from runinfo import cpuinfo  # noqa: E402
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
 def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "?"
+    return cpuinfo()[0]
 
 
 def cpu_flags() -> list[str]:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("flags"):
-                have = set(line.split(":", 1)[1].split())
-                return sorted(f for f in ("avx2", "avx512f", "avx512_bf16", "amx_bf16") if f in have)
-    except OSError:
-        pass
-    return []
+    have = cpuinfo()[1]
+    return sorted(f for f in ("avx2", "avx512f", "avx512_bf16", "amx_bf16") if f in have)
 
 
 def load_truncated(model_name: str, blocks: int):

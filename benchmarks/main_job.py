@@ -25,7 +25,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from runinfo import revision  # noqa: E402
+from runinfo import cpuinfo, revision  # noqa: E402
 
 
 def main(argv=None) -> dict:
@@ -89,13 +89,7 @@ def main(argv=None) -> dict:
 
 
 def _cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return "unknown"
+    return cpuinfo()[0]
 
 
 if __name__ == "__main__":

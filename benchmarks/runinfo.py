@@ -50,14 +50,14 @@ def revision() -> str:
 BF16_FLAGS = ("avx512_bf16", "amx_bf16")
 
 
-def cpu(text: str | None = None) -> dict:
-    """The CPU's model name and which of BF16_FLAGS it has, from `text` in /proc/cpuinfo's
-    format (default: this machine's; {} where there is none)."""
+def cpuinfo(text: str | None = None) -> tuple[str, set[str]]:
+    """(model name, flags) of the first CPU in `text`, /proc/cpuinfo's format (default: this
+    machine's; ("unknown", set()) where there is none)."""
     if text is None:
         try:
             text = Path("/proc/cpuinfo").read_text()
         except OSError:
-            return {}
+            return "unknown", set()
     model, flags = "", set()
     for line in text.splitlines():
         key, _, value = line.partition(":")
@@ -65,4 +65,10 @@ def cpu(text: str | None = None) -> dict:
             model = value.strip()
         elif key.strip() == "flags" and not flags:
             flags = set(value.split())
+    return model or "unknown", flags
+
+
+def cpu(text: str | None = None) -> dict:
+    """The CPU's model name and which of BF16_FLAGS it has (see cpuinfo)."""
+    model, flags = cpuinfo(text)
     return {"model": model, "bf16": [f for f in BF16_FLAGS if f in flags]}

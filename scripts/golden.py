@@ -7,7 +7,7 @@
 Every case spells out every QuantSpec / TweakSpec field it relies on, so changing a default
 never changes a golden case. A case's record is the sha256 of every tensor of the resulting
 model's state dict (bytes, dtype and shape), plus the perplexity of the result on a fixed text
-in repr form (exact). The environment (torch version, CPU capability) is recorded too:
+in repr form (exact). The environment (torch version, CPU capability, CPU model) is recorded too:
 bit-identity is only promised on the same one (tests/test_golden.py says what it checks
 elsewhere).
 """
@@ -24,6 +24,9 @@ import warnings
 from pathlib import Path
 
 import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+from runinfo import cpuinfo  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 GOLDEN = ROOT / "tests" / "golden"
@@ -42,9 +45,18 @@ JOINT = dict(lr=1e-4, scale=5.0, iters=3, batch_size=2, loss="rel_mse", target="
 FAMILIES = ("llama", "opt", "bloom", "gemma", "gpt2", "bert")
 
 
+ENVIRONMENT_KEYS = ("torch", "cpu_capability", "cpu")
+
+
 def environment() -> dict:
+    """What bit-identity depends on: torch's version, its CPU capability and the CPU itself
+    (two CPUs of one capability, an AMD EPYC and an Intel Xeon, round a LayerNorm differently)."""
     return {"torch": torch.__version__.split("+")[0],
-            "cpu_capability": torch.backends.cpu.get_cpu_capability()}
+            "cpu_capability": torch.backends.cpu.get_cpu_capability(), "cpu": cpuinfo()[0]}
+
+
+def same_environment(recorded: dict, fresh: dict) -> bool:
+    return all(recorded.get(k) == fresh.get(k) for k in ENVIRONMENT_KEYS)
 
 
 def tensor_digest(t: torch.Tensor) -> str:
@@ -266,7 +278,7 @@ def main(argv=None) -> int:
             print(f"wrote {path} ({len(fresh['cases'])} cases)")
             continue
         golden = json.loads(path.read_text())
-        exact = golden["environment"] == fresh["environment"]
+        exact = same_environment(golden["environment"], fresh["environment"])
         if not exact:
             print(f"note: recorded on {golden['environment']}, checked on "
                   f"{fresh['environment']}: perplexities compared to 1e-3, tensors not compared")

@@ -46,3 +46,13 @@ def test_compare_names_every_kind_of_difference():
 def test_the_recorded_file_holds_every_case():
     recorded = json.loads((ROOT / "tests" / "golden" / "tiny.json").read_text())
     assert {name for name, _, _ in golden.tiny_cases()} == set(recorded["cases"])
+
+
+def test_bit_identity_is_promised_on_the_recording_cpu_only():
+    rec = {"torch": "2.13.0", "cpu_capability": "AVX512", "cpu": "AMD EPYC", "cpu_note": "x"}
+    assert golden.same_environment(rec, {"torch": "2.13.0", "cpu_capability": "AVX512",
+                                         "cpu": "AMD EPYC"})
+    assert not golden.same_environment(rec, {"torch": "2.13.0", "cpu_capability": "AVX512",
+                                             "cpu": "Intel(R) Xeon(R) Processor"})
+    assert not golden.same_environment({k: rec[k] for k in ("torch", "cpu_capability")},
+                                       {"torch": "2.13.0", "cpu_capability": "AVX512", "cpu": "?"})
