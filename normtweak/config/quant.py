@@ -70,8 +70,8 @@ class QuantSpec:
     # scale = max|w| / ((2**b - 1) / 2). True: the "full range" grid of llama.cpp's Q4_0 and
     # AutoRound's int_sym: the group's extreme of larger magnitude, m (signed), lands exactly
     # on the lowest code, scale = -m / 2**(b-1) (negative where the positive side is larger),
-    # a step of max|w| / 2**(b-1). The stored format is the same (zero 2**(b-1)); every
-    # export holds a negative scale.
+    # a step of max|w| / 2**(b-1). The stored format is the same (zero 2**(b-1)), and every
+    # export format stores the negative scales as they are.
     full_range: bool = False
 
     @classmethod
