@@ -324,7 +324,7 @@ def main(argv=None) -> dict:
                   "calibration": {"text": "wikipedia", "samples": args.samples,
                                   "seq_len": args.seq_len, "seed": args.seed},
                   "scheme": {"bits": args.bits, "group_size": args.group_size,
-                             "symmetric": True},
+                             "symmetric": True, "full_range": True},
                   "rows": rows, "table": markdown(rows)}
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(json.dumps(result, indent=2, default=str) + "\n")

@@ -28,6 +28,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from runinfo import cpuinfo, revision  # noqa: E402
 
 
+def grid_words(quant: dict) -> str:
+    """'symmetric (full range)', 'symmetric (GPTQ grid)' or 'asymmetric', from a run's recorded
+    QuantSpec (one recorded before full_range existed was on GPTQ's grid)."""
+    if not quant["symmetric"]:
+        return "asymmetric"
+    return "symmetric (full range)" if quant.get("full_range") else "symmetric (GPTQ grid)"
+
+
 def main(argv=None) -> dict:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--threads", type=int, default=None,
@@ -67,7 +75,7 @@ def main(argv=None) -> dict:
            "gap_recovered_pct": 100 * (q - t) / (q - f), "tweak_s": report["tweak_seconds"],
            "windows": res["float"]["windows"], "window": res["float"]["window"]}
     summary = (f"{report['model']}, {report['quant']['bits']}-bit group {report['quant']['group_size']}"
-               f" {'symmetric' if report['quant']['symmetric'] else 'asymmetric'}, "
+               f" {grid_words(report['quant'])}, "
                f"{report['calibration']['method']} calibration "
                f"{report['calibration']['num_samples']}x{report['calibration']['seq_len']}, "
                f"perplexity on {row['windows']} x {row['window']} tokens of Wikipedia test")

@@ -84,8 +84,14 @@ def normtweak_variants(args) -> list[tuple]:
     """(name, QuantSpec, TweakSpec or None) for every normtweak row of one config.
 
     args.bits / args.group_size / args.symmetric (False when missing): the config. The
-    first entry must be plain RTN (the reference of the gap-recovered column).
+    first entry must be plain RTN (the reference of the gap-recovered column). Each variant
+    takes QuantSpec's default grid: at a symmetric config the full-range grid (normtweak
+    0.2's default). There each variant also has a "-gptqgrid" twin on GPTQ's symmetric grid
+    (`full_range=False`, the default before the switch: every symmetric run made before it
+    carries that name).
     """
+    from dataclasses import replace
+
     from normtweak.config import QuantSpec, TweakSpec
 
     def q(method: str, **kw) -> QuantSpec:
@@ -93,11 +99,7 @@ def normtweak_variants(args) -> list[tuple]:
                          symmetric=bool(getattr(args, "symmetric", False)), method=method, **kw)
 
     gptq = q("gptq", act_order=True, static_groups=True)
-    full_range = [  # symmetric configs only: the full-range grid (QuantSpec.full_range)
-        ("normtweak-rtn-fullrange", q("rtn", full_range=True), None),
-        ("normtweak-default-fullrange", q("rtn", full_range=True), TweakSpec.preset("joint")),
-    ] if getattr(args, "symmetric", False) else []
-    return [
+    variants = [
         ("normtweak-rtn", q("rtn"), None),
         ("normtweak-gptq", gptq, None),
         ("normtweak-gptq+tweak", gptq, TweakSpec(**GPTQ_TWEAK)),
@@ -109,8 +111,15 @@ def normtweak_variants(args) -> list[tuple]:
         ("normtweak-joint-frozen-norms", q("rtn"), TweakSpec.preset("joint", lr=0.0)),
         # the training steps' forward under bf16 autocast (AutoRound's default on this CPU)
         ("normtweak-default-bf16", q("rtn"), TweakSpec.preset("joint", train_dtype="bfloat16")),
-        *full_range,
     ]
+    if getattr(args, "symmetric", False):
+        variants += [(name + GPTQ_GRID, replace(quant, full_range=False), tweak)
+                     for name, quant, tweak in variants]
+    return variants
+
+
+# The suffix of a variant on GPTQ's symmetric grid (normtweak_variants' twins).
+GPTQ_GRID = "-gptqgrid"
 
 
 # --- small helpers -----------------------------------------------------------------------
@@ -164,16 +173,16 @@ def run_tag(args, method: str, bits: int | None, group: int | None,
     return tag
 
 
-# Spec fields added after runs were cached, with the value every earlier run had: left out of
-# the hash at that value, so an earlier run keeps its name.
-LATER_FIELDS = {"full_range": False}
-
-
 def hashed_fields(spec) -> dict | None:
+    """A spec's fields as its run's name hashes them. Fields added after runs were cached are
+    left out at the value every earlier run had (QuantSpec's RECORDED_BEFORE), so an earlier
+    run keeps its name."""
+    from normtweak.config.quant import RECORDED_BEFORE
+
     if spec is None:
         return None
-    d = spec.as_dict()
-    return {k: v for k, v in d.items() if not (k in LATER_FIELDS and v == LATER_FIELDS[k])}
+    return {k: v for k, v in spec.as_dict().items()
+            if not (k in RECORDED_BEFORE and v == RECORDED_BEFORE[k])}
 
 
 def model_dir_name(args, method: str, bits: int, group: int, symmetric: bool = False) -> str:
@@ -393,7 +402,8 @@ def parse(argv):
     p.add_argument("--only-peers", action="store_true", help="run no normtweak variant (cached ones still join the table)")
     p.add_argument("--only-normtweak", action="store_true", help="no peers")
     p.add_argument("--variants", default="",
-                   help="comma list of normtweak variant names to run (default: all of normtweak_variants)")
+                   help="comma list of normtweak variant names to run (default: all of "
+                        "normtweak_variants but the -gptqgrid twins)")
     p.add_argument("--calib-samples", type=int, default=128)
     p.add_argument("--calib-len", type=int, default=512)
     p.add_argument("--seed", type=int, default=0,
@@ -417,7 +427,8 @@ def parse(argv):
     args = p.parse_args(argv)
     args.config_list = parse_configs(args.configs)
     args.variants = [v for v in args.variants.split(",") if v]
-    names = [n for n, _, _ in normtweak_variants(argparse.Namespace(bits=4, group_size=64, symmetric=True))]
+    names = [n for n, _, _ in normtweak_variants(argparse.Namespace(bits=4, group_size=64,
+                                                                    symmetric=True))]
     if [v for v in args.variants if v not in names]:
         p.error(f"unknown variant(s) {[v for v in args.variants if v not in names]}; "
                 f"choose from {names}")
@@ -487,7 +498,7 @@ def main(argv=None) -> dict:
             runs.append(run)
 
         for name, quant, tweak in normtweak_variants(args):
-            if args.variants and name not in args.variants:
+            if (name not in args.variants) if args.variants else name.endswith(GPTQ_GRID):
                 continue
             path = runs_dir / f"{run_tag(args, name, bits, group, sym, (quant, tweak))}.json"
             run = cached(path, args)

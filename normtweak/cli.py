@@ -83,8 +83,8 @@ def _one_line_warnings() -> None:
 def _default(p: click.Option) -> str:
     if p.required:
         return "required"
-    if p.is_flag and p.secondary_opts:
-        return f"`{p.opts[0] if p.default else p.secondary_opts[0]}`"
+    if p.is_flag and p.secondary_opts:  # an on/off pair; None: its help says what decides
+        return "-" if p.default is None else f"`{p.opts[0] if p.default else p.secondary_opts[0]}`"
     if p.is_flag:
         return "off"
     if p.default is None or type(p.default).__name__ == "Sentinel" or p.default == ():

@@ -28,7 +28,6 @@ PEERS_RUNS = RESULTS / "peers_runs"
 # (label in the tables, method name in the run files); the order of the rows
 METHODS = [
     ("normtweak default (joint, W4A16 recipe)", "normtweak-default"),
-    ("normtweak joint, full-range grid (--full-range)", "normtweak-default-fullrange"),
     ("normtweak joint, equal compute (208 steps)", "normtweak-joint-equal-compute"),
     ("normtweak joint, bf16 training steps", "normtweak-default-bf16"),
     ("normtweak joint, norms frozen", "normtweak-joint-frozen-norms"),
@@ -38,7 +37,13 @@ METHODS = [
     ("llm-compressor GPTQ", "llmc-gptq"),
     ("GPTQ (normtweak)", "normtweak-gptq"),
     ("RTN", "normtweak-rtn"),
-    ("RTN, full-range grid", "normtweak-rtn-fullrange"),
+    # symmetric configs: the same variants on GPTQ's grid (--no-full-range), the symmetric
+    # default before normtweak 0.2 switched to the full-range grid
+    ("normtweak joint, GPTQ grid (the default before the switch)", "normtweak-default-gptqgrid"),
+    ("normtweak joint, equal compute, GPTQ grid", "normtweak-joint-equal-compute-gptqgrid"),
+    ("normtweak joint, bf16 training steps, GPTQ grid", "normtweak-default-bf16-gptqgrid"),
+    ("normtweak joint, norms frozen, GPTQ grid", "normtweak-joint-frozen-norms-gptqgrid"),
+    ("RTN, GPTQ grid", "normtweak-rtn-gptqgrid"),
 ]
 CONFIGS = ["W4 g64 sym", "W3 g64 sym", "W4 per-channel sym", "W4 g64 asym", "W3 g64 asym",
            "W4 per-channel asym"]
@@ -145,20 +150,24 @@ def verdict(runs: list[dict], ours: str = "normtweak-default", theirs: str = "au
     if equal:
         text += ("\n\nnormtweak's equal-compute variant (AutoRound-200's steps x batch) against "
                  "AutoRound-200:\n\n" + "\n".join(equal))
-    full = head_to_head(groups, FULL_RANGE, theirs)
-    if full:
-        text += ("\n\nnormtweak's default with the full-range symmetric grid (`--full-range`) "
-                 "against AutoRound-200:\n\n" + "\n".join(full))
     austen_lines = head_to_head(grouped(austen), ours, theirs)
     if austen_lines:
         text += ("\n\nThe same comparison on the Austen text (`--text austen`: calibrated and "
                  "evaluated on Jane Austen's novels):\n\n" + "\n".join(austen_lines))
+    before = [(GPTQ_GRID_DEFAULT, "Wikipedia", groups), (GPTQ_GRID_DEFAULT, "Austen", grouped(austen)),
+              (EQUAL_COMPUTE + GPTQ_GRID, "Wikipedia, the equal-compute variant", groups)]
+    for method, where, g in before:
+        lines = head_to_head(g, method, theirs)
+        if lines:
+            text += (f"\n\nBefore the switch to the full-range grid, on GPTQ's symmetric grid "
+                     f"(`--no-full-range`; {where}):\n\n" + "\n".join(lines))
     return (text + "".join(variant_effect(groups, *v) for v in VARIANT_EFFECTS)
             + missing(groups, (ours, theirs), austen))
 
 
 EQUAL_COMPUTE = "normtweak-joint-equal-compute"
-FULL_RANGE = "normtweak-default-fullrange"
+GPTQ_GRID = "-gptqgrid"  # a variant on GPTQ's symmetric grid (benchmarks/peers.py's twins)
+GPTQ_GRID_DEFAULT = "normtweak-default" + GPTQ_GRID
 
 
 def head_to_head(groups: dict, ours: str, theirs: str) -> list[str]:
@@ -249,20 +258,24 @@ def same_seed_differences(a: list[dict], b: list[dict]) -> list[str]:
             for r in sorted(a, key=lambda r: r["_seed"]) if r["_seed"] in by_seed]
 
 
-# (variant, its word, the default's word, the paragraph's opening, whether its CPU time is the
-# point): a variant of the default compared with it on the seeds both ran; a positive number is
-# what the default gained
+# (the variant and the run it is compared with, as (variant, base) pairs in the order they
+# are looked for at each config; its word, the base's word, the paragraph's opening, whether
+# its CPU time is the point). A positive number is what the base gained over the variant.
+def grid_pairs(variant: str) -> tuple:
+    """A variant of the default against the default, then both on GPTQ's grid."""
+    return (variant, "normtweak-default"), (variant + GPTQ_GRID, GPTQ_GRID_DEFAULT)
+
+
 VARIANT_EFFECTS = [
-    ("normtweak-joint-frozen-norms", "frozen", "trained",
+    (grid_pairs("normtweak-joint-frozen-norms"), "frozen", "trained",
      "What training the norms adds inside the joint method (the same run with the norms frozen; "
      "a positive number is what the norms gained)", False),
-    ("normtweak-default-bf16", "bf16", "float32",
+    (grid_pairs("normtweak-default-bf16"), "bf16", "float32",
      "What training under bf16 autocast costs (the same run with the training steps' forward "
      "in bf16; a positive number is what float32 gained)", True),
-    ("normtweak-default-fullrange", "full range", "GPTQ grid",
-     "What the full-range symmetric grid changes (the same run with `--full-range`: the "
-     "group's larger extreme on the lowest code, as AutoRound and llama.cpp's Q4_0 do; a "
-     "negative number is what full range gained)", False),
+    (((GPTQ_GRID_DEFAULT, "normtweak-default"),), "GPTQ grid", "full range",
+     "What the full-range symmetric grid (the default) gains over GPTQ's grid (the same run "
+     "with `--no-full-range`; a positive number is what full range gained)", False),
 ]
 
 
@@ -271,32 +284,38 @@ def norms_effect(groups: dict) -> str:
     return variant_effect(groups, *VARIANT_EFFECTS[0])
 
 
-def variant_effect(groups: dict, variant: str, word: str, default_word: str, opening: str,
+def variant_effect(groups: dict, pairs, word: str, base_word: str, opening: str,
                    show_cpu: bool = False) -> str:
-    """The default against one variant of it, on the seeds both have, beside the default's seed
-    spread, with the variant's CPU time as a share of the default's on those seeds."""
+    """A variant of a run against that run, on the seeds both have, beside the larger of the
+    two's seed spreads (half the range over all their seeds), with the variant's CPU time as a share of the base's on those seeds. pairs:
+    (variant, base) method names; at each config the first pair measured there is used (a
+    pair on GPTQ's grid is marked so)."""
     out = []
     for config in CONFIGS:
-        a, b = groups.get((config, "normtweak-default")), groups.get((config, variant))
-        if not a or not b:
-            continue
-        seeds = sorted({r["_seed"] for r in a} & {r["_seed"] for r in b})
-        if not seeds:
+        for variant, base in pairs:
+            a, b = groups.get((config, base)), groups.get((config, variant))
+            seeds = sorted({r["_seed"] for r in a or []} & {r["_seed"] for r in b or []})
+            if seeds:
+                break
+        else:
             continue
         parts = []
         for split in ("validation", "test"):
             da = {r["_seed"]: ppl(r, split) for r in a}
             db = {r["_seed"]: ppl(r, split) for r in b}
             gain = statistics.fmean(db[s] - da[s] for s in seeds)
-            half = (max(da.values()) - min(da.values())) / 2
-            size = ("more than" if half and abs(gain) > half else "within") + f" the spread ±{half:.2f}"
+            halves = [(max(d.values()) - min(d.values())) / 2 for d in (da, db) if len(d) > 1]
+            size = (("more than" if abs(gain) > max(halves) else "within")
+                    + f" the larger seed spread ±{max(halves):.2f}" if halves
+                    else "one seed each: no spread to weigh it by")
             parts.append(f"{split} {statistics.fmean(db[s] for s in seeds):.2f} {word} vs "
-                         f"{statistics.fmean(da[s] for s in seeds):.2f} {default_word} ({gain:+.2f}, {size})")
+                         f"{statistics.fmean(da[s] for s in seeds):.2f} {base_word} ({gain:+.2f}, {size})")
         cpu = {name: mean_finite(cpu_s(r) for r in g if r["_seed"] in seeds)
                for name, g in (("a", a), ("b", b))}
         if show_cpu and one_machine(a, b) and all(math.isfinite(v) for v in cpu.values()):
-            parts.append(f"CPU time {cpu['b'] / cpu['a']:.0%} of {default_word}'s")
-        out.append(f"- **{config}**, seed(s) {', '.join(map(str, seeds))}: " + "; ".join(parts))
+            parts.append(f"CPU time {cpu['b'] / cpu['a']:.0%} of {base_word}'s")
+        grid = " (both on GPTQ's grid)" if base == GPTQ_GRID_DEFAULT else ""
+        out.append(f"- **{config}**{grid}, seed(s) {', '.join(map(str, seeds))}: " + "; ".join(parts))
     if not out:
         return ""
     return f"\n\n{opening}:\n\n" + "\n".join(out)
@@ -304,7 +323,8 @@ def variant_effect(groups: dict, variant: str, word: str, default_word: str, ope
 
 def peers_table(runs: list[dict], configs: list[str]) -> str:
     """One row per (config, method) measured: val / test as mean ± half-range over seeds,
-    the test gap to RTN recovered, quantize wall and CPU seconds (mean), peak RSS."""
+    the test gap to RTN recovered (RTN on the row's grid: GPTQ's for the -gptqgrid rows),
+    quantize wall and CPU seconds (mean), peak RSS."""
     groups, fl = grouped(runs), floats(runs)
     lines = ["| config | method | val ppl | test ppl | gap recovered (test) % | quantize s "
              "(wall / CPU) | peak RSS MB | runs |", "|---|---|---|---|---|---|---|---|"]
@@ -313,14 +333,17 @@ def peers_table(runs: list[dict], configs: list[str]) -> str:
     lines.append(f"| - | float (vs the Q4 reference) | {f_val:.2f} | {f_test:.2f} | - | - | - | "
                  f"seeds {sorted(fl)} |")
     for config in configs:
-        rtn = groups.get((config, "normtweak-rtn"))
-        rtn_test = statistics.fmean(ppl(r, "test") for r in rtn) if rtn else math.nan
+        rtn_test = {}
+        for grid in ("", GPTQ_GRID):
+            rtn = groups.get((config, "normtweak-rtn" + grid))
+            rtn_test[grid] = statistics.fmean(ppl(r, "test") for r in rtn) if rtn else math.nan
         for label, method in METHODS:
             rs = groups.get((config, method))
             if not rs:
                 continue
             tests = [ppl(r, "test") for r in rs]
-            gap = gap_recovered(f_test, rtn_test, statistics.fmean(tests))
+            reference = rtn_test[GPTQ_GRID if method.endswith(GPTQ_GRID) else ""]
+            gap = gap_recovered(f_test, reference, statistics.fmean(tests))
             timed = [r for r in rs if math.isfinite(cpu_s(r))]  # a resumed run's are partial
             times = (f"{statistics.fmean(r['quantize_s'] for r in timed):.0f} / "
                      f"{mean_finite(r.get('quantize_cpu_s') or math.nan for r in timed):.0f}"

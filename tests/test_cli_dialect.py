@@ -67,6 +67,15 @@ def test_defaults_come_from_the_dataclasses():
     assert params["seed"].default == RunSpec().seed and params["device"].default == RunSpec().device
 
     assert (QuantSpec().bits, QuantSpec().group_size, QuantSpec().symmetric) == (4, 128, True)
+    assert QuantSpec().full_range is True  # --full-range left out: the scheme decides
+    assert params["symmetric"].default is None and params["full_range"].default is None
+    from normtweak.cli import options_markdown
+
+    rows = {line.split(" | ")[0]: line for line in options_markdown().splitlines()}
+    # an on/off pair the scheme decides shows no default (not its "off" spelling)
+    assert " | - | " in rows["| `--symmetric` / `--asymmetric`"]
+    assert " | - | " in rows["| `--full-range` / `--no-full-range`"]
+    assert " | `--group-fallback` | " in rows["| `--group-fallback` / `--no-group-fallback`"]
     for field in ("lr", "scale", "iters", "loss", "target", "batch_size"):
         assert params[field].default == getattr(TweakSpec(), field), field
 

@@ -56,3 +56,17 @@ def test_bit_identity_is_promised_on_the_recording_cpu_only():
                                              "cpu": "Intel(R) Xeon(R) Processor"})
     assert not golden.same_environment({k: rec[k] for k in ("torch", "cpu_capability")},
                                        {"torch": "2.13.0", "cpu_capability": "AVX512", "cpu": "?"})
+
+
+def test_off_the_recording_cpu_the_blocks_losses_are_compared_too():
+    # a changed quantization grid moved a loss by 30% but the tiny model's perplexity by only
+    # 5e-4: the losses must catch it where tensors are not compared
+    g = {"a": {"losses": [["1.7652e-06", "7.8405e-07", False]], "ppl": "389.06"}}
+    moved = {"a": {"losses": [["1.2425e-06", "7.5117e-07", False]], "ppl": "388.85"}}
+    assert golden.compare(g, moved, exact=False) == [
+        "a: losses [['1.7652e-06', '7.8405e-07', False]] vs "
+        "[['1.2425e-06', '7.5117e-07', False]] (beyond 1e-3)"]
+    rounding = {"a": {"losses": [["1.76520001e-06", "7.8405e-07", False]], "ppl": "389.06"}}
+    assert golden.compare(g, rounding, exact=False) == []
+    flipped = {"a": {"losses": [["1.7652e-06", "7.8405e-07", True]], "ppl": "389.06"}}
+    assert golden.compare(g, flipped, exact=False)

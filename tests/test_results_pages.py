@@ -73,9 +73,9 @@ def test_bf16_effect_on_shared_seeds_with_its_cpu_share():
     text = pages.variant_effect(pages.grouped(runs), *pages.VARIANT_EFFECTS[1])
     # seed 1 only: 22.5 - 22.4 = +0.10 and 19.3 - 19.4 = -0.10, both inside the spread (0.4 / 2);
     # CPU 75 against the default's 100 on seed 1 (seed 0's 120 is not compared)
-    assert ("seed(s) 1: validation 22.50 bf16 vs 22.40 float32 (+0.10, within the spread ±0.20); "
-            "test 19.30 bf16 vs 19.40 float32 (-0.10, within the spread ±0.20); "
-            "CPU time 75% of float32's") in text
+    assert ("seed(s) 1: validation 22.50 bf16 vs 22.40 float32 (+0.10, within the larger seed "
+            "spread ±0.20); test 19.30 bf16 vs 19.40 float32 (-0.10, within the larger seed "
+            "spread ±0.20); CPU time 75% of float32's") in text
 
 
 def test_norms_effect_compares_the_same_seeds():
@@ -84,8 +84,42 @@ def test_norms_effect_compares_the_same_seeds():
     runs = [run("normtweak-default", 0, 22.0, 19.0), run("normtweak-default", 1, 22.4, 19.4),
             run("normtweak-joint-frozen-norms", 0, 22.5, 19.05)]
     text = pages.norms_effect(pages.grouped(runs))
-    assert "seed(s) 0: validation 22.50 frozen vs 22.00 trained (+0.50, more than the spread ±0.20)" in text
-    assert "test 19.05 frozen vs 19.00 trained (+0.05, within the spread ±0.20)" in text
+    assert ("seed(s) 0: validation 22.50 frozen vs 22.00 trained (+0.50, more than the larger "
+            "seed spread ±0.20)") in text
+    assert "test 19.05 frozen vs 19.00 trained (+0.05, within the larger seed spread ±0.20)" in text
+    assert "GPTQ's grid" not in text
+
+
+def test_a_variant_on_gptqs_grid_is_compared_with_the_default_on_gptqs_grid():
+    pages = _pages()
+    # frozen norms measured on GPTQ's grid only: compared with the GPTQ-grid default (22.2),
+    # never with the full-range default (21.0); one seed each: no spread to call it by
+    runs = [run("normtweak-default", 0, 21.0, 18.0), run("normtweak-default-gptqgrid", 0, 22.2, 19.2),
+            run("normtweak-joint-frozen-norms-gptqgrid", 0, 22.5, 19.1)]
+    text = pages.norms_effect(pages.grouped(runs))
+    assert ("**W4 g64 sym** (both on GPTQ's grid), seed(s) 0: validation 22.50 frozen vs 22.20 "
+            "trained (+0.30, one seed each: no spread to weigh it by); test 19.10 frozen vs 19.20 "
+            "trained (-0.10, one seed each: no spread to weigh it by)") in text
+    # with the full-range variant measured too, that pair is the one shown
+    runs.append(run("normtweak-joint-frozen-norms", 0, 21.4, 18.1))
+    text = pages.norms_effect(pages.grouped(runs))
+    assert "validation 21.40 frozen vs 21.00 trained (+0.40" in text and "GPTQ's grid" not in text
+
+
+def test_gap_is_measured_from_rtn_on_the_rows_grid():
+    pages = _pages()
+    # float 10; RTN 30 (full range) and 50 (GPTQ's grid): a GPTQ-grid row at 20 recovered
+    # (50 - 20) / (50 - 10) = 75 %, a default row at 20 (30 - 20) / (30 - 10) = 50 %
+    runs = [run("float", 0, 11.0, 10.0), run("normtweak-rtn", 0, 31.0, 30.0),
+            run("normtweak-rtn-gptqgrid", 0, 51.0, 50.0), run("normtweak-default", 0, 21.0, 20.0),
+            run("normtweak-default-gptqgrid", 0, 21.0, 20.0)]
+    for r in runs:
+        r["peak_rss_mb"] = 1000.0
+    rows = {line.split(" | ")[1]: line.split(" | ")[4] for line in
+            pages.peers_table(runs, ["W4 g64 sym"]).splitlines()[3:]}
+    assert rows["normtweak default (joint, W4A16 recipe)"] == "50"
+    assert rows["normtweak joint, GPTQ grid (the default before the switch)"] == "75"
+    assert rows["RTN, GPTQ grid"] == "0" and rows["RTN"] == "0"
 
 
 def test_a_resumed_run_shows_no_cost():

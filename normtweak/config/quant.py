@@ -10,6 +10,9 @@ GROUP_PARAMS = ("updated", "reference")
 # Where a layer's in_features is not a multiple of the group size (SmolLM2's 576 = 4.5 x 128),
 # the layer takes the largest of these below the group size that divides it (QuantSpec.for_layer).
 FALLBACK_GROUP_SIZES = (128, 64, 32)
+# Fields added to QuantSpec after specs were first saved, with the value every spec saved
+# before them had (QuantSpec.from_record): a record without them means that value.
+RECORDED_BEFORE = {"full_range": False}
 
 
 def weight_schemes() -> dict[str, dict]:
@@ -33,7 +36,8 @@ def weight_schemes() -> dict[str, dict]:
 class QuantSpec:
     """Weight quantization settings. The defaults are the field's W4A16: 4-bit symmetric codes,
     one scale per 128 inputs (llm-compressor's and AutoRound's default; what vLLM's Marlin
-    kernels and plain transformers load). `QuantSpec.scheme("W3A16")` names others.
+    kernels and plain transformers load), on the full-range grid (`full_range`).
+    `QuantSpec.scheme("W3A16")` names others.
 
     group_size: -1 = one scale per output channel, 0 = one scale per tensor,
     g > 0 = one scale per g consecutive input features of each output channel. Where g does
@@ -66,13 +70,15 @@ class QuantSpec:
     # embeddings is untied, the embeddings stay float).
     quantize_head: bool = False
     group_fallback: bool = True
-    # Symmetric grids only. False: the grid IST-DASLab's GPTQ and compressed-tensors define,
-    # scale = max|w| / ((2**b - 1) / 2). True: the "full range" grid of llama.cpp's Q4_0 and
-    # AutoRound's int_sym: the group's extreme of larger magnitude, m (signed), lands exactly
-    # on the lowest code, scale = -m / 2**(b-1) (negative where the positive side is larger),
-    # a step of max|w| / 2**(b-1). The stored format is the same (zero 2**(b-1)), and every
-    # export format stores the negative scales as they are.
-    full_range: bool = False
+    # Symmetric grids only. True (the default for symmetric schemes): the "full range" grid of
+    # llama.cpp's Q4_0 and AutoRound's int_sym: the group's extreme of larger magnitude, m
+    # (signed), lands exactly on the lowest code, scale = -m / 2**(b-1) (negative where the
+    # positive side is larger), a step of max|w| / 2**(b-1). False: the grid IST-DASLab's GPTQ
+    # and compressed-tensors define, scale = max|w| / ((2**b - 1) / 2) (the default before
+    # normtweak 0.2's full-range switch). The stored format is the same (zero 2**(b-1)), and
+    # every export format stores the negative scales as they are. None resolves to True for a
+    # symmetric scheme and False for an asymmetric one (its zero point has no such choice).
+    full_range: bool | None = None
 
     @classmethod
     def scheme(cls, name: str, **overrides) -> "QuantSpec":
@@ -102,6 +108,8 @@ class QuantSpec:
         if self.group_params not in GROUP_PARAMS:
             raise ValueError(f"group_params must be one of {GROUP_PARAMS}, got "
                              f"{self.group_params!r}")
+        if self.full_range is None:
+            object.__setattr__(self, "full_range", self.symmetric is True)
         for name in ("symmetric", "act_order", "static_groups", "true_sequential",
                      "quantize_head", "group_fallback", "full_range"):
             if not isinstance(getattr(self, name), bool):  # "false" would read as true
@@ -109,6 +117,14 @@ class QuantSpec:
         if self.full_range and not self.symmetric:
             raise ValueError("full_range is a symmetric grid; an asymmetric scheme has a zero "
                              "point per group instead (drop full_range or use symmetric=True)")
+
+    @classmethod
+    def from_record(cls, record: dict) -> "QuantSpec":
+        """The spec a saved record (a provenance's or checkpoint's `as_dict`) describes. Fields
+        the record lacks because an older normtweak wrote it take the value every spec had
+        then (RECORDED_BEFORE), not today's default; keys that are not fields are ignored."""
+        fields = {k: v for k, v in record.items() if k in cls.__dataclass_fields__}
+        return cls(**{**RECORDED_BEFORE, **fields})
 
     def layer_group_size(self, name: str, in_features: int) -> int:
         """The group size a layer of `in_features` inputs is quantized with (see group_fallback);

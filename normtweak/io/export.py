@@ -135,8 +135,7 @@ def export_quantized(model_dir: str | os.PathLike, fmt: str, save_dir: str | os.
     old = read_provenance(Path(model_dir)) or {}
     quant = old.get("quant")
     if fmt == "compressed-tensors" and quant:
-        fields = set(QuantSpec.__dataclass_fields__)
-        quant = QuantSpec(**{k: v for k, v in quant.items() if k in fields})
+        quant = QuantSpec.from_record(quant)
     if fmt == "float":
         import torch
 

@@ -34,7 +34,6 @@ from normtweak.io.format import (
 from normtweak.quant.linear import set_quant_linear_options
 from normtweak.quant.model import replace_with_shells
 
-_SPEC_FIELDS = set(QuantSpec.__dataclass_fields__)
 READ_METHODS = ("compressed-tensors", "gptq", NATIVE_METHOD, LEGACY_METHOD)
 
 
@@ -158,7 +157,7 @@ def _legacy_modules(model, qc, tensors, record):
                   "transformers loads it with randomly initialized linears (its load report "
                   "lists them as MISSING). Convert it once with `normtweak export --model OLD "
                   "--format compressed-tensors --save_dir NEW`", FutureWarning, stacklevel=3)
-    spec = QuantSpec(**{k: v for k, v in qc.items() if k in _SPEC_FIELDS})
+    spec = QuantSpec.from_record(qc)
     replace_with_shells(model, spec, qc["quantized_modules"])
     return {}, tensors
 
@@ -168,7 +167,7 @@ def _native_modules(model, qc, tensors, record):
     if record is None:
         raise FileNotFoundError(f"{PROVENANCE_NAME} is missing: it lists the quantized modules")
     for name, m in record["modules"].items():
-        spec = QuantSpec(bits=m["bits"], group_size=m["group_size"], symmetric=m["symmetric"])
+        spec = QuantSpec.from_record({k: m[k] for k in ("bits", "group_size", "symmetric")})
         replace_with_shells(model, spec, [name])
     return {}, tensors
 

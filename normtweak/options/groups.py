@@ -98,11 +98,11 @@ def quant_options(fn):
                           "largest of 128/64/32 below g that does (see --no-group-fallback)"),
         click.option("--symmetric/--asymmetric", default=None,
                      help="symmetric (no zero point) or asymmetric grid [default: the scheme's]"),
-        click.option("--full-range/--no-full-range", default=d("full_range"), show_default=True,
+        click.option("--full-range/--no-full-range", default=None,
                      help="symmetric grids: the group's larger extreme lands exactly on the "
                           "lowest code (llama.cpp's Q4_0, AutoRound's int_sym; step "
-                          "max|w|/2^(bits-1), the scale signed) instead of GPTQ's "
-                          "max|w|/((2^bits-1)/2)"),
+                          "max|w|/2^(bits-1), the scale signed); --no-full-range: GPTQ's "
+                          "max|w|/((2^bits-1)/2) [default: full range for symmetric schemes]"),
         click.option("--group-fallback/--no-group-fallback", default=d("group_fallback"),
                      show_default=True, help="where the group size does not divide a layer's "
                      "inputs, use the largest of 128/64/32 that does (said once, recorded per "

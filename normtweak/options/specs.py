@@ -37,7 +37,10 @@ def quant_spec(opts: dict) -> QuantSpec:
     """QuantSpec from the parsed quant_options: the --scheme, overridden by the options given."""
     fields = {f.name for f in dataclasses.fields(QuantSpec) if f.init}
     chosen = {k: v for k, v in opts.items() if k in fields and v is not None}
-    quant = QuantSpec.scheme(opts.get("scheme") or DEFAULT_SCHEME, **chosen)
+    scheme = opts.get("scheme") or DEFAULT_SCHEME
+    if not chosen.get("symmetric", QuantSpec.scheme(scheme).symmetric):
+        refuse(["full_range"], "with an asymmetric scheme (it chooses between symmetric grids)")
+    quant = QuantSpec.scheme(scheme, **chosen)
     if quant.method == "rtn":
         refuse(GPTQ_OPTIONS, "with --method rtn (it is a GPTQ option)")
     return quant

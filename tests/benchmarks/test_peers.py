@@ -104,12 +104,20 @@ def test_runner_parses_scheme_batch_and_seed():
 
 
 def test_normtweak_variants_follow_the_scheme():
-    from normtweak.config import TweakSpec
+    from normtweak.config import QuantSpec, TweakSpec
 
     for sym in (False, True):
         rows = peers.normtweak_variants(SimpleNamespace(bits=3, group_size=64, symmetric=sym))
         assert rows[0][0] == "normtweak-rtn" and rows[0][2] is None  # the gap's reference
         assert all(q.symmetric is sym and q.bits == 3 and q.group_size == 64 for _, q, _ in rows)
+        # the default grid: full range where symmetric; there each variant has a GPTQ-grid twin
+        plain = {n: (q, t) for n, q, t in rows if not n.endswith("-gptqgrid")}
+        twins = {n[: -len("-gptqgrid")]: (q, t) for n, q, t in rows if n.endswith("-gptqgrid")}
+        assert all(q.full_range is sym for q, _ in plain.values())
+        assert set(twins) == (set(plain) if sym else set())
+        for name, (q, t) in twins.items():
+            assert not q.full_range and t == plain[name][1]
+            assert q == QuantSpec(**{**plain[name][0].as_dict(), "full_range": False})
     by = {n: (q, t) for n, q, t in peers.normtweak_variants(SimpleNamespace(bits=4, group_size=64))}
     assert all(not q.symmetric for q, _ in by.values())  # no scheme given: asymmetric
     joint = TweakSpec.preset("joint")
@@ -249,3 +257,47 @@ def test_a_normtweak_run_records_each_blocks_losses(tiny_llama):
         y_q = rtn(ids, output_hidden_states=True).hidden_states[1].double()
     by_token = ((y_q - y_f) ** 2).sum(-1) / (y_f ** 2).sum(-1)
     assert blocks[0]["loss_before"] == pytest.approx(by_token.mean().item(), rel=1e-4)
+
+
+def _hash(path: Path) -> str:
+    return path.stem.rsplit("_", 1)[1]
+
+
+def test_every_cached_normtweak_run_keeps_its_name():
+    """A run's file name hashes its specs as they were when it ran, fields added since left
+    out at the value every earlier run had. Recomputed from the specs each run recorded, the
+    hash is the file's own (the renames of the full-range switch kept them); and the variants
+    as defined today find the runs made with today's specs, the renamed full-range ones
+    included."""
+    import hashlib
+    import json
+
+    from normtweak.config.quant import RECORDED_BEFORE
+
+    runs = sorted((ROOT / "results" / "peers_runs").glob("*_normtweak-*pd_t1_*.json"))
+    assert len(runs) > 30
+    for path in runs:
+        run = json.loads(path.read_text())
+        recorded = [None if d is None else
+                    {k: v for k, v in d.items() if not (k in RECORDED_BEFORE and v == RECORDED_BEFORE[k])}
+                    for d in (run["quant"], run.get("tweak"))]
+        blob = json.dumps(recorded, sort_keys=True)
+        assert hashlib.sha256(blob.encode()).hexdigest()[:8] == _hash(path), path.name
+        assert run["method"] == path.stem.split("_")[2]
+        # a symmetric run's name says its grid
+        if run["quant"]["symmetric"]:
+            assert path.stem.split("_")[2].endswith("-gptqgrid") != bool(
+                run["quant"].get("full_range", False)), path.name
+    # today's variants at W4 g64 sym, seed 0, find the cached runs (the Wikipedia GPTQ-grid
+    # default ran before TweakSpec.train_dtype existed: the Austen one is today's spec)
+    for text, wanted in (("wikipedia", ("normtweak-default", "normtweak-rtn",
+                                        "normtweak-rtn-gptqgrid")),
+                         ("austen", ("normtweak-default-gptqgrid",))):
+        args = _args(bits=4, group_size=64, symmetric=True, text=text)
+        names = {n: peers.run_tag(args, n, 4, 64, True, (q, t))
+                 for n, q, t in peers.normtweak_variants(args)}
+        for name in wanted:
+            path = ROOT / "results" / "peers_runs" / f"{names[name]}.json"
+            assert path.is_file(), name
+            assert json.loads(path.read_text())["quant"].get("full_range", False) is (
+                not name.endswith("-gptqgrid"))

@@ -65,6 +65,13 @@ def test_tweak_with_no_flags_runs_the_joint_method_in_w4a16(folders):
     assert record["quant"]["bits"] == 4 and record["quant"]["symmetric"] is True
     assert record["quant"]["group_size"] == 128
     assert record["tweak"]["quant_params"] == "clip_round" and record["tweak"]["loss"] == "rel_mse"
+    # the full-range grid: a group whose larger extreme is positive has a negative scale
+    assert record["quant"]["full_range"] is True
+    from safetensors.torch import load_file
+
+    scales = [t for f in folders["tweaked"].glob("*.safetensors")
+              for k, t in load_file(str(f)).items() if k.endswith("weight_scale")]
+    assert scales and any(bool((t < 0).any()) for t in scales)
     sizes = {name.rsplit(".", 1)[-1]: m["group_size"] for name, m in record["modules"].items()}
     assert sizes["down_proj"] == 128 and sizes["q_proj"] == 64  # hidden 64 falls back to 64
     qc = json.loads((folders["tweaked"] / "config.json").read_text())["quantization_config"]

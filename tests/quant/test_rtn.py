@@ -1,4 +1,5 @@
-"""RTN against an independent float64 NumPy formula, for every (bits, group, symmetric)."""
+"""RTN against an independent float64 NumPy formula, for every (bits, group, symmetric), on
+both symmetric grids (GPTQ's and the full-range default)."""
 
 import numpy as np
 import pytest
@@ -48,7 +49,7 @@ def test_rtn_matches_float64_reference(bits, group_size, symmetric):
     w = torch.randn(OUT, IN, generator=gen) * 0.02
     w[0, :5] = torch.rand(5, generator=gen)  # one-signed stretch: range must still hold 0
     w[1] = w[1].abs()  # an all-positive row
-    spec = QuantSpec(bits=bits, group_size=group_size, symmetric=symmetric)
+    spec = QuantSpec(bits=bits, group_size=group_size, symmetric=symmetric, full_range=False)
     codes, scale, zero = rtn_quantize(w, spec)
     ref_codes, ref_deq = reference_rtn(w.double().numpy(), bits, group_size, symmetric)
     assert codes.dtype == torch.int32
@@ -59,16 +60,24 @@ def test_rtn_matches_float64_reference(bits, group_size, symmetric):
     assert scale.shape == zero.shape == (OUT, spec.groups(IN))
 
 
-def test_zero_is_exact_and_error_bounded():
+@pytest.mark.parametrize("full_range", [False, True])
+def test_zero_is_exact_and_error_bounded(full_range):
     w = torch.randn(8, 64, generator=torch.Generator().manual_seed(0))
     w[:, ::7] = 0.0
-    spec = QuantSpec(bits=3, group_size=16)
+    spec = QuantSpec(bits=3, group_size=16, full_range=full_range)
     codes, scale, zero = rtn_quantize(w, spec)
     deq = dequantize(codes, scale, zero, 16, dtype=torch.float64)
     assert torch.all(deq[:, ::7] == 0)
-    # Round-to-nearest error is at most half a step.
-    step = scale.repeat_interleave(16, dim=1).double()
-    assert torch.all((deq - w.double()).abs() <= step / 2 + 1e-6)
+    # Round-to-nearest error is at most half a step inside the grid's range. Full range puts
+    # the extreme of larger magnitude on the lowest level, -4 steps; the other side's top level
+    # is +3 steps, and its weights (at most 4 steps away from zero) are within one step of it.
+    step = scale.abs().repeat_interleave(16, dim=1).double()
+    err = (deq - w.double()).abs()
+    inside = w.double().abs() <= 3 * step if full_range else torch.ones_like(err, dtype=torch.bool)
+    assert torch.all(err[inside] <= step[inside] / 2 + 1e-6)
+    assert torch.all(err <= step + 1e-6)
+    if full_range:
+        assert not torch.all(inside)  # the case the wider bound is for occurs here
 
 
 def test_all_zero_group_and_fake_quant_dtype():
@@ -87,9 +96,11 @@ def test_spec_validation_names_layer_and_numbers():
 
 @pytest.mark.parametrize("bits", [2, 3, 4, 8])
 def test_symmetric_uses_the_full_signed_grid(bits):
-    """Signed levels q - zero span [-2**(bits-1), 2**(bits-1) - 1]: every code is used."""
+    """GPTQ's symmetric grid: signed levels q - zero span [-2**(bits-1), 2**(bits-1) - 1],
+    every code is used."""
     w = torch.linspace(-1.0, 1.0, 4096).repeat(4, 1) * torch.tensor([[1.0], [0.5], [2.0], [3.0]])
-    codes, scale, zero = rtn_quantize(w, QuantSpec(bits=bits, group_size=-1, symmetric=True))
+    codes, scale, zero = rtn_quantize(w, QuantSpec(bits=bits, group_size=-1, symmetric=True,
+                                                   full_range=False))
     signed = codes - zero.to(torch.int32)
     assert int(signed.min()) == -(2 ** (bits - 1)) and int(signed.max()) == 2 ** (bits - 1) - 1
     assert torch.unique(codes).numel() == 2 ** bits
@@ -163,6 +174,18 @@ def test_full_range_is_llama_cpp_q4_0():
     codes, scale, zero = rtn_quantize(w, QuantSpec(bits=4, group_size=32, full_range=True))
     assert torch.equal(codes, theirs)
     assert torch.equal(scale.half().float(), d)
+
+
+def test_full_range_is_the_symmetric_default_and_old_records_keep_their_grid():
+    assert QuantSpec().full_range is True and QuantSpec.scheme("W3A16").full_range is True
+    assert QuantSpec(symmetric=False).full_range is False
+    assert QuantSpec.scheme("W4A16_ASYM").full_range is False
+    assert QuantSpec(full_range=False).full_range is False
+    # a record an older normtweak saved (no full_range) was quantized on GPTQ's grid
+    old = {"bits": 4, "group_size": 128, "symmetric": True, "method": "rtn", "damp": 0.01}
+    assert QuantSpec.from_record(old).full_range is False
+    assert QuantSpec.from_record({**old, "full_range": True, "unknown": 1}).full_range is True
+    assert QuantSpec.from_record(QuantSpec().as_dict()) == QuantSpec()
 
 
 def test_full_range_needs_a_symmetric_grid():
