@@ -407,7 +407,12 @@ def main_job_size_table() -> str:
     if not path.is_file():
         return "_not measured yet_"
     data = json.loads(path.read_text())
-    return data["caption"] + "\n\n" + data["table"] + f"\n\n`{data['command']}`"
+    quant = data["rows"][0]["quant"] if data.get("rows") else {}
+    note = ("\n\nMeasured before the full-range grid became the symmetric default: these runs "
+            "are on GPTQ's grid (their QuantSpec records no `full_range`), so the command "
+            "below, with today's default, makes new runs rather than render these."
+            if quant.get("symmetric") and "full_range" not in quant else "")
+    return data["caption"] + "\n\n" + data["table"] + f"\n\n`{data['command']}`" + note
 
 
 def llamacpp_table() -> str:
@@ -415,7 +420,12 @@ def llamacpp_table() -> str:
     if not path.is_file():
         return "_not measured yet_"
     data = json.loads(path.read_text())
-    return f"{data['caption']}\n\n{data['table']}\n\n`{data['command']}`"
+    old_grid = any((r.get("spec") or {}).get("symmetric") and "full_range" not in r["spec"]
+                   for r in data.get("rows", []))
+    note = ("\n\nThe symmetric rows (Q4_0, Q8_0) were quantized on GPTQ's grid, before the "
+            "full-range grid became the default; the check (llama.cpp against normtweak on the "
+            "same file) does not depend on the grid." if old_grid else "")
+    return f"{data['caption']}\n\n{data['table']}\n\n`{data['command']}`" + note
 
 
 def block_cost_table(name: str = "block_cost.json") -> str:
