@@ -668,7 +668,8 @@ its own export format under `../peer-models/` for importing into `normtweak twea
 ### Its size, chosen on validation
 
 The run's defaults (32 calibration windows of 512 tokens, 3 passes) are the point below that
-keeps the whole job near 10 minutes on 2 idle cores; more samples or passes improve validation
+keeps the whole job near 10 minutes on 2 idle cores of the AMD EPYC it was sized on (6 on the
+Intel Xeon of the latest main-job run); more samples or passes improve validation
 perplexity further at a proportional cost (`normtweak tweak` defaults to the paper's 128).
 The points were made by `OMP_NUM_THREADS=1 python benchmarks/main_job_size.py --threads 1
 --samples 16,32,64 --passes 1,2,3`, stopped after 64 x 1 (past the job's budget); the
