@@ -116,7 +116,9 @@ class QuantSpec:
                 raise TypeError(f"{name} must be True or False, got {getattr(self, name)!r}")
         if self.full_range and not self.symmetric:
             raise ValueError("full_range is a symmetric grid; an asymmetric scheme has a zero "
-                             "point per group instead (drop full_range or use symmetric=True)")
+                             "point per group instead (leave full_range out or None, e.g. "
+                             "dataclasses.replace(spec, symmetric=False, full_range=None), or "
+                             "use symmetric=True)")
 
     @classmethod
     def from_record(cls, record: dict) -> "QuantSpec":

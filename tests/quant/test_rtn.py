@@ -186,6 +186,12 @@ def test_full_range_is_the_symmetric_default_and_old_records_keep_their_grid():
     assert QuantSpec.from_record(old).full_range is False
     assert QuantSpec.from_record({**old, "full_range": True, "unknown": 1}).full_range is True
     assert QuantSpec.from_record(QuantSpec().as_dict()) == QuantSpec()
+    # a resolved spec turned asymmetric: full_range=None takes the new scheme's default
+    from dataclasses import replace
+
+    with pytest.raises(ValueError, match="full_range=None"):
+        replace(QuantSpec(), symmetric=False)
+    assert replace(QuantSpec(), symmetric=False, full_range=None).full_range is False
 
 
 def test_full_range_needs_a_symmetric_grid():
