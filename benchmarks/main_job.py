@@ -27,13 +27,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from runinfo import cpuinfo, revision  # noqa: E402
 
-
-def grid_words(quant: dict) -> str:
-    """'symmetric (full range)', 'symmetric (GPTQ grid)' or 'asymmetric', from a run's recorded
-    QuantSpec (one recorded before full_range existed was on GPTQ's grid)."""
-    if not quant["symmetric"]:
-        return "asymmetric"
-    return "symmetric (full range)" if quant.get("full_range") else "symmetric (GPTQ grid)"
+from normtweak.config import QuantSpec  # noqa: E402
 
 
 def main(argv=None) -> dict:
@@ -75,7 +69,7 @@ def main(argv=None) -> dict:
            "gap_recovered_pct": 100 * (q - t) / (q - f), "tweak_s": report["tweak_seconds"],
            "windows": res["float"]["windows"], "window": res["float"]["window"]}
     summary = (f"{report['model']}, {report['quant']['bits']}-bit group {report['quant']['group_size']}"
-               f" {grid_words(report['quant'])}, "
+               f" {QuantSpec.from_record(report['quant']).grid}, "
                f"{report['calibration']['method']} calibration "
                f"{report['calibration']['num_samples']}x{report['calibration']['seq_len']}, "
                f"perplexity on {row['windows']} x {row['window']} tokens of Wikipedia test")

@@ -128,6 +128,13 @@ class QuantSpec:
         fields = {k: v for k, v in record.items() if k in cls.__dataclass_fields__}
         return cls(**{**RECORDED_BEFORE, **fields})
 
+    @property
+    def grid(self) -> str:
+        """The grid in words: 'symmetric, full range', 'symmetric, GPTQ grid' or 'asymmetric'."""
+        if not self.symmetric:
+            return "asymmetric"
+        return "symmetric, full range" if self.full_range else "symmetric, GPTQ grid"
+
     def layer_group_size(self, name: str, in_features: int) -> int:
         """The group size a layer of `in_features` inputs is quantized with (see group_fallback);
         ValueError naming the layer when there is none."""

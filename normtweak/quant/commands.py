@@ -48,7 +48,8 @@ def quantize_cmd(**options):
     except o.USER_ERRORS as err:
         raise click.ClickException(str(err)) from err
     click.echo(f"quantized {options['model_ref']} ({spec.method}, W{spec.bits}, group_size "
-               f"{spec.group_size}) in {elapsed:.1f} s; saved the quantized model to {path}")
+               f"{spec.group_size}, {spec.grid}) in {elapsed:.1f} s; saved the quantized model "
+               f"to {path}")
 
 
 def _save(model, tokenizer, spec, calibration, options, elapsed):
