@@ -7,7 +7,9 @@
 docs/results.md holds the current protocol (normtweak 0.2: W4A16 defaults, per-document
 perplexity); docs/results-history.md the tables measured before it (asymmetric defaults,
 documents joined into one stream), each with the command and JSON it came from. The README
-carries two blocks of docs/results.md between `<!-- results:NAME:start/end -->` markers.
+carries generated blocks between `<!-- results:NAME:start/end -->` markers: the main job's
+table, the headline table without the rows on GPTQ's grid, and the verdict as a table (its
+sentences, seed by seed, are in docs/results.md).
 """
 
 from __future__ import annotations
@@ -200,6 +202,59 @@ def head_to_head(groups: dict, ours: str, theirs: str) -> list[str]:
     return lines
 
 
+def half_spread(*groups: list[float]) -> float | None:
+    """The larger half-range over seeds of the groups with several seeds; None when none has."""
+    halves = [(max(v) - min(v)) / 2 for v in groups if len(v) > 1]
+    return max(halves) if halves else None
+
+
+def call(diff: float, half: float | None, seeds: tuple[int, int]) -> str:
+    """The word for normtweak minus AutoRound-200 on test (negative: normtweak better): 'win'
+    only ahead by more than the seed spread with SEEDS_WANTED seeds on both sides."""
+    if half is None:
+        return "ahead, one seed each" if diff < 0 else "behind, one seed each"
+    if abs(diff) <= half:
+        return "level (within the spread)"
+    if diff > 0:
+        return "**behind**"
+    if min(seeds) >= SEEDS_WANTED:
+        return "**win**"
+    return f"ahead ({min(seeds)} seed{'s' * (min(seeds) > 1)}; {SEEDS_WANTED} are the bar)"
+
+
+def verdict_table(runs: list[dict], austen: list[dict] | None = None) -> str:
+    """The README's short form of the verdict: one row per comparison with AutoRound-200 (the
+    default, the equal-compute variant, the default on the Austen text), the means over seeds,
+    normtweak minus AutoRound-200 beside the larger seed spread, and the word for the test
+    split, where the target is set (the full sentences, seed by seed: docs/results.md)."""
+    groups = grouped(runs)
+    austen_groups = grouped(pd_runs("austen") if austen is None else austen)
+    rows = []
+    for name, g, ours in (("default", groups, "normtweak-default"),
+                          ("equal compute", groups, EQUAL_COMPUTE),
+                          ("default, Austen text", austen_groups, "normtweak-default")):
+        for config in CONFIGS:
+            a, b = g.get((config, ours)), g.get((config, "autoround-200"))
+            if not a or not b:
+                continue
+            cells = []
+            for split in ("validation", "test"):
+                va, vb = ([ppl(r, split) for r in x] for x in (a, b))
+                diff, half = statistics.fmean(va) - statistics.fmean(vb), half_spread(va, vb)
+                cells.append((statistics.fmean(va), statistics.fmean(vb), diff, half))
+            (nv, av, dv, hv), (nt, at, dt, ht) = cells
+            sp = lambda h: f" (±{h:.2f})" if h is not None else ""  # noqa: E731
+            rows.append(f"| {config} | {name} | {len(a)} / {len(b)} | {nv:.2f} / {nt:.2f} | "
+                        f"{av:.2f} / {at:.2f} | {dv:+.2f}{sp(hv)} | {dt:+.2f}{sp(ht)} | "
+                        f"{call(dt, ht, (len(a), len(b)))} |")
+    if not rows:
+        return "_AutoRound-200 not measured yet._"
+    return ("| config | normtweak | seeds (normtweak / AutoRound-200) | normtweak val / test | "
+            "AutoRound-200 val / test | val difference (spread) | test difference (spread) | "
+            "on test |\n"
+            "|---|---|---|---|---|---|---|---|\n" + "\n".join(rows))
+
+
 def seed_note(lead: float, values: dict[str, list[float]]) -> str:
     """Whether a lead is more than the seed spread (half the range) of the methods with
     several seeds; names whose spread it is when one method has a single seed."""
@@ -321,10 +376,11 @@ def variant_effect(groups: dict, pairs, word: str, base_word: str, opening: str,
     return f"\n\n{opening}:\n\n" + "\n".join(out)
 
 
-def peers_table(runs: list[dict], configs: list[str]) -> str:
+def peers_table(runs: list[dict], configs: list[str], gptq_grid: bool = True) -> str:
     """One row per (config, method) measured: val / test as mean ± half-range over seeds,
     the test gap to RTN recovered (RTN on the row's grid: GPTQ's for the -gptqgrid rows),
-    quantize wall and CPU seconds (mean), peak RSS."""
+    quantize wall and CPU seconds (mean), peak RSS. gptq_grid=False leaves out the rows on
+    GPTQ's grid (the README's short table)."""
     groups, fl = grouped(runs), floats(runs)
     lines = ["| config | method | val ppl | test ppl | gap recovered (test) % | quantize s "
              "(wall / CPU) | peak RSS MB | runs |", "|---|---|---|---|---|---|---|---|"]
@@ -339,7 +395,7 @@ def peers_table(runs: list[dict], configs: list[str]) -> str:
             rtn_test[grid] = statistics.fmean(ppl(r, "test") for r in rtn) if rtn else math.nan
         for label, method in METHODS:
             rs = groups.get((config, method))
-            if not rs:
+            if not rs or (not gptq_grid and method.endswith(GPTQ_GRID)):
                 continue
             tests = [ppl(r, "test") for r in rs]
             reference = rtn_test[GPTQ_GRID if method.endswith(GPTQ_GRID) else ""]
@@ -597,6 +653,9 @@ def blocks() -> dict[str, str]:
     return {"protocol": PROTOCOL,
             "headline": peers_table(runs, ["W4 g64 sym", "W3 g64 sym", "W4 per-channel sym"]),
             "verdict": verdict(runs),
+            "readme-headline": peers_table(runs, ["W4 g64 sym", "W3 g64 sym", "W4 per-channel sym"],
+                                           gptq_grid=False),
+            "readme-verdict": verdict_table(runs),
             "asym": (peers_table(runs, CONFIGS[3:]) if any(r.get("config") in CONFIGS[3:] for r in runs)
                      else "_Not measured yet under this protocol (`--configs 4:64:asym`, "
                           "`3:64:asym`, `4:-1:asym`)._"),
@@ -721,7 +780,7 @@ analysis that went with them is in the README of commit 7ef6832.
 
 
 def readme_with(readme: str, b: dict[str, str]) -> str:
-    for name in ("headline", "verdict", "main-job", "tweak-cost"):
+    for name in ("readme-headline", "readme-verdict", "main-job", "tweak-cost"):
         start, end = f"<!-- results:{name}:start -->", f"<!-- results:{name}:end -->"
         if start in readme and end in readme:
             head, rest = readme.split(start, 1)

@@ -212,3 +212,30 @@ def test_cpu_time_compared_only_on_one_machine():
     both = [dict(r, cpu=xeon) for r in same]
     (line,) = pages.head_to_head(pages.grouped(both), "normtweak-default", "autoround-200")
     assert "CPU time 50% of AutoRound-200's" in line
+
+
+def test_verdict_table_by_hand():
+    """The README's verdict table: means, normtweak minus AutoRound-200 beside the larger seed
+    spread, and a win only outside the spread with three seeds on both sides."""
+    pages = _pages()
+    nt = [run("normtweak-default", s, v, t) for s, v, t in ((0, 22.0, 19.0), (1, 22.2, 19.1), (2, 22.4, 19.2))]
+    ar = [run("autoround-200", s, v, t) for s, v, t in ((0, 22.3, 19.5), (1, 22.5, 19.6), (2, 22.1, 19.7))]
+    row = pages.verdict_table(nt + ar, austen=[]).splitlines()[2]
+    # val 22.2 vs 22.3: -0.10, spreads 0.2 and 0.2 -> level there; test 19.1 vs 19.6: -0.50
+    # against the larger spread 0.1 -> a win, three seeds each
+    assert row == ("| W4 g64 sym | default | 3 / 3 | 22.20 / 19.10 | 22.30 / 19.60 | -0.10 (±0.20) | "
+                   "-0.50 (±0.10) | **win** |")
+    # the same lead on two seeds each is not a win yet
+    row = pages.verdict_table(nt[:2] + ar[:2], austen=[]).splitlines()[2]
+    assert row.endswith("| -0.50 (±0.05) | ahead (2 seeds; 3 are the bar) |")
+    # inside the spread, either way, is level; outside it and behind is behind
+    assert pages.call(-0.05, 0.10, (3, 3)) == "level (within the spread)"
+    assert pages.call(+0.05, 0.10, (3, 3)) == "level (within the spread)"
+    assert pages.call(+0.30, 0.10, (3, 3)) == "**behind**"
+    assert pages.call(-0.30, None, (1, 1)) == "ahead, one seed each"
+    # the equal-compute variant and the Austen pair get rows of their own
+    eq = [run("normtweak-joint-equal-compute", 0, 21.0, 18.0)]
+    austen = [run("normtweak-default", 0, 32.0, 34.0), run("autoround-200", 0, 32.5, 34.1)]
+    rows = pages.verdict_table(nt + ar + eq, austen=austen).splitlines()[2:]
+    assert [r.split(" | ")[1] for r in rows] == ["default", "equal compute", "default, Austen text"]
+    assert rows[2].endswith("| -0.50 | -0.10 | ahead, one seed each |")
