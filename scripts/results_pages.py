@@ -328,6 +328,10 @@ VARIANT_EFFECTS = [
     (grid_pairs("normtweak-default-bf16"), "bf16", "float32",
      "What training under bf16 autocast costs (the same run with the training steps' forward "
      "in bf16; a positive number is what float32 gained)", True),
+    ((("normtweak-default", EQUAL_COMPUTE), (GPTQ_GRID_DEFAULT, EQUAL_COMPUTE + GPTQ_GRID)),
+     "default", "equal compute",
+     "What AutoRound-200's compute buys the joint method (the equal-compute variant, 208 steps "
+     "x batch 8, against the default's 48; a positive number is what the extra steps gained)", True),
     (((GPTQ_GRID_DEFAULT, "normtweak-default"),), "GPTQ grid", "full range",
      "What the full-range symmetric grid (the default) gains over GPTQ's grid (the same run "
      "with `--no-full-range`; a positive number is what full range gained)", False),
@@ -369,7 +373,7 @@ def variant_effect(groups: dict, pairs, word: str, base_word: str, opening: str,
                for name, g in (("a", a), ("b", b))}
         if show_cpu and one_machine(a, b) and all(math.isfinite(v) for v in cpu.values()):
             parts.append(f"CPU time {cpu['b'] / cpu['a']:.0%} of {base_word}'s")
-        grid = " (both on GPTQ's grid)" if base == GPTQ_GRID_DEFAULT else ""
+        grid = " (both on GPTQ's grid)" if base.endswith(GPTQ_GRID) else ""
         out.append(f"- **{config}**{grid}, seed(s) {', '.join(map(str, seeds))}: " + "; ".join(parts))
     if not out:
         return ""

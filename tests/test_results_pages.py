@@ -239,3 +239,18 @@ def test_verdict_table_by_hand():
     rows = pages.verdict_table(nt + ar + eq, austen=austen).splitlines()[2:]
     assert [r.split(" | ")[1] for r in rows] == ["default", "equal compute", "default, Austen text"]
     assert rows[2].endswith("| -0.50 | -0.10 | ahead, one seed each |")
+
+
+def test_equal_compute_effect_against_the_default_on_its_grid():
+    pages = _pages()
+    effect = next(v for v in pages.VARIANT_EFFECTS if v[2] == "equal compute")
+    runs = [run("normtweak-default", 0, 22.0, 19.0, 100), run("normtweak-joint-equal-compute", 0, 21.5, 18.8, 400)]
+    text = pages.variant_effect(pages.grouped(runs), *effect)
+    # the default minus the variant: 22.0 - 21.5 = +0.50 and 19.0 - 18.8 = +0.20 gained by the
+    # extra steps; the default's CPU time is 100 / 400 of the variant's
+    assert "validation 22.00 default vs 21.50 equal compute (+0.50, one seed each" in text
+    assert "test 19.00 default vs 18.80 equal compute (+0.20," in text
+    assert "CPU time 25% of equal compute's" in text and "GPTQ's grid" not in text
+    # with only GPTQ-grid runs of both, those are compared, and marked so
+    gptq = [dict(r, _method=r["_method"] + "-gptqgrid") for r in runs]
+    assert "(both on GPTQ's grid)" in pages.variant_effect(pages.grouped(gptq), *effect)
