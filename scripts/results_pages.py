@@ -261,7 +261,7 @@ def seed_note(lead: float, values: dict[str, list[float]]) -> str:
     several = {name: v for name, v in values.items() if len(v) > 1}
     if not several:
         return "one seed each"
-    half = max((max(v) - min(v)) / 2 for v in several.values())
+    half = half_spread(*several.values())
     word = "more than" if lead > half else "within"
     if len(several) == len(values):
         return f"{word} the seed spread ±{half:.2f}"
@@ -363,9 +363,9 @@ def variant_effect(groups: dict, pairs, word: str, base_word: str, opening: str,
             da = {r["_seed"]: ppl(r, split) for r in a}
             db = {r["_seed"]: ppl(r, split) for r in b}
             gain = statistics.fmean(db[s] - da[s] for s in seeds)
-            halves = [(max(d.values()) - min(d.values())) / 2 for d in (da, db) if len(d) > 1]
-            size = (("more than" if abs(gain) > max(halves) else "within")
-                    + f" the larger seed spread ±{max(halves):.2f}" if halves
+            half = half_spread(list(da.values()), list(db.values()))
+            size = (("more than" if abs(gain) > half else "within")
+                    + f" the larger seed spread ±{half:.2f}" if half is not None
                     else "one seed each: no spread to weigh it by")
             parts.append(f"{split} {statistics.fmean(db[s] for s in seeds):.2f} {word} vs "
                          f"{statistics.fmean(da[s] for s in seeds):.2f} {base_word} ({gain:+.2f}, {size})")
